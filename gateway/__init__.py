@@ -1,0 +1,3 @@
+"""DLMS Direct Connect data concentrator."""
+
+__version__ = "0.1.0"
