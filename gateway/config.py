@@ -1,0 +1,222 @@
+"""Configuration: one TOML file, validated into frozen objects at start.
+
+Unknown keys and wrong types are errors that name the key and its line, because the person
+reading the error is a technician on a laptop next to a pole, not the author of this file.
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, TypeVar, get_args, get_origin, get_type_hints
+
+from gateway.codec.wrapper import WRAPPER_PORT
+
+
+class ConfigError(Exception):
+    """A configuration file we refuse to run with."""
+
+
+@dataclass(frozen=True, slots=True)
+class WanConfig:
+    listen: tuple[str, ...] = ("0.0.0.0", "::")  # a concentrator listens on its WAN side
+    port: int = WRAPPER_PORT
+    max_apdu: int = 65535  # wrapper length limit; a longer header closes that HES connection
+    max_connections: int = 64
+
+
+@dataclass(frozen=True, slots=True)
+class LinkConfig:
+    name: str
+    device: str  # /dev/ttyUSB0, /dev/serial/by-id/..., a pty path in tests
+    baudrate: int = 9600
+    response_timeout_s: float = 1.0  # wait for the meter's response frame
+    inter_octet_timeout_s: float = 0.1  # a gap this long inside a frame discards it
+    max_retries: int = 3  # HDLC retransmissions before the exchange fails
+    max_info: int = 128  # proposed max information field length, IEC 62056-46 default
+    window: int = 1
+    inactivity_timeout_s: float = 120.0  # IEC 62056-46, HDLC setup IC 23 default
+
+
+@dataclass(frozen=True, slots=True)
+class MeterConfig:
+    sap: int
+    link: str
+    physical_address: int
+    logical_device: int = 1
+
+
+@dataclass(frozen=True, slots=True)
+class RelayConfig:
+    exchange_timeout_s: float = 10.0  # the HES gets an exception-response after this
+    association_idle_s: float = 300.0  # an association with no traffic is released (DISC)
+
+
+@dataclass(frozen=True, slots=True)
+class LogConfig:
+    level: str = "info"
+    format: str = "json"  # json for the journal, console for a person
+
+
+@dataclass(frozen=True, slots=True)
+class GatewayConfig:
+    wan: WanConfig = field(default_factory=WanConfig)
+    relay: RelayConfig = field(default_factory=RelayConfig)
+    log: LogConfig = field(default_factory=LogConfig)
+    links: tuple[LinkConfig, ...] = ()
+    meters: tuple[MeterConfig, ...] = ()
+
+
+_T = TypeVar("_T")
+_HEADER = re.compile(r"^\s*(\[\[?)\s*([A-Za-z0-9_.\-\"]+)\s*\]\]?")
+_KEY = re.compile(r"^\s*([A-Za-z0-9_\-\"]+)\s*=")
+
+
+class _Lines:
+    """Finds the line of a key in the TOML text (tomllib keeps no positions)."""
+
+    def __init__(self, text: str) -> None:
+        self._keys: list[tuple[str, int, str, int]] = []  # (table, index, key, line)
+        table, counts = "", dict[str, int]()
+        index = 0
+        for number, line in enumerate(text.splitlines(), start=1):
+            if header := _HEADER.match(line):
+                table = header.group(2).replace('"', "")
+                index = counts.get(table, -1) + 1 if header.group(1) == "[[" else 0
+                counts[table] = index
+                self._keys.append((table, index, "", number))
+            elif key := _KEY.match(line):
+                self._keys.append((table, index, key.group(1).replace('"', ""), number))
+
+    def find(self, table: str, index: int, key: str) -> int | None:
+        for t, i, k, number in self._keys:
+            if t == table and i == index and k == key:
+                return number
+        return None
+
+
+def _where(lines: _Lines, table: str, index: int, key: str) -> str:
+    number = lines.find(table, index, key)
+    if number is None and not table:
+        number = lines.find(key, 0, "")  # a top-level table: its [header] line
+    name = f"{table}[{index}].{key}" if table in ("links", "meters") else f"{table}.{key}".lstrip(".")
+    return f"'{name}'" + (f" (line {number})" if number else "")
+
+
+def _convert(value: Any, hint: Any, where: str) -> Any:
+    origin = get_origin(hint)
+    if origin is tuple:
+        (item,) = get_args(hint)[:1]
+        if not isinstance(value, list):
+            raise ConfigError(f"{where}: expected a list, got {type(value).__name__}")
+        return tuple(_convert(v, item, where) for v in value)
+    if hint is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if hint in (int, float, str, bool) and (type(value) is not hint):
+        raise ConfigError(f"{where}: expected {hint.__name__}, got {type(value).__name__} {value!r}")
+    return value
+
+
+def _build(cls: type[_T], raw: Mapping[str, Any], lines: _Lines, table: str, index: int = 0) -> _T:
+    hints = get_type_hints(cls)
+    known = {f.name for f in fields(cls)}  # type: ignore[arg-type]
+    for key in raw:
+        if key not in known:
+            raise ConfigError(f"unknown key {_where(lines, table, index, key)}")
+    values = {}
+    for f in fields(cls):  # type: ignore[arg-type]
+        if f.name in raw:
+            values[f.name] = _convert(raw[f.name], hints[f.name], _where(lines, table, index, f.name))
+    try:
+        return cls(**values)
+    except TypeError as exc:
+        missing = re.findall(r"'(\w+)'", str(exc))
+        header = lines.find(table, index, "")
+        at = f" (the table at line {header})" if header else ""
+        raise ConfigError(f"{table}[{index}]{at}: missing required key {', '.join(missing)}") from None
+
+
+def _check(config: GatewayConfig, lines: _Lines) -> None:
+    def fail(table: str, index: int, key: str, message: str) -> None:
+        raise ConfigError(f"{_where(lines, table, index, key)}: {message}")
+
+    if not 1 <= config.wan.port <= 65535:
+        fail("wan", 0, "port", "must be 1..65535")
+    if not 8 <= config.wan.max_apdu <= 65535:
+        fail("wan", 0, "max_apdu", "must be 8..65535")
+    if config.log.level not in ("debug", "info", "warning", "error"):
+        fail("log", 0, "level", "must be debug, info, warning or error")
+    if config.log.format not in ("json", "console"):
+        fail("log", 0, "format", "must be json or console")
+    names: set[str] = set()
+    for i, link in enumerate(config.links):
+        if link.name in names:
+            fail("links", i, "name", f"duplicate link name {link.name!r}")
+        names.add(link.name)
+        if not 32 <= link.max_info <= 2030:
+            fail("links", i, "max_info", "must be 32..2030 (IEC 62056-46)")
+        if not 1 <= link.window <= 7:
+            fail("links", i, "window", "must be 1..7 (IEC 62056-46)")
+        if link.response_timeout_s <= 0 or link.inter_octet_timeout_s <= 0:
+            fail("links", i, "response_timeout_s", "timeouts must be > 0")
+        if not 0 <= link.max_retries <= 10:
+            fail("links", i, "max_retries", "must be 0..10")
+    saps: set[int] = set()
+    places: set[tuple[str, int, int]] = set()
+    for i, meter in enumerate(config.meters):
+        if meter.link not in names:
+            fail("meters", i, "link", f"no link named {meter.link!r}")
+        if not 2 <= meter.sap <= 0xFFFF or meter.sap in saps:
+            fail("meters", i, "sap", "must be unique, 2..65535 (SAP 1 is the gateway itself)")
+        saps.add(meter.sap)
+        if not 0x10 <= meter.physical_address <= 0x3FFD:
+            fail("meters", i, "physical_address", "must be 16..16381 (IEC 62056-46 device addresses)")
+        if not 0 <= meter.logical_device <= 0x3FFF:
+            fail("meters", i, "logical_device", "must be 0..16383")
+        place = (meter.link, meter.physical_address, meter.logical_device)
+        if place in places:
+            fail("meters", i, "physical_address", "another meter has the same link and address")
+        places.add(place)
+
+
+def parse_config(text: str) -> GatewayConfig:
+    """Parse and validate configuration text. Raises ConfigError naming the key and line."""
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"not valid TOML: {exc}") from None
+    lines = _Lines(text)
+    top = {f.name for f in fields(GatewayConfig)}
+    for key in raw:
+        if key not in top:
+            raise ConfigError(f"unknown key {_where(lines, '', 0, key)}")
+    for key in ("links", "meters"):
+        if key in raw and not isinstance(raw[key], list):
+            raise ConfigError(f"{_where(lines, '', 0, key)}: expected [[{key}]] tables")
+    for key in ("wan", "relay", "log"):
+        if key in raw and not isinstance(raw[key], dict):
+            raise ConfigError(f"{_where(lines, '', 0, key)}: expected a [{key}] table")
+    config = GatewayConfig(
+        wan=_build(WanConfig, raw.get("wan", {}), lines, "wan"),
+        relay=_build(RelayConfig, raw.get("relay", {}), lines, "relay"),
+        log=_build(LogConfig, raw.get("log", {}), lines, "log"),
+        links=tuple(_build(LinkConfig, t, lines, "links", i) for i, t in enumerate(raw.get("links", []))),
+        meters=tuple(_build(MeterConfig, t, lines, "meters", i) for i, t in enumerate(raw.get("meters", []))),
+    )
+    _check(config, lines)
+    return config
+
+
+def load_config(path: Path) -> GatewayConfig:
+    """Read and validate a configuration file."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"{path}: {exc.strerror}") from None
+    try:
+        return parse_config(text)
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
