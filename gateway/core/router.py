@@ -1,0 +1,139 @@
+"""Routes wrapper PDUs from HES connections to meter sessions by destination wPort (server SAP).
+
+SAP 1 is the gateway's own management logical device; every other registered SAP is one meter.
+An unknown SAP gets a DLMS answer (a rejected AARE, or an exception-response), never silence.
+One meter association (meter SAP, client SAP) belongs to one HES connection at a time.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+import structlog
+
+from gateway.codec import apdu as apdus
+from gateway.codec.hdlc import HdlcAddress, HdlcClientLink, HdlcParameters, LinkSettings
+from gateway.codec.wrapper import WrapperPdu
+from gateway.config import LinkConfig, RelayConfig
+from gateway.core.rejections import aare_rejected
+from gateway.core.session import HesPeer, MeterSession
+from gateway.link.line import MeterLine
+
+log = structlog.get_logger(__name__)
+
+MANAGEMENT_SAP = 1  # DLMS UA Green Book: the management logical device
+
+
+@dataclass(frozen=True, slots=True)
+class MeterRoute:
+    """Where a meter SAP lives on the meter network."""
+
+    sap: int
+    line: str
+    physical_address: int
+    logical_device: int = 1
+
+
+ManagementHandler = Callable[[int, bytes], bytes | None]  # (client SAP, APDU) -> answer
+
+
+def link_settings(config: LinkConfig) -> LinkSettings:
+    """HDLC settings for links on a line, from its configuration."""
+    return LinkSettings(
+        parameters=HdlcParameters(
+            max_info_tx=config.max_info,
+            max_info_rx=config.max_info,
+            window_tx=config.window,
+            window_rx=config.window,
+        ),
+        response_timeout_s=config.response_timeout_s,
+        max_retries=config.max_retries,
+    )
+
+
+class Router:
+    """Destination wPort -> management logical device or meter session."""
+
+    def __init__(
+        self,
+        *,
+        routes: Mapping[int, MeterRoute],
+        lines: Mapping[str, MeterLine],
+        relay: RelayConfig,
+        management: ManagementHandler | None = None,
+    ) -> None:
+        self.routes = dict(routes)
+        self.lines = lines
+        self.sessions: dict[tuple[int, int], MeterSession] = {}  # (meter SAP, client SAP) -> session
+        self._relay = relay
+        self._management = management
+        self._settings = {name: link_settings(line.config) for name, line in lines.items()}
+        self.rejections = 0
+
+    def pdu_from_hes(self, owner: HesPeer, pdu: WrapperPdu) -> None:
+        """Handle one wrapper PDU from a HES connection."""
+        meter_sap, client_sap = pdu.destination, pdu.source
+        session = self.sessions.get((meter_sap, client_sap))
+        if session is not None:
+            if session.owner is owner:
+                session.request(pdu.apdu)
+                return
+            self._reject(owner, pdu, "meter association held by another HES connection", transient=True)
+            return
+        if meter_sap == MANAGEMENT_SAP and self._management is not None:
+            answer = self._management(client_sap, pdu.apdu)
+            if answer is not None:
+                owner.send(pdu.reply(answer))
+            return
+        route = self.routes.get(meter_sap)
+        if route is None:
+            self._reject(owner, pdu, "unknown SAP", transient=False)
+            return
+        if pdu.apdu[:1] != b"\x60":
+            self._reject(owner, pdu, "no association: send an AARQ first", transient=False)
+            return
+        line = self.lines[route.line]
+        if not line.is_open:
+            self._reject(owner, pdu, "meter line down", transient=True)
+            return
+        server = HdlcAddress.server(logical_device=route.logical_device, physical_address=route.physical_address)
+        if line.has_link(client_sap=client_sap, upper=server.upper, lower=server.lower):
+            self._reject(owner, pdu, "data link still closing", transient=True)
+            return
+        session = MeterSession(
+            owner=owner,
+            client_sap=client_sap,
+            meter_sap=meter_sap,
+            link=HdlcClientLink(client_sap=client_sap, server_address=server, settings=self._settings[route.line]),
+            line=line,
+            exchange_timeout_s=self._relay.exchange_timeout_s,
+            idle_timeout_s=self._relay.association_idle_s,
+            on_closed=self._session_closed,
+        )
+        self.sessions[(meter_sap, client_sap)] = session
+        session.start()
+        session.request(pdu.apdu)
+
+    def hes_disconnected(self, owner: HesPeer) -> None:
+        """A HES connection closed: release every association it held."""
+        for session in [s for s in self.sessions.values() if s.owner is owner]:
+            session.hes_gone()
+
+    def _session_closed(self, session: MeterSession) -> None:
+        key = (session.meter_sap, session.client_sap)
+        if self.sessions.get(key) is session:
+            del self.sessions[key]
+
+    def _reject(self, owner: HesPeer, pdu: WrapperPdu, reason: str, *, transient: bool) -> None:
+        self.rejections += 1
+        log.warning("router.reject", peer=owner.peer, meter_sap=pdu.destination, client_sap=pdu.source,
+                    reason=reason, tag=f"{pdu.apdu[:1].hex()}")
+        if pdu.apdu[:1] == b"\x60":
+            answer = aare_rejected(aarq=pdu.apdu, transient=transient)
+        else:
+            answer = apdus.exception_response(
+                state_error=apdus.STATE_ERROR_SERVICE_NOT_ALLOWED,
+                service_error=apdus.SERVICE_ERROR_OPERATION_NOT_POSSIBLE,
+            )
+        owner.send(pdu.reply(answer))
