@@ -1,0 +1,86 @@
+"""`dlms-gateway demo` and `simulate`: the gateway and simulated meters with no hardware."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+import sys
+from pathlib import Path
+
+from gateway.config import GatewayConfig, LinkConfig, LogConfig, MeterConfig, WanConfig
+from gateway.daemon import Gateway
+from gateway.sim.bus import SimulatedBus
+from gateway.sim.fleet import FIRST_SAP, sim_fleet
+from gateway.sim.meter import DEMO_AUTHENTICATION_KEY, DEMO_BLOCK_CIPHER_KEY, SimMeterSettings
+from gateway.sim.pty import open_pty
+
+
+def demo_config(*, meters: int, device: str, host: str, port: int) -> GatewayConfig:
+    """A gateway configuration for ``meters`` simulated meters on one line. It holds no key."""
+    return GatewayConfig(
+        wan=WanConfig(listen=(host,), port=port),
+        log=LogConfig(level="info", format="console"),
+        links=(LinkConfig(name="sim0", device=device, baudrate=115200),),
+        meters=tuple(
+            MeterConfig(sap=FIRST_SAP + i, link="sim0", physical_address=fleet_address)
+            for i, fleet_address in enumerate(range(17, 17 + meters))
+        ),
+    )
+
+
+async def _until_stopped(duration: float | None) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(stop.wait(), timeout=duration)
+
+
+async def demo(*, meters: int, host: str, port: int, duration: float | None) -> None:
+    pty = open_pty()
+    bus = SimulatedBus(meters=sim_fleet(meters))
+    bus.attach(pty.master_fd)
+    gateway = Gateway(demo_config(meters=meters, device=pty.slave_path, host=host, port=port))
+    await gateway.start()
+    wan_host, wan_port = gateway.wan.addresses[0]
+    example = SimMeterSettings.demo(serial_number=1)
+    print(
+        f"""
+dlms-gateway demo: {meters} simulated meters behind a pty ({pty.slave_path}), no hardware.
+
+  HES connects to   tcp://{wan_host}:{wan_port}  (IEC 62056-4-7 wrapper)
+  meter SAPs        {", ".join(str(FIRST_SAP + i) for i in range(meters))}  (destination wPort)
+  public client     SAP 16, no security: logical device name, clock, energy register
+  management client SAP 1, HLS-GMAC (mechanism 5), security suite 0, authenticated+encrypted
+     block cipher key  {DEMO_BLOCK_CIPHER_KEY.hex().upper()}   (simulator demo keys:
+     authentication key {DEMO_AUTHENTICATION_KEY.hex().upper()}   the gateway holds none)
+     client system title: any 8 bytes; meter 1 system title {example.system_title.hex().upper()}
+  objects           0.0.42.0.0.255 name, 0.0.1.0.0.255 clock, 1.0.1.8.0.255 energy,
+                    1.0.99.1.0.255 load profile, 0.0.96.3.10.255 disconnect control
+
+Ctrl-C stops.""",
+        file=sys.stderr,
+        flush=True,
+    )
+    try:
+        await _until_stopped(duration)
+    finally:
+        await gateway.stop()
+        bus.detach()
+        pty.close()
+
+
+async def simulate(*, meters: int, first_serial: int, path_file: Path | None) -> None:
+    pty = open_pty()
+    bus = SimulatedBus(meters=sim_fleet(meters, first_serial=first_serial))
+    bus.attach(pty.master_fd)
+    if path_file is not None:
+        await asyncio.to_thread(path_file.write_text, pty.slave_path)
+    print(pty.slave_path, flush=True)
+    try:
+        await _until_stopped(None)
+    finally:
+        bus.detach()
+        pty.close()

@@ -1,0 +1,87 @@
+"""The ``dlms-gateway`` command: the daemon and the field technician's tool in one."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from gateway import __version__
+from gateway.config import ConfigError, load_config
+from gateway.log import configure
+
+EXIT_OK = 0
+EXIT_REFUSED = 1
+EXIT_USAGE = 2
+EXIT_NOT_RUNNING = 3
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="dlms-gateway", description="DLMS Direct Connect data concentrator")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = commands.add_parser("run", help="run the daemon")
+    run.add_argument("--config", type=Path, required=True, help="TOML configuration file")
+
+    demo = commands.add_parser("demo", help="run the gateway with simulated meters on a pty (no hardware)")
+    demo.add_argument("--meters", type=int, default=4, help="number of simulated meters (default 4)")
+    demo.add_argument("--host", default="127.0.0.1", help="WAN address to listen on (default 127.0.0.1)")
+    demo.add_argument("--port", type=int, default=4059, help="WAN port (default 4059)")
+    demo.add_argument("--duration", type=float, default=None, help="stop after this many seconds")
+    demo.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+
+    simulate = commands.add_parser("simulate", help="serve simulated meters on a pty (a stand-in modem)")
+    simulate.add_argument("--meters", type=int, default=4)
+    simulate.add_argument("--first-serial", type=int, default=1)
+    simulate.add_argument("--path-file", type=Path, help="write the pty path here once ready")
+
+    config = commands.add_parser("config", help="configuration tools")
+    config_commands = config.add_subparsers(dest="config_command", required=True, metavar="ACTION")
+    check = config_commands.add_parser("check", help="validate a configuration file")
+    check.add_argument("file", type=Path)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        if args.command == "run":
+            return _run(args)
+        if args.command == "demo":
+            from gateway.cli.demo import demo  # noqa: PLC0415 - keeps the simulator out of `run`
+
+            configure(level=args.log_level, fmt="console", stream=sys.stderr)
+            asyncio.run(demo(meters=args.meters, host=args.host, port=args.port, duration=args.duration))
+            return EXIT_OK
+        if args.command == "simulate":
+            from gateway.cli.demo import simulate  # noqa: PLC0415
+
+            configure(level="info", fmt="console", stream=sys.stderr)
+            asyncio.run(simulate(meters=args.meters, first_serial=args.first_serial, path_file=args.path_file))
+            return EXIT_OK
+        if args.command == "config":
+            load_config(args.file)
+            print(f"{args.file}: OK")
+            return EXIT_OK
+    except ConfigError as exc:
+        print(f"dlms-gateway: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        return EXIT_OK
+    return EXIT_USAGE
+
+
+def _run(args: argparse.Namespace) -> int:
+    from gateway.daemon import run  # noqa: PLC0415
+
+    config = load_config(args.config)
+    configure(level=config.log.level, fmt=config.log.format)
+    asyncio.run(run(config))
+    return EXIT_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())
