@@ -1,0 +1,58 @@
+"""The HDLC control field (IEC 62056-46, 6.4.3): frame kinds, P/F bit, N(S) and N(R)."""
+
+from enum import Enum
+
+POLL_FINAL = 0x10  # IEC 62056-46, 6.4.3: the P/F bit, bit 4 of every control field
+SEQUENCE_MODULUS = 8  # IEC 62056-46, 6.4.3: N(S) and N(R) are 3-bit counters
+
+
+class FrameKind(Enum):
+    """The commands and responses DLMS uses (IEC 62056-46, 6.4.4)."""
+
+    I = "I"  # noqa: E741 -- the standard's name for an information frame
+    RR = "RR"
+    RNR = "RNR"
+    SNRM = "SNRM"
+    UA = "UA"
+    DISC = "DISC"
+    DM = "DM"
+    FRMR = "FRMR"
+    UI = "UI"
+
+
+# IEC 62056-46, 6.4.4.1: control bytes with the P/F bit cleared
+_SUPERVISORY = {0x01: FrameKind.RR, 0x05: FrameKind.RNR}
+_UNNUMBERED = {
+    0x83: FrameKind.SNRM,
+    0x63: FrameKind.UA,
+    0x43: FrameKind.DISC,
+    0x0F: FrameKind.DM,
+    0x87: FrameKind.FRMR,
+    0x03: FrameKind.UI,
+}
+_UNNUMBERED_CONTROL = {kind: control for control, kind in _UNNUMBERED.items()}
+_SUPERVISORY_CONTROL = {kind: control for control, kind in _SUPERVISORY.items()}
+
+
+def frame_kind(control: int) -> FrameKind | None:
+    """Return the kind of a control byte, or None for one DLMS does not define."""
+    if control & 0x01 == 0:
+        return FrameKind.I
+    if control & 0x03 == 0x01:
+        return _SUPERVISORY.get(control & 0x0F)
+    return _UNNUMBERED.get(control & ~POLL_FINAL & 0xFF)
+
+
+def i_control(*, send_seq: int, recv_seq: int, poll: bool) -> int:
+    """Return the control byte of an I-frame."""
+    return (recv_seq % 8) << 5 | (POLL_FINAL if poll else 0) | (send_seq % 8) << 1
+
+
+def s_control(kind: FrameKind, *, recv_seq: int, poll: bool) -> int:
+    """Return the control byte of an RR or RNR frame."""
+    return (recv_seq % 8) << 5 | (POLL_FINAL if poll else 0) | _SUPERVISORY_CONTROL[kind]
+
+
+def u_control(kind: FrameKind, *, poll: bool) -> int:
+    """Return the control byte of an unnumbered frame (SNRM, UA, DISC, DM, FRMR, UI)."""
+    return _UNNUMBERED_CONTROL[kind] | (POLL_FINAL if poll else 0)

@@ -1,0 +1,186 @@
+"""HDLC frames of IEC 62056-46 (frame format type 3): encoder and an incremental, bounded decoder.
+
+    7E | A0/A8+len (11 bits) | destination | source | control | HCS | information | FCS | 7E
+
+The length counts every byte between the flags. HCS (over format..control) is present only when
+there is an information field; FCS covers format..information. There is no byte stuffing: a frame
+ends where its length says, so 0x7E may occur inside it, and consecutive frames may share a flag.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from gateway.codec.errors import LocalProtocolError
+from gateway.codec.hdlc.address import HdlcAddress, decode_address
+from gateway.codec.hdlc.control import POLL_FINAL, FrameKind, frame_kind
+from gateway.codec.hdlc.crc import crc16_x25
+from gateway.codec.hdlc.errors import HdlcError
+
+__all__ = ["HdlcError", "HdlcFrame", "HdlcFrameDecoder", "encode_frame"]
+
+FLAG = 0x7E  # IEC 62056-46, 6.4.1: opening and closing flag
+_FORMAT_TYPE = 0xA000  # IEC 62056-46, 6.4.1: frame format type 3 in the top 4 bits
+_FORMAT_TYPE_MASK = 0xF000
+_SEGMENTED = 0x0800  # IEC 62056-46, 6.4.1: the S bit, "more segments follow"
+_LENGTH_MASK = 0x07FF  # IEC 62056-46, 6.4.1: 11-bit frame length
+_MIN_LENGTH = 7  # format 2 + destination 1 + source 1 + control 1 + FCS 2
+_LONGEST_HEADER = 12  # flag 1 + format 2 + destination 4 + source 4 + control 1
+
+
+@dataclass(frozen=True, slots=True)
+class HdlcFrame:
+    """One HDLC frame, flags and check sequences left out."""
+
+    destination: HdlcAddress
+    source: HdlcAddress
+    control: int
+    info: bytes = b""
+    segmented: bool = False
+
+    @property
+    def kind(self) -> FrameKind:
+        """The command or response this frame carries; HdlcError if DLMS does not define it."""
+        kind = frame_kind(self.control)
+        if kind is None:
+            raise HdlcError(f"undefined HDLC control field 0x{self.control:02X}")
+        return kind
+
+    @property
+    def poll_final(self) -> bool:
+        """The P/F bit."""
+        return bool(self.control & POLL_FINAL)
+
+    @property
+    def send_seq(self) -> int:
+        """N(S) of an I-frame."""
+        if self.kind is not FrameKind.I:
+            raise LocalProtocolError(f"a {self.kind.value} frame has no N(S)")
+        return (self.control >> 1) & 0x07
+
+    @property
+    def recv_seq(self) -> int:
+        """N(R) of an I, RR or RNR frame."""
+        if self.kind not in (FrameKind.I, FrameKind.RR, FrameKind.RNR):
+            raise LocalProtocolError(f"a {self.kind.value} frame has no N(R)")
+        return self.control >> 5
+
+
+def _check_sequence(data: bytes | bytearray) -> bytes:
+    return crc16_x25(bytes(data)).to_bytes(2, "little")
+
+
+def encode_frame(frame: HdlcFrame) -> bytes:
+    """Return `frame` as sent on the line, both flags included."""
+    if not 0 <= frame.control <= 0xFF:
+        raise LocalProtocolError(f"control field 0x{frame.control:X} is not one byte")
+    fields = frame.destination.encode() + frame.source.encode() + bytes([frame.control])
+    length = 2 + len(fields) + (2 + len(frame.info) if frame.info else 0) + 2
+    if length > _LENGTH_MASK:
+        raise LocalProtocolError(f"frame of {length} bytes exceeds the 11-bit length field")
+    header = (_FORMAT_TYPE | (_SEGMENTED if frame.segmented else 0) | length).to_bytes(2, "big") + fields
+    body = header + _check_sequence(header) + frame.info if frame.info else header
+    return bytes([FLAG]) + body + _check_sequence(body) + bytes([FLAG])
+
+
+class HdlcFrameDecoder:
+    """Splits a byte stream from a (shared, multi-drop) line into frames; never raises on line noise."""
+
+    def __init__(self, *, max_frame_length: int = 2048, inter_octet_timeout_s: float = 0.1) -> None:
+        if max_frame_length < _MIN_LENGTH + 2:
+            raise LocalProtocolError(f"max_frame_length {max_frame_length} cannot hold a frame")
+        self._max_frame_length = max_frame_length
+        self._inter_octet_timeout_s = inter_octet_timeout_s
+        self._buffer = bytearray()  # empty, or a partial frame starting at its opening flag
+        self._last_octet_at: float | None = None
+        self.frames = 0
+        self.bad_crc = 0
+        self.discarded_bytes = 0  # bytes other than flags that ended up in no frame
+        self.timeouts = 0
+
+    @property
+    def buffered(self) -> int:
+        """Bytes held while waiting for the rest of a frame."""
+        return len(self._buffer)
+
+    def feed(self, data: bytes, *, now: float) -> list[HdlcFrame]:
+        """Take the bytes read at `now`; return the frames they complete."""
+        stale = self._last_octet_at is not None and now - self._last_octet_at > self._inter_octet_timeout_s
+        if stale and len(self._buffer) > 1:  # a lone flag may open the next frame: not a partial frame
+            self.timeouts += 1
+            self._discard(len(self._buffer))
+        if data:
+            self._last_octet_at = now
+        frames: list[HdlcFrame] = []
+        for start in range(0, len(data), self._max_frame_length):  # bounds the buffer to 2 x max
+            self._buffer += data[start : start + self._max_frame_length]
+            while (step := self._step()) is not False:
+                if isinstance(step, HdlcFrame):
+                    frames.append(step)
+        self.frames += len(frames)
+        return frames
+
+    def _discard(self, count: int) -> None:
+        self.discarded_bytes += count - self._buffer.count(FLAG, 0, count)
+        del self._buffer[:count]
+
+    def _reject(self, *, bad_crc: bool) -> bool:
+        """Drop the opening flag and hunt for the next one."""
+        self.bad_crc += bad_crc
+        del self._buffer[0]
+        return True
+
+    def _step(self) -> HdlcFrame | bool:
+        """Consume what the buffer's head allows: a frame, True (progress) or False (need more)."""
+        buf = self._buffer
+        if buf and buf[0] != FLAG:
+            flag_at = buf.find(FLAG)
+            self._discard(len(buf) if flag_at < 0 else flag_at)
+        if len(buf) < 3:
+            return False
+        frame_format = buf[1] << 8 | buf[2]
+        length = frame_format & _LENGTH_MASK
+        end = 1 + length
+        bad_format = frame_format & _FORMAT_TYPE_MASK != _FORMAT_TYPE
+        if bad_format or length < _MIN_LENGTH or end > self._max_frame_length:
+            return self._reject(bad_crc=False)
+        if len(buf) < min(end, _LONGEST_HEADER):
+            return False
+        region = bytes(buf[: min(len(buf), end - 2)])
+        try:
+            destination, offset = decode_address(region, 3)
+            source, offset = decode_address(region, offset)
+        except HdlcError:
+            return self._reject(bad_crc=False)
+        if offset >= len(region):
+            return self._reject(bad_crc=False)
+        control_end = offset + 1
+        if end == control_end + 2:  # no information field: the FCS follows the control byte
+            if len(buf) < end:
+                return False
+            if _check_sequence(buf[1:control_end]) != buf[control_end:end]:
+                return self._reject(bad_crc=True)
+            info = b""
+        else:
+            if end < control_end + 5:  # HCS, at least one byte of information, FCS
+                return self._reject(bad_crc=False)
+            if len(buf) < control_end + 2:
+                return False
+            if _check_sequence(buf[1:control_end]) != buf[control_end : control_end + 2]:
+                return self._reject(bad_crc=True)  # the length is not to be trusted: hunt from here
+            if len(buf) < end:
+                return False
+            if _check_sequence(buf[1 : end - 2]) != buf[end - 2 : end]:
+                self.bad_crc += 1
+                self._discard(end)  # the HCS vouched for the length: skip the whole frame
+                return True
+            info = bytes(buf[control_end + 2 : end - 2])
+        frame = HdlcFrame(
+            destination=destination,
+            source=source,
+            control=region[offset],
+            info=info,
+            segmented=bool(frame_format & _SEGMENTED),
+        )
+        del buf[:end]  # the closing flag stays: it may open the next frame
+        return frame
