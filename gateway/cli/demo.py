@@ -72,9 +72,9 @@ Ctrl-C stops.""",
         pty.close()
 
 
-async def simulate(*, meters: int, first_serial: int, path_file: Path | None) -> None:
+async def simulate(*, meters: int, first_serial: int, path_file: Path | None, bit_rate: int | None = None) -> None:
     pty = open_pty()
-    bus = SimulatedBus(meters=sim_fleet(meters, first_serial=first_serial))
+    bus = SimulatedBus(meters=sim_fleet(meters, first_serial=first_serial), bit_rate=bit_rate)
     bus.attach(pty.master_fd)
     if path_file is not None:
         await asyncio.to_thread(path_file.write_text, pty.slave_path)

@@ -37,6 +37,7 @@ def _parser() -> argparse.ArgumentParser:
     simulate.add_argument("--meters", type=int, default=4)
     simulate.add_argument("--first-serial", type=int, default=1)
     simulate.add_argument("--path-file", type=Path, help="write the pty path here once ready")
+    simulate.add_argument("--bit-rate", type=int, default=None, help="emulate a line of this many bit/s")
 
     config = commands.add_parser("config", help="configuration tools")
     config_commands = config.add_subparsers(dest="config_command", required=True, metavar="ACTION")
@@ -60,7 +61,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             from gateway.cli.demo import simulate  # noqa: PLC0415
 
             configure(level="info", fmt="console", stream=sys.stderr)
-            asyncio.run(simulate(meters=args.meters, first_serial=args.first_serial, path_file=args.path_file))
+            asyncio.run(simulate(meters=args.meters, first_serial=args.first_serial, path_file=args.path_file,
+                                 bit_rate=args.bit_rate))
             return EXIT_OK
         if args.command == "config":
             load_config(args.file)

@@ -42,8 +42,12 @@ class SimulatedBus:
         meters: Sequence[SimMeter],
         settings: ServerSettings | None = None,
         clock: Callable[[], float] = time.monotonic,
+        bit_rate: int | None = None,
     ) -> None:
         self._clock = clock
+        # With a bit rate, an answer leaves only after the request and the answer would have
+        # crossed the line (10 bits per byte, 8N1): the medium, not the CPU, sets the pace.
+        self._seconds_per_byte = 10.0 / bit_rate if bit_rate else 0.0
         self._decoder = HdlcFrameDecoder()
         self._stations: dict[tuple[int, int | None], tuple[HdlcServerLink, LogicalDevice]] = {}
         for meter in meters:
@@ -97,8 +101,17 @@ class SimulatedBus:
         except OSError:  # EIO: nobody holds the other side open right now
             return
         answer = self.feed(data)
-        if answer:
+        if not answer:
+            return
+        if self._seconds_per_byte:
+            delay = (len(data) + len(answer)) * self._seconds_per_byte
+            asyncio.get_running_loop().call_later(delay, self._write_if_attached, answer)
+        else:
             self._write(answer)
+
+    def _write_if_attached(self, data: bytes) -> None:
+        if self._fd is not None:
+            self._write(data)
 
     def _write(self, data: bytes) -> None:
         assert self._fd is not None
