@@ -1,0 +1,130 @@
+"""Shared pieces for benchmarks: simulated meters and the gateway as separate processes."""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import serial
+
+from gateway.codec.hdlc import ApduReceived, HdlcAddress, HdlcClientLink, HdlcFrameDecoder, LinkDown, LinkSettings
+
+PUBLIC_AARQ = bytes.fromhex("601DA109060760857405080101BE10040E01000000065F1F0400001E1DFFFF")
+GET_LDN = bytes.fromhex("C001C1000100002A0000FF0200")
+RLRQ = bytes.fromhex("6203800100")
+
+
+def percentile(values: list[float], fraction: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
+
+
+def jain(counts: list[int]) -> float:
+    """Jain's fairness index: 1.0 when every session got the same share."""
+    total = sum(counts)
+    squares = sum(c * c for c in counts)
+    return total * total / (len(counts) * squares) if squares else 0.0
+
+
+@contextmanager
+def simulator(meters: int, *, bit_rate: int | None = None) -> Iterator[str]:
+    """Simulated meters on a pty in their own process; yields the pty path."""
+    with tempfile.TemporaryDirectory() as tmp:
+        path_file = Path(tmp) / "pty"
+        args = [sys.executable, "-m", "gateway.cli.main", "simulate", "--meters", str(meters),
+                "--path-file", str(path_file)]
+        if bit_rate:
+            args += ["--bit-rate", str(bit_rate)]
+        proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            deadline = time.monotonic() + 20
+            while not path_file.exists() or not path_file.read_text():
+                if time.monotonic() > deadline or proc.poll() is not None:
+                    raise RuntimeError("simulator did not start")
+                time.sleep(0.05)
+            yield path_file.read_text()
+        finally:
+            proc.terminate()
+            proc.wait(10)
+
+
+@contextmanager
+def gateway_process(device: str, meters: int, port: int) -> Iterator[None]:
+    """The gateway daemon in its own process, relaying to ``meters`` meters on ``device``."""
+    with tempfile.TemporaryDirectory() as tmp:
+        config = Path(tmp) / "gateway.toml"
+        lines = [f'[wan]\nlisten = ["127.0.0.1"]\nport = {port}\n', "[log]\nlevel = \"warning\"\n",
+                 f'[[links]]\nname = "bus0"\ndevice = "{device}"\nbaudrate = 115200\n']
+        lines += [f'[[meters]]\nsap = {17 + i}\nlink = "bus0"\nphysical_address = {17 + i}\n' for i in range(meters)]
+        config.write_text("\n".join(lines))
+        proc = subprocess.Popen([sys.executable, "-m", "gateway.cli.main", "run", "--config", str(config)],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            deadline = time.monotonic() + 20
+            while True:
+                try:
+                    socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                    break
+                except OSError:
+                    if time.monotonic() > deadline or proc.poll() is not None:
+                        raise RuntimeError("gateway did not start") from None
+                    time.sleep(0.05)
+            yield
+        finally:
+            proc.terminate()
+            proc.wait(10)
+
+
+class DirectHdlcClient:
+    """A blocking HDLC client on a serial port, built on our link state machine: the baseline."""
+
+    def __init__(self, device: str, *, physical_address: int, client_sap: int = 16) -> None:
+        self.port = serial.Serial(device, baudrate=115200, timeout=0.5)
+        self.decoder = HdlcFrameDecoder()
+        self.link = HdlcClientLink(
+            client_sap=client_sap,
+            server_address=HdlcAddress.server(logical_device=1, physical_address=physical_address),
+            settings=LinkSettings(),
+        )
+
+    def _pump(self) -> list[bytes]:
+        apdus: list[bytes] = []
+        while self.link.wants_medium:
+            self.port.write(self.link.transmit(now=time.monotonic()))
+            while self.link.awaiting_response:
+                data = self.port.read(max(1, self.port.in_waiting))
+                now = time.monotonic()
+                if not data:
+                    events = self.link.expire(now=now)
+                else:
+                    events = [e for f in self.decoder.feed(data, now=now) for e in self.link.receive(f, now=now)]
+                for event in events:
+                    if isinstance(event, ApduReceived):
+                        apdus.append(event.apdu)
+                    elif isinstance(event, LinkDown):
+                        raise ConnectionError(event.reason)
+        return apdus
+
+    def connect(self) -> None:
+        self.link.connect()
+        self._pump()
+        (aare,) = self.request(PUBLIC_AARQ)
+        assert aare[0] == 0x61
+
+    def request(self, apdu: bytes) -> list[bytes]:
+        self.link.send_apdu(apdu)
+        return self._pump()
+
+    def close(self) -> None:
+        self.request(RLRQ)
+        self.link.disconnect()
+        with contextlib.suppress(ConnectionError):  # LinkDown("disconnected") is the normal end
+            self._pump()
+        self.port.close()
