@@ -1,1 +1,52 @@
+"""HDLC (IEC 62056-46), pure and sans-IO: frames, addresses, parameters, client and server links."""
 
+from gateway.codec.hdlc.address import HdlcAddress, decode_address
+from gateway.codec.hdlc.client import (
+    ApduReceived,
+    HdlcClientLink,
+    LinkDown,
+    LinkEvent,
+    LinkSettings,
+    LinkState,
+    LinkUp,
+)
+from gateway.codec.hdlc.control import FrameKind
+from gateway.codec.hdlc.crc import crc16_x25
+from gateway.codec.hdlc.frame import HdlcError, HdlcFrame, HdlcFrameDecoder, encode_frame
+from gateway.codec.hdlc.params import HdlcParameters, decode_parameters, encode_parameters, negotiate
+from gateway.codec.hdlc.server import (
+    ApduFromClient,
+    ClientConnected,
+    ClientDisconnected,
+    HdlcServerLink,
+    ServerEvent,
+    ServerSettings,
+)
+
+__all__ = [
+    "ApduFromClient",
+    "ApduReceived",
+    "ClientConnected",
+    "ClientDisconnected",
+    "FrameKind",
+    "HdlcAddress",
+    "HdlcClientLink",
+    "HdlcError",
+    "HdlcFrame",
+    "HdlcFrameDecoder",
+    "HdlcParameters",
+    "HdlcServerLink",
+    "LinkDown",
+    "LinkEvent",
+    "LinkSettings",
+    "LinkState",
+    "LinkUp",
+    "ServerEvent",
+    "ServerSettings",
+    "crc16_x25",
+    "decode_address",
+    "decode_parameters",
+    "encode_frame",
+    "encode_parameters",
+    "negotiate",
+]

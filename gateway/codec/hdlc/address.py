@@ -1,4 +1,4 @@
-"""HDLC addresses (IEC 62056-46, 6.4.2): 7 bits per byte, bit 0 set on the last byte."""
+"""HDLC addresses (IEC 62056-46, address field): 7 bits per byte, bit 0 set on the last byte."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ from dataclasses import dataclass
 from gateway.codec.errors import LocalProtocolError
 from gateway.codec.hdlc.errors import HdlcError
 
-_SIZES = (1, 2, 4)  # IEC 62056-46, 6.4.2.2: a server address is 1, 2 or 4 bytes; a client address 1
-_LAST_BYTE = 0x01  # IEC 62056-46, 6.4.2.1: the address extension bit ends the field
+_SIZES = (1, 2, 4)  # IEC 62056-46, address field: a server address is 1, 2 or 4 bytes; a client address 1
+_LAST_BYTE = 0x01  # IEC 62056-46, address field: the address extension bit ends the field
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,13 +1,13 @@
-"""The HDLC control field (IEC 62056-46, 6.4.3): frame kinds, P/F bit, N(S) and N(R)."""
+"""The HDLC control field (IEC 62056-46, control field): frame kinds, P/F bit, N(S) and N(R)."""
 
 from enum import Enum
 
-POLL_FINAL = 0x10  # IEC 62056-46, 6.4.3: the P/F bit, bit 4 of every control field
-SEQUENCE_MODULUS = 8  # IEC 62056-46, 6.4.3: N(S) and N(R) are 3-bit counters
+POLL_FINAL = 0x10  # IEC 62056-46, control field: the P/F bit, bit 4 of every control field
+SEQUENCE_MODULUS = 8  # IEC 62056-46, control field: N(S) and N(R) are 3-bit counters
 
 
 class FrameKind(Enum):
-    """The commands and responses DLMS uses (IEC 62056-46, 6.4.4)."""
+    """The commands and responses DLMS uses (IEC 62056-46, commands and responses)."""
 
     I = "I"  # noqa: E741 -- the standard's name for an information frame
     RR = "RR"
@@ -20,7 +20,7 @@ class FrameKind(Enum):
     UI = "UI"
 
 
-# IEC 62056-46, 6.4.4.1: control bytes with the P/F bit cleared
+# IEC 62056-46, control field encodings: control bytes with the P/F bit cleared
 _SUPERVISORY = {0x01: FrameKind.RR, 0x05: FrameKind.RNR}
 _UNNUMBERED = {
     0x83: FrameKind.SNRM,
@@ -45,12 +45,12 @@ def frame_kind(control: int) -> FrameKind | None:
 
 def i_control(*, send_seq: int, recv_seq: int, poll: bool) -> int:
     """Return the control byte of an I-frame."""
-    return (recv_seq % 8) << 5 | (POLL_FINAL if poll else 0) | (send_seq % 8) << 1
+    return (recv_seq % SEQUENCE_MODULUS) << 5 | (POLL_FINAL if poll else 0) | (send_seq % SEQUENCE_MODULUS) << 1
 
 
 def s_control(kind: FrameKind, *, recv_seq: int, poll: bool) -> int:
     """Return the control byte of an RR or RNR frame."""
-    return (recv_seq % 8) << 5 | (POLL_FINAL if poll else 0) | _SUPERVISORY_CONTROL[kind]
+    return (recv_seq % SEQUENCE_MODULUS) << 5 | (POLL_FINAL if poll else 0) | _SUPERVISORY_CONTROL[kind]
 
 
 def u_control(kind: FrameKind, *, poll: bool) -> int:

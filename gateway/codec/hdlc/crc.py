@@ -1,8 +1,8 @@
-"""CRC-16/X-25, the HCS and FCS of IEC 62056-46 frames (ISO/IEC 13239, 4.2.5)."""
+"""CRC-16/X-25, the HCS and FCS of IEC 62056-46 frames (ISO/IEC 13239, frame checking sequence)."""
 
 _POLYNOMIAL_REFLECTED = 0x8408  # x^16 + x^12 + x^5 + 1 (0x1021), bit-reversed for LSB-first lines
-_INITIAL = 0xFFFF  # ISO/IEC 13239, 4.2.5.1: register preset to all ones
-_FINAL_XOR = 0xFFFF  # ISO/IEC 13239, 4.2.5.1: ones' complement of the remainder is sent
+_INITIAL = 0xFFFF  # ISO/IEC 13239, 16-bit FCS: register preset to all ones
+_FINAL_XOR = 0xFFFF  # ISO/IEC 13239, 16-bit FCS: ones' complement of the remainder is sent
 
 
 def _table_entry(byte: int) -> int:

@@ -19,11 +19,11 @@ from gateway.codec.hdlc.errors import HdlcError
 
 __all__ = ["HdlcError", "HdlcFrame", "HdlcFrameDecoder", "encode_frame"]
 
-FLAG = 0x7E  # IEC 62056-46, 6.4.1: opening and closing flag
-_FORMAT_TYPE = 0xA000  # IEC 62056-46, 6.4.1: frame format type 3 in the top 4 bits
+FLAG = 0x7E  # IEC 62056-46, frame format: opening and closing flag
+_FORMAT_TYPE = 0xA000  # IEC 62056-46, frame format: frame format type 3 in the top 4 bits
 _FORMAT_TYPE_MASK = 0xF000
-_SEGMENTED = 0x0800  # IEC 62056-46, 6.4.1: the S bit, "more segments follow"
-_LENGTH_MASK = 0x07FF  # IEC 62056-46, 6.4.1: 11-bit frame length
+_SEGMENTED = 0x0800  # IEC 62056-46, frame format: the S bit, "more segments follow"
+_LENGTH_MASK = 0x07FF  # IEC 62056-46, frame format: 11-bit frame length
 _MIN_LENGTH = 7  # format 2 + destination 1 + source 1 + control 1 + FCS 2
 _LONGEST_HEADER = 12  # flag 1 + format 2 + destination 4 + source 4 + control 1
 
