@@ -105,6 +105,7 @@ class Router:
             owner=owner,
             client_sap=client_sap,
             meter_sap=meter_sap,
+            server_address=server,
             link=HdlcClientLink(client_sap=client_sap, server_address=server, settings=self._settings[route.line]),
             line=line,
             exchange_timeout_s=self._relay.exchange_timeout_s,

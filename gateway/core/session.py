@@ -19,7 +19,7 @@ from typing import Protocol
 import structlog
 
 from gateway.codec import apdu as apdus
-from gateway.codec.hdlc import ApduReceived, HdlcClientLink, LinkDown, LinkEvent, LinkUp
+from gateway.codec.hdlc import ApduReceived, HdlcAddress, HdlcClientLink, LinkDown, LinkEvent, LinkUp
 from gateway.codec.wrapper import WrapperPdu
 from gateway.core.rejections import aare_rejected
 from gateway.link.line import MeterLine
@@ -60,6 +60,7 @@ class MeterSession:
         owner: HesPeer,
         client_sap: int,
         meter_sap: int,
+        server_address: HdlcAddress,
         link: HdlcClientLink,
         line: MeterLine,
         exchange_timeout_s: float,
@@ -69,6 +70,7 @@ class MeterSession:
         self.owner = owner
         self.client_sap = client_sap
         self.meter_sap = meter_sap
+        self.server_address = server_address
         self.link = link
         self.line = line
         self.state = SessionState.CONNECTING
@@ -84,7 +86,7 @@ class MeterSession:
 
     def start(self) -> None:
         """Attach to the line and bring the data link up (SNRM)."""
-        self.line.attach(self.link, self._on_link_event)
+        self.line.attach(self.link, self._on_link_event, client_sap=self.client_sap, server_address=self.server_address)
         self.link.connect()
         self._touch()
         self.line.wake()

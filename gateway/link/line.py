@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import structlog
 
-from gateway.codec.hdlc import HdlcClientLink, HdlcFrame, HdlcFrameDecoder, LinkDown, LinkEvent
+from gateway.codec.hdlc import HdlcAddress, HdlcClientLink, HdlcFrame, HdlcFrameDecoder, LinkDown, LinkEvent
 from gateway.config import LinkConfig
 
 log = structlog.get_logger(__name__)
@@ -34,8 +34,6 @@ def _key(*, client_sap: int, upper: int, lower: int | None) -> _Key:
     return (client_sap, upper, lower)
 
 
-def _link_key(link: HdlcClientLink) -> _Key:
-    return (link.client_sap, link.server_address.upper, link.server_address.lower)
 
 
 @dataclass(slots=True)
@@ -75,7 +73,7 @@ class MeterLine:
         self._order: list[_Key] = []  # round-robin order
         self._next = 0
         self._holder: _Key | None = None
-        self._timer: asyncio.TimerHandle | None = None
+        self._timers: dict[_Key, asyncio.TimerHandle] = {}  # response timeouts and busy back-offs
         self._unsolicited: UnsolicitedListener | None = None
         self._log = log.bind(line=config.name, device=config.device)
 
@@ -107,9 +105,11 @@ class MeterLine:
 
     # -- links --------------------------------------------------------------------------------
 
-    def attach(self, link: HdlcClientLink, listener: LinkListener) -> None:
+    def attach(
+        self, link: HdlcClientLink, listener: LinkListener, *, client_sap: int, server_address: HdlcAddress
+    ) -> None:
         """Put a link on this line; its events go to ``listener``."""
-        key = _link_key(link)
+        key = _key(client_sap=client_sap, upper=server_address.upper, lower=server_address.lower)
         if key in self._links:
             raise ValueError(f"a link for {key} is already on line {self.name}")
         self._links[key] = (link, listener)
@@ -117,15 +117,17 @@ class MeterLine:
 
     def detach(self, link: HdlcClientLink) -> None:
         """Take a link off this line (it no longer gets the medium)."""
-        key = _link_key(link)
-        if self._links.pop(key, None) is None:
+        key = next((k for k, (candidate, _) in self._links.items() if candidate is link), None)
+        if key is None:
             return
+        del self._links[key]
+        self._cancel_timer(key)
         index = self._order.index(key)
         self._order.pop(index)
         if index < self._next:
             self._next -= 1
         if self._holder == key:
-            self._release()
+            self._holder = None
         self.wake()
 
     def has_link(self, *, client_sap: int, upper: int, lower: int | None) -> bool:
@@ -147,52 +149,45 @@ class MeterLine:
 
     def _grant(self, key: _Key, link: HdlcClientLink) -> None:
         assert self._transport is not None
-        now = self._clock()
-        data = link.transmit(now=now)
+        data = link.transmit(now=self._clock())
         self._transport.write(data)
         self.counters.frames_sent += 1
         self.counters.exchanges += 1
-        if link.awaiting_response:
-            self._holder = key
-            self._arm(link.deadline)
-        else:  # e.g. a UI frame or a final RR: nothing to wait for
+        self._settle(key, link)
+        if self._holder is None:  # e.g. a final RR with nothing to wait for
             self.wake()
 
-    def _arm(self, deadline: float | None) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+    def _settle(self, key: _Key, link: HdlcClientLink) -> None:
+        """After any event of a link: who holds the medium, and when the link needs ``expire``."""
+        if link.awaiting_response:
+            self._holder = key
+        elif self._holder == key:
+            self._holder = None
+        self._cancel_timer(key)
+        deadline = link.deadline
         if deadline is not None:
             loop = asyncio.get_running_loop()
             delay = max(0.0, deadline - self._clock())
-            self._timer = loop.call_at(loop.time() + delay, self._expired)
+            self._timers[key] = loop.call_at(loop.time() + delay, self._expired, key)
 
-    def _release(self) -> None:
-        self._holder = None
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+    def _cancel_timer(self, key: _Key) -> None:
+        timer = self._timers.pop(key, None)
+        if timer is not None:
+            timer.cancel()
 
-    def _expired(self) -> None:
-        self._timer = None
-        key = self._holder
-        if key is None or key not in self._links:
-            self._release()
-            self.wake()
+    def _expired(self, key: _Key) -> None:
+        self._timers.pop(key, None)
+        entry = self._links.get(key)
+        if entry is None:
             return
-        link, listener = self._links[key]
-        self.counters.timeouts += 1
+        link, listener = entry
+        if self._holder == key:
+            self.counters.timeouts += 1
         events = link.expire(now=self._clock())
-        self._after_holder_event(key, link)
+        self._settle(key, link)
         for event in events:
             listener(event)
         self.wake()
-
-    def _after_holder_event(self, key: _Key, link: HdlcClientLink) -> None:
-        if link.awaiting_response:
-            self._arm(link.deadline)
-        else:
-            self._release()
 
     # -- bytes from the line ------------------------------------------------------------------
 
@@ -213,8 +208,7 @@ class MeterLine:
             return
         link, listener = entry
         events = link.receive(frame, now=self._clock())
-        if self._holder == key:
-            self._after_holder_event(key, link)
+        self._settle(key, link)
         for event in events:
             listener(event)
 
@@ -226,7 +220,8 @@ class MeterLine:
         self._fail_all("line lost")
 
     def _fail_all(self, reason: str) -> None:
-        self._release()
-        for link, listener in list(self._links.values()):
+        self._holder = None
+        for key in list(self._timers):
+            self._cancel_timer(key)
+        for _, listener in list(self._links.values()):
             listener(LinkDown(reason=reason))
-            del link

@@ -12,6 +12,7 @@ import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 from gateway.codec.hdlc import (
     ApduFromClient,
@@ -21,7 +22,14 @@ from gateway.codec.hdlc import (
     HdlcServerLink,
     ServerSettings,
 )
-from gateway.cosem.server import LogicalDevice
+
+
+class ApduServer(Protocol):
+    """The application layer behind one HDLC server address (a COSEM logical device)."""
+
+    def handle(self, *, client_sap: int, apdu: bytes) -> bytes | None: ...
+
+    def release(self, *, client_sap: int) -> None: ...
 
 
 @dataclass(slots=True)
@@ -29,7 +37,7 @@ class SimMeter:
     """One simulated physical meter: its HDLC address and its logical device."""
 
     physical_address: int
-    device: LogicalDevice
+    device: ApduServer
     logical_device: int = 1
 
 
@@ -49,7 +57,7 @@ class SimulatedBus:
         # crossed the line (10 bits per byte, 8N1): the medium, not the CPU, sets the pace.
         self._seconds_per_byte = 10.0 / bit_rate if bit_rate else 0.0
         self._decoder = HdlcFrameDecoder()
-        self._stations: dict[tuple[int, int | None], tuple[HdlcServerLink, LogicalDevice]] = {}
+        self._stations: dict[tuple[int, int | None], tuple[HdlcServerLink, ApduServer]] = {}
         for meter in meters:
             address = HdlcAddress.server(logical_device=meter.logical_device, physical_address=meter.physical_address)
             link = HdlcServerLink(server_address=address, settings=settings or ServerSettings())
