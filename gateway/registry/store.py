@@ -1,0 +1,338 @@
+"""The meter registry: who the meters are, where they sit, and the SAP each one keeps.
+
+The SQLite file is the durable copy; an in-memory index answers the router on the hot path.
+A registration is committed before it is acknowledged. Hot values (last seen, link counters)
+are kept in memory and written in one transaction by ``flush()``, so an SD card is not
+written on every frame.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
+from enum import StrEnum
+
+MANAGEMENT_SAP = 1  # the gateway's own logical device
+PUBLIC_CLIENT_SAP = 16
+
+
+class RegistryError(Exception):
+    """A registration the registry refuses (the message says why, for the operator)."""
+
+
+class MeterState(StrEnum):
+    REGISTERED = "registered"  # known, not yet heard from
+    ONLINE = "online"
+    OFFLINE = "offline"
+    REMOVED = "removed"  # kept for the SAP quarantine and the record
+
+
+@dataclass(frozen=True, slots=True)
+class LinkStats:
+    frames: int = 0
+    retries: int = 0
+    crc_errors: int = 0
+    last_rtt_ms: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Meter:
+    id: int
+    sap: int
+    link: str
+    physical_address: int
+    logical_device: int
+    state: MeterState
+    logical_device_name: bytes | None
+    system_title: bytes | None
+    registered_by: str
+    first_seen: float | None
+    last_seen: float | None
+    removed_at: float | None
+    stats: LinkStats = LinkStats()
+
+    @property
+    def place(self) -> tuple[str, int, int]:
+        return (self.link, self.physical_address, self.logical_device)
+
+    @property
+    def name_text(self) -> str:
+        """The logical device name for people: text when printable, hex otherwise."""
+        if self.logical_device_name is None:
+            return ""
+        raw = self.logical_device_name
+        return raw.decode("ascii") if raw.isascii() and raw.decode("ascii").isprintable() else raw.hex().upper()
+
+
+@dataclass(frozen=True, slots=True)
+class SapPolicy:
+    first: int = 17  # 2..16 stay free for the gateway's own logical devices
+    last: int = 0x3FFF
+    quarantine_s: float = 30 * 24 * 3600.0  # a HES may cache the SAP list for a billing period
+
+
+_COLUMNS = ("id, sap, link, physical_address, logical_device, state, logical_device_name, system_title, "
+            "registered_by, first_seen, last_seen, removed_at")
+
+
+class MeterRegistry:
+    """Meters, their places on the meter network, and their stable SAPs."""
+
+    def __init__(self, connection: sqlite3.Connection, *, policy: SapPolicy = SapPolicy(),
+                 clock: Callable[[], float] = time.time) -> None:
+        self._db = connection
+        self.policy = policy
+        self._clock = clock
+        self._live: dict[int, Meter] = {}  # SAP -> meter, every state but removed
+        self._by_place: dict[tuple[str, int, int], int] = {}
+        self._by_name: dict[bytes, int] = {}
+        self._removed: dict[int, Meter] = {}  # SAP -> the latest removed meter that held it
+        self._dirty_seen: dict[int, float] = {}
+        self._dirty_stats: dict[int, LinkStats] = {}
+        self._load()
+
+    # -- reading ------------------------------------------------------------------------------
+
+    def get(self, sap: int) -> Meter | None:
+        return self._live.get(sap)
+
+    def by_place(self, *, link: str, physical_address: int, logical_device: int = 1) -> Meter | None:
+        sap = self._by_place.get((link, physical_address, logical_device))
+        return None if sap is None else self._live[sap]
+
+    def by_name(self, name: bytes) -> Meter | None:
+        sap = self._by_name.get(name)
+        return None if sap is None else self._live[sap]
+
+    def meters(self, *, state: MeterState | None = None) -> list[Meter]:
+        """Live meters (or removed ones when asked), by SAP."""
+        if state is MeterState.REMOVED:
+            return sorted(self._removed.values(), key=lambda m: m.sap)
+        return [m for _, m in sorted(self._live.items()) if state is None or m.state is state]
+
+    def __len__(self) -> int:
+        return len(self._live)
+
+    def sap_assignment(self) -> list[tuple[int, bytes]]:
+        """(SAP, logical device name) of every live meter, for IC 17 attribute 2."""
+        return [(sap, m.logical_device_name or b"") for sap, m in sorted(self._live.items())]
+
+    # -- registering --------------------------------------------------------------------------
+
+    def register(self, *, link: str, physical_address: int, logical_device: int = 1, sap: int | None = None,
+                 name: bytes | None = None, registered_by: str = "provisioning") -> Meter:
+        """Register a meter at a place (idempotent). A known identity keeps its SAP wherever it moves."""
+        place = (link, physical_address, logical_device)
+        here = self.by_place(link=link, physical_address=physical_address, logical_device=logical_device)
+        if here is not None and (name is None or here.logical_device_name in (None, name)):
+            if sap is not None and sap != here.sap:
+                raise RegistryError(f"{link} address {physical_address} is already registered with SAP {here.sap}")
+            return self.set_identity(here.sap, name=name) if name is not None else here
+        known = self.by_name(name) if name is not None else None
+        if known is not None:  # the same meter, found at a new place: it keeps its SAP
+            if sap is not None and sap != known.sap:
+                raise RegistryError(f"meter {known.name_text} already has SAP {known.sap}")
+            with self._transaction():
+                if here is not None:  # someone else was registered here: that meter is gone
+                    self._remove(here)
+                return self._move(known, place)
+        with self._transaction():
+            if here is not None:
+                self._remove(here)
+            revived = self._removed_by_name(name) if name is not None else None
+            if revived is not None and revived.sap not in self._live and sap in (None, revived.sap):
+                sap = revived.sap
+            else:
+                sap = self._choose_sap(sap)
+            return self._insert(sap=sap, place=place, name=name, registered_by=registered_by)
+
+    def set_identity(self, sap: int, *, name: bytes, system_title: bytes | None = None) -> Meter:
+        """Record the identity read from a meter. If another live meter had it, that meter moved here."""
+        meter = self._require(sap)
+        if meter.logical_device_name == name and (system_title is None or meter.system_title == system_title):
+            return meter
+        other = self.by_name(name)
+        with self._transaction():
+            if other is not None and other.sap != sap:
+                # the meter at SAP `other` moved to this place; the record made for the place goes
+                self._remove(meter)
+                return self._move(other, meter.place)
+            updated = replace(meter, logical_device_name=name, system_title=system_title or meter.system_title)
+            self._db.execute("UPDATE meters SET logical_device_name = ?, system_title = ? WHERE id = ?",
+                             (name, updated.system_title, meter.id))
+            if meter.logical_device_name is not None:
+                self._by_name.pop(meter.logical_device_name, None)
+            self._index(updated)
+            return updated
+
+    def remove(self, sap: int) -> Meter:
+        """Remove a meter; its SAP is quarantined."""
+        meter = self._require(sap)
+        with self._transaction():
+            return self._remove(meter)
+
+    def set_state(self, sap: int, state: MeterState) -> Meter:
+        meter = self._require(sap)
+        if meter.state is state or state is MeterState.REMOVED:
+            return meter if state is not MeterState.REMOVED else self.remove(sap)
+        with self._transaction():
+            self._db.execute("UPDATE meters SET state = ? WHERE id = ?", (state.value, meter.id))
+            updated = replace(meter, state=state)
+            self._live[sap] = updated
+            return updated
+
+    # -- hot values, batched ------------------------------------------------------------------
+
+    def seen(self, sap: int, *, rtt_ms: float | None = None, frames: int = 0, retries: int = 0,
+             crc_errors: int = 0) -> None:
+        """Note traffic from a meter (memory only until ``flush``)."""
+        meter = self._live.get(sap)
+        if meter is None:
+            return
+        now = self._clock()
+        stats = meter.stats
+        stats = LinkStats(frames=stats.frames + frames, retries=stats.retries + retries,
+                          crc_errors=stats.crc_errors + crc_errors,
+                          last_rtt_ms=rtt_ms if rtt_ms is not None else stats.last_rtt_ms)
+        first_seen = meter.first_seen if meter.first_seen is not None else now
+        self._live[sap] = replace(meter, last_seen=now, first_seen=first_seen, stats=stats)
+        self._dirty_seen[sap] = now
+        self._dirty_stats[sap] = stats
+
+    @property
+    def pending_writes(self) -> int:
+        return len(self._dirty_seen) + len(self._dirty_stats)
+
+    def flush(self) -> int:
+        """Write batched hot values in one transaction; returns how many meters were written."""
+        saps = set(self._dirty_seen) | set(self._dirty_stats)
+        if not saps:
+            return 0
+        with self._transaction():
+            for sap in saps:
+                meter = self._live.get(sap)
+                if meter is None:
+                    continue
+                self._db.execute("UPDATE meters SET first_seen = ?, last_seen = ? WHERE id = ?",
+                                 (meter.first_seen, meter.last_seen, meter.id))
+                s = meter.stats
+                self._db.execute(
+                    "INSERT INTO link_stats (meter_id, frames, retries, crc_errors, last_rtt_ms) VALUES (?, ?, ?, ?, ?)"
+                    " ON CONFLICT (meter_id) DO UPDATE SET frames = excluded.frames, retries = excluded.retries,"
+                    " crc_errors = excluded.crc_errors, last_rtt_ms = excluded.last_rtt_ms",
+                    (meter.id, s.frames, s.retries, s.crc_errors, s.last_rtt_ms),
+                )
+        self._dirty_seen.clear()
+        self._dirty_stats.clear()
+        return len(saps)
+
+    # -- internals ----------------------------------------------------------------------------
+
+    @contextmanager
+    def _transaction(self) -> Iterator[None]:
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            self._load()  # the in-memory index may hold half a change: rebuild it from the file
+            raise
+        self._db.execute("COMMIT")
+
+    def _require(self, sap: int) -> Meter:
+        meter = self._live.get(sap)
+        if meter is None:
+            raise RegistryError(f"no meter with SAP {sap}")
+        return meter
+
+    def _choose_sap(self, wanted: int | None) -> int:
+        now = self._clock()
+        if wanted is not None:
+            if wanted in (MANAGEMENT_SAP, 0) or not 2 <= wanted <= 0xFFFF:
+                raise RegistryError(f"SAP {wanted} cannot be given to a meter (1 is the gateway itself)")
+            if wanted in self._live:
+                raise RegistryError(f"SAP {wanted} belongs to another meter")
+            if self._quarantined(wanted, now):
+                raise RegistryError(f"SAP {wanted} is in quarantine after a removal")
+            return wanted
+        for candidate in range(self.policy.first, self.policy.last + 1):
+            if candidate not in self._live and not self._quarantined(candidate, now):
+                return candidate
+        raise RegistryError(f"no free SAP in {self.policy.first}..{self.policy.last}")
+
+    def _quarantined(self, sap: int, now: float) -> bool:
+        removed = self._removed.get(sap)
+        return removed is not None and removed.removed_at is not None and \
+            now - removed.removed_at < self.policy.quarantine_s
+
+    def _removed_by_name(self, name: bytes) -> Meter | None:
+        for meter in self._removed.values():
+            if meter.logical_device_name == name:
+                return meter
+        return None
+
+    def _insert(self, *, sap: int, place: tuple[str, int, int], name: bytes | None, registered_by: str) -> Meter:
+        link, physical_address, logical_device = place
+        cursor = self._db.execute(
+            "INSERT INTO meters (sap, logical_device_name, link, physical_address, logical_device, state,"
+            " registered_by) VALUES (?, ?, ?, ?, ?, 'registered', ?)",
+            (sap, name, link, physical_address, logical_device, registered_by),
+        )
+        assert cursor.lastrowid is not None
+        meter = Meter(id=cursor.lastrowid, sap=sap, link=link, physical_address=physical_address,
+                      logical_device=logical_device, state=MeterState.REGISTERED, logical_device_name=name,
+                      system_title=None, registered_by=registered_by, first_seen=None, last_seen=None,
+                      removed_at=None)
+        self._removed.pop(sap, None)
+        self._index(meter)
+        return meter
+
+    def _move(self, meter: Meter, place: tuple[str, int, int]) -> Meter:
+        link, physical_address, logical_device = place
+        self._db.execute("UPDATE meters SET link = ?, physical_address = ?, logical_device = ? WHERE id = ?",
+                         (link, physical_address, logical_device, meter.id))
+        self._by_place.pop(meter.place, None)
+        moved = replace(meter, link=link, physical_address=physical_address, logical_device=logical_device)
+        self._index(moved)
+        return moved
+
+    def _remove(self, meter: Meter) -> Meter:
+        now = self._clock()
+        self._db.execute("UPDATE meters SET state = 'removed', removed_at = ? WHERE id = ?", (now, meter.id))
+        self._live.pop(meter.sap, None)
+        self._by_place.pop(meter.place, None)
+        if meter.logical_device_name is not None and self._by_name.get(meter.logical_device_name) == meter.sap:
+            del self._by_name[meter.logical_device_name]
+        removed = replace(meter, state=MeterState.REMOVED, removed_at=now)
+        self._removed[meter.sap] = removed
+        return removed
+
+    def _index(self, meter: Meter) -> None:
+        self._live[meter.sap] = meter
+        self._by_place[meter.place] = meter.sap
+        if meter.logical_device_name is not None:
+            self._by_name[meter.logical_device_name] = meter.sap
+
+    def _load(self) -> None:
+        self._live.clear()
+        self._by_place.clear()
+        self._by_name.clear()
+        self._removed.clear()
+        stats = {
+            row[0]: LinkStats(frames=row[1], retries=row[2], crc_errors=row[3], last_rtt_ms=row[4])
+            for row in self._db.execute("SELECT meter_id, frames, retries, crc_errors, last_rtt_ms FROM link_stats")
+        }
+        for row in self._db.execute(f"SELECT {_COLUMNS} FROM meters ORDER BY id"):
+            meter = Meter(id=row[0], sap=row[1], link=row[2], physical_address=row[3], logical_device=row[4],
+                          state=MeterState(row[5]), logical_device_name=row[6], system_title=row[7],
+                          registered_by=row[8], first_seen=row[9], last_seen=row[10], removed_at=row[11],
+                          stats=stats.get(row[0], LinkStats()))
+            if meter.state is MeterState.REMOVED:
+                latest = self._removed.get(meter.sap)
+                if latest is None or (meter.removed_at or 0) >= (latest.removed_at or 0):
+                    self._removed[meter.sap] = meter
+            else:
+                self._index(meter)
