@@ -1,0 +1,274 @@
+"""CRC, addresses, frame encoding and the incremental decoder, on captured vectors and fuzz."""
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from gateway.codec.errors import LocalProtocolError
+from gateway.codec.hdlc import (
+    FrameKind,
+    HdlcAddress,
+    HdlcError,
+    HdlcFrame,
+    HdlcFrameDecoder,
+    crc16_x25,
+    decode_address,
+    encode_frame,
+)
+from tests.codec.hdlc.vectors import CLIENT_16, SERVER_1, VECTORS, Vector
+
+GARBAGE = bytes.fromhex("00 A0 13 FF 55")  # no flag byte: every byte must be counted as discarded
+
+
+def _bitwise_crc(data: bytes) -> int:
+    """CRC-16/X-25 the slow way, to check the table-driven one."""
+    crc = 0xFFFF
+    for byte in data:
+        crc ^= byte
+        for _ in range(8):
+            crc = (crc >> 1) ^ 0x8408 if crc & 1 else crc >> 1
+    return crc ^ 0xFFFF
+
+
+def _feed_chunks(decoder: HdlcFrameDecoder, data: bytes, chunk: int) -> list[HdlcFrame]:
+    frames: list[HdlcFrame] = []
+    for start in range(0, len(data), chunk):
+        frames += decoder.feed(data[start : start + chunk], now=0.0)
+    return frames
+
+
+def test_crc_check_value() -> None:
+    assert crc16_x25(b"123456789") == 0x906E
+    assert crc16_x25(b"") == 0x0000
+
+
+@given(st.binary(max_size=300))
+@settings(max_examples=200, deadline=None)
+def test_crc_table_matches_bitwise(data: bytes) -> None:
+    assert crc16_x25(data) == _bitwise_crc(data)
+
+
+@pytest.mark.parametrize(
+    ("address", "wire"),
+    [
+        (HdlcAddress.client(16), "21"),
+        (HdlcAddress.client(1), "03"),
+        (HdlcAddress(upper=1, lower=None, size=1), "03"),
+        (HdlcAddress.server(logical_device=1, physical_address=17), "02 23"),  # gurux_dlms note
+        (HdlcAddress.server(logical_device=1, physical_address=300), "00 02 04 59"),  # gurux_dlms note
+        (HdlcAddress.server(logical_device=1, physical_address=17, size=4), "00 02 00 23"),
+        (HdlcAddress.server(logical_device=0x3FFF, physical_address=0x3FFF), "FE FE FE FF"),
+    ],
+)
+def test_address_vectors(address: HdlcAddress, wire: str) -> None:
+    data = bytes.fromhex(wire)
+    assert address.encode() == data
+    assert decode_address(b"\x99" + data + b"\x42", 1) == (address, 1 + len(data))
+
+
+def test_server_address_size_is_the_smallest_that_fits() -> None:
+    assert HdlcAddress.server(logical_device=0x7F, physical_address=0x7F).size == 2
+    assert HdlcAddress.server(logical_device=0x80, physical_address=1).size == 4
+    assert HdlcAddress.server(logical_device=1, physical_address=0x80).size == 4
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: HdlcAddress.client(0x80),
+        lambda: HdlcAddress.server(logical_device=1, physical_address=0x4000),
+        lambda: HdlcAddress.server(logical_device=1, physical_address=0x80, size=2),
+        lambda: HdlcAddress.server(logical_device=1, physical_address=1, size=1),
+        lambda: HdlcAddress(upper=1, lower=None, size=3),
+        lambda: HdlcAddress(upper=1, lower=None, size=2),
+    ],
+)
+def test_impossible_addresses_are_refused(make: object) -> None:
+    with pytest.raises(LocalProtocolError):
+        make()  # type: ignore[operator]
+
+
+@pytest.mark.parametrize("wire", ["02 04 07", "02 04 06 08 0A", "02 04"])
+def test_malformed_address_fields_raise(wire: str) -> None:
+    with pytest.raises(HdlcError):
+        decode_address(bytes.fromhex(wire), 0)
+
+
+def test_frame_helpers() -> None:
+    information = HdlcFrame(SERVER_1, CLIENT_16, 0xB6)  # N(R)=5, P, N(S)=3
+    assert (information.kind, information.poll_final, information.send_seq, information.recv_seq) == (
+        FrameKind.I,
+        True,
+        3,
+        5,
+    )
+    ready = HdlcFrame(SERVER_1, CLIENT_16, 0x41)  # RR, N(R)=2, no P
+    assert (ready.kind, ready.poll_final, ready.recv_seq) == (FrameKind.RR, False, 2)
+    assert HdlcFrame(SERVER_1, CLIENT_16, 0x05).kind is FrameKind.RNR
+    assert HdlcFrame(SERVER_1, CLIENT_16, 0x97).kind is FrameKind.FRMR
+    assert HdlcFrame(SERVER_1, CLIENT_16, 0x13).kind is FrameKind.UI
+    with pytest.raises(LocalProtocolError):
+        _ = ready.send_seq
+    with pytest.raises(HdlcError):
+        _ = HdlcFrame(SERVER_1, CLIENT_16, 0x09).kind  # REJ: not used by DLMS
+
+
+def test_frame_too_long_for_the_length_field_is_refused() -> None:
+    with pytest.raises(LocalProtocolError):
+        encode_frame(HdlcFrame(SERVER_1, CLIENT_16, 0x10, bytes(2040)))
+
+
+@pytest.mark.parametrize("vector", VECTORS, ids=lambda vector: vector.name)
+def test_vector_encodes_byte_exact(vector: Vector) -> None:
+    assert encode_frame(vector.frame) == vector.wire
+
+
+@pytest.mark.parametrize("vector", VECTORS, ids=lambda vector: vector.name)
+@pytest.mark.parametrize("chunk", [10_000, 0, 1], ids=["whole", "halves", "bytewise"])
+def test_vector_decodes_in_any_chunking(vector: Vector, chunk: int) -> None:
+    decoder = HdlcFrameDecoder()
+    frames = _feed_chunks(decoder, vector.wire, chunk or len(vector.wire) // 2 + 1)
+    assert frames == [vector.frame]
+    assert (decoder.frames, decoder.bad_crc, decoder.discarded_bytes, decoder.timeouts) == (1, 0, 0, 0)
+
+
+@pytest.mark.parametrize("vector", VECTORS, ids=lambda vector: vector.name)
+@pytest.mark.parametrize("chunk", [10_000, 1])
+def test_vector_with_garbage_before_and_after(vector: Vector, chunk: int) -> None:
+    decoder = HdlcFrameDecoder()
+    frames = _feed_chunks(decoder, GARBAGE + vector.wire + GARBAGE + vector.wire, chunk)
+    assert frames == [vector.frame, vector.frame]
+    assert decoder.discarded_bytes == 2 * len(GARBAGE)
+    assert decoder.bad_crc == 0
+
+
+@pytest.mark.parametrize("vector", VECTORS, ids=lambda vector: vector.name)
+def test_frames_sharing_one_flag(vector: Vector) -> None:
+    shared = vector.wire + vector.wire[1:] + VECTORS[0].wire[1:]
+    decoder = HdlcFrameDecoder()
+    assert _feed_chunks(decoder, shared, 1) == [vector.frame, vector.frame, VECTORS[0].frame]
+    assert (decoder.bad_crc, decoder.discarded_bytes) == (0, 0)
+
+
+def _corrupt(wire: bytes, index: int) -> bytes:
+    return wire[:index] + bytes([wire[index] ^ 0x01]) + wire[index + 1 :]
+
+
+CHECK_SEQUENCES = [(v, "fcs") for v in VECTORS] + [(v, "hcs") for v in VECTORS if v.frame.info]
+
+
+@pytest.mark.parametrize(("vector", "where"), CHECK_SEQUENCES, ids=lambda p: getattr(p, "name", p))
+@pytest.mark.parametrize("chunk", [10_000, 1])
+def test_bad_check_sequence_is_dropped_and_counted(vector: Vector, where: str, chunk: int) -> None:
+    header_end = 1 + 2 + len(vector.frame.destination.encode()) + len(vector.frame.source.encode()) + 1
+    bad = _corrupt(vector.wire, header_end if where == "hcs" else len(vector.wire) - 2)
+    decoder = HdlcFrameDecoder()
+    assert _feed_chunks(decoder, bad + VECTORS[0].wire, chunk) == [VECTORS[0].frame]
+    assert decoder.bad_crc == 1
+    assert decoder.frames == 1
+
+
+def test_corrupted_information_byte_fails_the_fcs_and_the_frame_is_skipped_whole() -> None:
+    vector = next(v for v in VECTORS if v.name == "aarq-flag-byte-inside")
+    decoder = HdlcFrameDecoder()
+    frames = decoder.feed(_corrupt(vector.wire, 20) + VECTORS[0].wire, now=0.0)
+    assert frames == [VECTORS[0].frame]
+    assert decoder.bad_crc == 1
+    # the HCS vouched for the length, so the 7E inside the information field opened no false frame
+    assert decoder.discarded_bytes == len(vector.wire) - 2 - vector.wire.count(0x7E, 1, -1)
+
+
+def test_a_stale_partial_frame_is_discarded_at_the_next_feed() -> None:
+    wire = VECTORS[1].wire
+    decoder = HdlcFrameDecoder(inter_octet_timeout_s=0.1)
+    assert decoder.feed(wire[:10], now=5.0) == []
+    assert decoder.feed(wire, now=5.5) == [VECTORS[1].frame]
+    assert decoder.timeouts == 1
+    assert decoder.discarded_bytes == 9  # the opening flag is not counted
+
+
+def test_a_slow_line_within_the_inter_octet_timeout_is_not_a_timeout() -> None:
+    wire = VECTORS[4].wire
+    decoder = HdlcFrameDecoder(inter_octet_timeout_s=0.1)
+    frames = [frame for index, byte in enumerate(wire) for frame in decoder.feed(bytes([byte]), now=index * 0.09)]
+    assert frames == [VECTORS[4].frame]
+    assert decoder.timeouts == 0
+
+
+def test_a_lone_closing_flag_waiting_for_the_next_frame_is_no_timeout() -> None:
+    wire = VECTORS[0].wire
+    decoder = HdlcFrameDecoder(inter_octet_timeout_s=0.1)
+    assert decoder.feed(wire[:-1], now=0.0) == [VECTORS[0].frame]
+    assert decoder.feed(wire[-1:], now=0.0) == []
+    assert decoder.feed(wire, now=60.0) == [VECTORS[0].frame]
+    assert (decoder.timeouts, decoder.discarded_bytes) == (0, 0)
+
+
+def test_a_length_beyond_max_frame_length_is_not_a_frame() -> None:
+    vector = next(v for v in VECTORS if v.name == "aarq-flag-byte-inside")
+    decoder = HdlcFrameDecoder(max_frame_length=len(vector.wire) - 2)
+    assert decoder.feed(vector.wire + VECTORS[0].wire, now=0.0) == [VECTORS[0].frame]
+    assert decoder.buffered <= len(vector.wire) - 2
+
+
+addresses = st.one_of(
+    st.integers(0, 0x7F).map(HdlcAddress.client),
+    st.builds(
+        HdlcAddress.server,
+        logical_device=st.integers(0, 0x7F),
+        physical_address=st.integers(0, 0x7F),
+        size=st.sampled_from([2, 4]),
+    ),
+    st.builds(
+        HdlcAddress.server,
+        logical_device=st.integers(0, 0x3FFF),
+        physical_address=st.integers(0, 0x3FFF),
+        size=st.just(4),
+    ),
+)
+frames = st.builds(
+    HdlcFrame,
+    destination=addresses,
+    source=addresses,
+    control=st.integers(0, 0xFF),
+    info=st.binary(max_size=300),
+    segmented=st.booleans(),
+)
+
+
+@given(frame_list=st.lists(frames, min_size=1, max_size=4), cuts=st.lists(st.integers(1, 400), max_size=8))
+@settings(max_examples=200, deadline=None)
+def test_round_trip_of_arbitrary_frames_in_arbitrary_chunks(frame_list: list[HdlcFrame], cuts: list[int]) -> None:
+    wire = b"".join(encode_frame(frame) for frame in frame_list)
+    decoder = HdlcFrameDecoder()
+    decoded: list[HdlcFrame] = []
+    position = 0
+    for cut in [*cuts, len(wire)]:
+        decoded += decoder.feed(wire[position : position + cut], now=0.0)
+        position += cut
+    decoded += decoder.feed(wire[position:], now=0.0)
+    assert decoded == frame_list
+    assert (decoder.bad_crc, decoder.discarded_bytes) == (0, 0)
+
+
+@given(
+    noise=st.binary(max_size=3000),
+    cuts=st.lists(st.integers(1, 700), max_size=10),
+    max_frame_length=st.sampled_from([64, 300, 2048]),
+)
+@settings(max_examples=200, deadline=None)
+def test_arbitrary_bytes_never_raise_and_stay_bounded(noise: bytes, cuts: list[int], max_frame_length: int) -> None:
+    decoder = HdlcFrameDecoder(max_frame_length=max_frame_length)
+    position = 0
+    for index, cut in enumerate([*cuts, len(noise)]):
+        decoder.feed(noise[position : position + cut], now=index * 0.05)
+        position += cut
+        assert decoder.buffered <= max_frame_length
+
+
+@given(noise=st.binary(max_size=500).map(lambda data: data.replace(b"\x7e", b"")), frame=frames)
+@settings(max_examples=200, deadline=None)
+def test_a_frame_after_noise_without_flags_is_found(noise: bytes, frame: HdlcFrame) -> None:
+    decoder = HdlcFrameDecoder()
+    assert decoder.feed(noise + encode_frame(frame), now=0.0) == [frame]
+    assert decoder.discarded_bytes == len(noise)
