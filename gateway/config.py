@@ -56,6 +56,37 @@ class RelayConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class PathsConfig:
+    # Empty means: systemd's $STATE_DIRECTORY / $RUNTIME_DIRECTORY, else the FHS places.
+    state_directory: str = ""
+    runtime_directory: str = ""
+    keys_file: str = ""  # the gateway's OWN keys (management logical device); never meter keys
+
+
+@dataclass(frozen=True, slots=True)
+class RegistryConfig:
+    sap_first: int = 17
+    sap_last: int = 0x3FFF
+    quarantine_days: float = 30.0  # a HES may cache the SAP list for a billing period
+    flush_interval_s: float = 30.0  # hot values (last seen, counters) reach the disk this often
+    identify: bool = True  # read the logical device name on first contact
+
+
+@dataclass(frozen=True, slots=True)
+class ScanConfig:
+    link: str
+    first: int = 16
+    last: int = 64
+    interval_s: float = 3600.0
+
+
+@dataclass(frozen=True, slots=True)
+class ManagementConfig:
+    name: str = "DLMSGW0000000001"  # the gateway's logical device name (0.0.42.0.0.255), 16 characters
+    client_sap: int = 1  # the management client (HLS-GMAC with the gateway's own keys)
+
+
+@dataclass(frozen=True, slots=True)
 class LogConfig:
     level: str = "info"
     format: str = "json"  # json for the journal, console for a person
@@ -66,8 +97,12 @@ class GatewayConfig:
     wan: WanConfig = field(default_factory=WanConfig)
     relay: RelayConfig = field(default_factory=RelayConfig)
     log: LogConfig = field(default_factory=LogConfig)
+    paths: PathsConfig = field(default_factory=PathsConfig)
+    registry: RegistryConfig = field(default_factory=RegistryConfig)
+    management: ManagementConfig = field(default_factory=ManagementConfig)
     links: tuple[LinkConfig, ...] = ()
     meters: tuple[MeterConfig, ...] = ()
+    scan: tuple[ScanConfig, ...] = ()
 
 
 _T = TypeVar("_T")
@@ -102,7 +137,7 @@ def _where(lines: _Lines, table: str, index: int, key: str) -> str:
     number = lines.find(table, index, key)
     if number is None and not table:
         number = lines.find(key, 0, "")  # a top-level table: its [header] line
-    name = f"{table}[{index}].{key}" if table in ("links", "meters") else f"{table}.{key}".lstrip(".")
+    name = f"{table}[{index}].{key}" if table in ("links", "meters", "scan") else f"{table}.{key}".lstrip(".")
     return f"'{name}'" + (f" (line {number})" if number else "")
 
 
@@ -180,6 +215,25 @@ def _check(config: GatewayConfig, lines: _Lines) -> None:
         if place in places:
             fail("meters", i, "physical_address", "another meter has the same link and address")
         places.add(place)
+        if not config.registry.sap_first <= meter.sap <= config.registry.sap_last:
+            fail("meters", i, "sap", f"outside the SAP range {config.registry.sap_first}..{config.registry.sap_last}")
+    reg = config.registry
+    if not 2 <= reg.sap_first <= reg.sap_last <= 0xFFFF:
+        fail("registry", 0, "sap_first", "need 2 <= sap_first <= sap_last <= 65535")
+    if reg.quarantine_days < 0 or reg.flush_interval_s <= 0:
+        fail("registry", 0, "quarantine_days", "quarantine_days >= 0 and flush_interval_s > 0")
+    for i, scan in enumerate(config.scan):
+        if scan.link not in names:
+            fail("scan", i, "link", f"no link named {scan.link!r}")
+        if not 0x10 <= scan.first <= scan.last <= 0x3FFD:
+            fail("scan", i, "first", "need 16 <= first <= last <= 16381")
+        if scan.interval_s < 60:
+            fail("scan", i, "interval_s", "must be >= 60 (a scan occupies the line)")
+    name = config.management.name.encode()
+    if not 1 <= len(name) <= 32 or not config.management.name.isascii():
+        fail("management", 0, "name", "must be 1..32 ASCII characters")
+    if not 1 <= config.management.client_sap <= 0x7F or config.management.client_sap == 16:
+        fail("management", 0, "client_sap", "must be 1..127 and not 16 (the public client)")
 
 
 def parse_config(text: str) -> GatewayConfig:
@@ -193,18 +247,22 @@ def parse_config(text: str) -> GatewayConfig:
     for key in raw:
         if key not in top:
             raise ConfigError(f"unknown key {_where(lines, '', 0, key)}")
-    for key in ("links", "meters"):
+    for key in ("links", "meters", "scan"):
         if key in raw and not isinstance(raw[key], list):
             raise ConfigError(f"{_where(lines, '', 0, key)}: expected [[{key}]] tables")
-    for key in ("wan", "relay", "log"):
+    for key in ("wan", "relay", "log", "paths", "registry", "management"):
         if key in raw and not isinstance(raw[key], dict):
             raise ConfigError(f"{_where(lines, '', 0, key)}: expected a [{key}] table")
     config = GatewayConfig(
         wan=_build(WanConfig, raw.get("wan", {}), lines, "wan"),
         relay=_build(RelayConfig, raw.get("relay", {}), lines, "relay"),
         log=_build(LogConfig, raw.get("log", {}), lines, "log"),
+        paths=_build(PathsConfig, raw.get("paths", {}), lines, "paths"),
+        registry=_build(RegistryConfig, raw.get("registry", {}), lines, "registry"),
+        management=_build(ManagementConfig, raw.get("management", {}), lines, "management"),
         links=tuple(_build(LinkConfig, t, lines, "links", i) for i, t in enumerate(raw.get("links", []))),
         meters=tuple(_build(MeterConfig, t, lines, "meters", i) for i, t in enumerate(raw.get("meters", []))),
+        scan=tuple(_build(ScanConfig, t, lines, "scan", i) for i, t in enumerate(raw.get("scan", []))),
     )
     _check(config, lines)
     return config

@@ -1,0 +1,128 @@
+"""The control socket: the CLI talks to the running daemon over a Unix socket.
+
+One JSON object per line each way. A request is ``{"command": NAME, ...arguments}``; the
+answer is ``{"ok": true, "result": ...}`` or ``{"ok": false, "error": "..."}``, possibly after
+``{"progress": {...}}`` lines for long operations. The socket is group-restricted (0660) and
+the peer's credentials are checked again on accept: root, the service user, or its group.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import grp
+import json
+import os
+import socket
+import struct
+from collections.abc import Awaitable, Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+log = structlog.get_logger(__name__)
+
+MAX_REQUEST_BYTES = 64 * 1024
+Progress = Callable[[Mapping[str, Any]], None]
+Handler = Callable[[Mapping[str, Any], Progress], Awaitable[Any]]
+
+
+class CommandError(Exception):
+    """The daemon says no: the message is for the technician."""
+
+
+def peer_allowed(sock: socket.socket) -> bool:
+    """Root, our own user, or a member of our group may use the socket."""
+    pid_uid_gid = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+    _, uid, gid = struct.unpack("3i", pid_uid_gid)
+    if uid in (0, os.getuid()) or gid == os.getgid():
+        return True
+    try:
+        members = grp.getgrgid(os.getgid()).gr_mem
+    except KeyError:
+        return False
+    import pwd  # noqa: PLC0415 - only for the rare case of a supplementary group
+
+    try:
+        return pwd.getpwuid(uid).pw_name in members
+    except KeyError:
+        return False
+
+
+class ControlServer:
+    """Serves CLI requests on a Unix socket."""
+
+    def __init__(self, *, path: Path, handlers: Mapping[str, Handler]) -> None:
+        self.path = path
+        self._handlers = handlers
+        self._server: asyncio.Server | None = None
+        self._clients: set[asyncio.Task[None]] = set()
+
+    async def start(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with contextlib.suppress(FileNotFoundError):
+            self.path.unlink()  # a stale socket from a killed daemon
+        old_umask = os.umask(0o117)  # created 0660: never a moment when others could connect
+        try:
+            self._server = await asyncio.start_unix_server(self._serve, path=str(self.path),
+                                                           limit=MAX_REQUEST_BYTES)
+        finally:
+            os.umask(old_umask)
+        os.chmod(self.path, 0o660)
+        log.info("control.listening", path=str(self.path))
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+            self._server = None
+        for task in list(self._clients):
+            task.cancel()
+        with contextlib.suppress(FileNotFoundError):
+            self.path.unlink()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._clients.add(task)
+        try:
+            sock = writer.get_extra_info("socket")
+            if sock is None or not peer_allowed(sock):
+                await self._send(writer, {"ok": False, "error": "permission denied"})
+                return
+            while line := await reader.readline():
+                await self._send(writer, await self._answer(line, writer))
+        except (ValueError, ConnectionError, asyncio.LimitOverrunError):
+            pass  # an oversized or broken request ends that client only
+        finally:
+            self._clients.discard(task)
+            writer.close()
+            with contextlib.suppress(ConnectionError):
+                await writer.wait_closed()
+
+    async def _answer(self, line: bytes, writer: asyncio.StreamWriter) -> dict[str, Any]:
+        try:
+            request = json.loads(line)
+            if not isinstance(request, dict) or not isinstance(request.get("command"), str):
+                raise CommandError("a request is a JSON object with a 'command'")
+            handler = self._handlers.get(request["command"])
+            if handler is None:
+                raise CommandError(f"unknown command {request['command']!r}")
+
+            def progress(update: Mapping[str, Any]) -> None:
+                writer.write(json.dumps({"progress": dict(update)}).encode() + b"\n")
+
+            return {"ok": True, "result": await handler(request, progress)}
+        except CommandError as exc:
+            return {"ok": False, "error": str(exc)}
+        except json.JSONDecodeError:
+            return {"ok": False, "error": "not JSON"}
+        except Exception as exc:  # a bug must not take the daemon down with it
+            log.exception("control.handler_failed")
+            return {"ok": False, "error": f"internal error: {exc}"}
+
+    @staticmethod
+    async def _send(writer: asyncio.StreamWriter, message: Mapping[str, Any]) -> None:
+        writer.write(json.dumps(message).encode() + b"\n")
+        await writer.drain()
