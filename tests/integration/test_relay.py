@@ -130,6 +130,7 @@ async def test_bad_wrapper_version_closes_only_that_connection(gateway: Gateway)
     answer = await good.request(client_sap=16, meter_sap=17, apdu=GET_LDN)
     assert ldn_of(answer.apdu).startswith(b"SIM")
     await good.close()
+    await bad.close()
 
 
 async def test_oversized_wrapper_length_closes_only_that_connection(
