@@ -201,8 +201,8 @@ class LogicalDevice:
         user_information = None
         raw = rlrq.user_information
         security = association.policy.security if association is not None else None
-        if raw and raw[0] == GLO_INITIATE_REQUEST and association is not None and security is not None:
-            title = association.client_system_title or b""
+        title = association.client_system_title if association is not None else None
+        if raw and raw[0] == GLO_INITIATE_REQUEST and association is not None and security and title:
             try:
                 security_control, _plain = self._cipher_state.open(
                     security=security,
