@@ -63,8 +63,9 @@ class HesConnection(asyncio.Protocol):
             log.warning("wan.protocol_error", peer=self.peer, error=str(exc))
             self.close()
             return
+        self.pdus_in += len(pdus)
+        self._server.pdus_in += len(pdus)
         for pdu in pdus:
-            self.pdus_in += 1
             self._server.sink.pdu_from_hes(self, pdu)
 
     def send(self, pdu: WrapperPdu) -> None:
@@ -74,6 +75,7 @@ class HesConnection(asyncio.Protocol):
             return
         transport.write(encode(pdu))
         self.pdus_out += 1
+        self._server.pdus_out += 1
         if transport.get_write_buffer_size() > MAX_UNSENT_BYTES:
             log.warning("wan.not_reading", peer=self.peer, unsent=transport.get_write_buffer_size())
             self.close()
@@ -99,6 +101,8 @@ class WanServer:
         self.config = config
         self.sink = sink
         self.connections: set[HesConnection] = set()
+        self.pdus_in = 0
+        self.pdus_out = 0
         self._servers: list[asyncio.Server] = []
 
     async def start(self) -> None:
