@@ -77,6 +77,7 @@ class ServerCounters:
     replay_rejections: int = 0  # ciphered APDUs with an invocation counter not above the last one
     exception_responses: int = 0  # garbage or refused APDUs answered with an exception-response
     releases: int = 0  # RLRQ or link down with an association open
+    get_blocks_sent: int = 0  # Get-Response-With-Datablock APDUs carrying data
     last_association_at: datetime.datetime | None = None
 
 

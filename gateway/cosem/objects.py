@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from enum import IntEnum
 from typing import ClassVar, Protocol
 
-from gateway.codec.axdr import Data, DataType, date_time, parse_date_time
+from gateway.codec.axdr import AxdrError, Data, DataType, date_time, parse_date_time
 from gateway.codec.xdlms import AccessSelection, ActionResult, DataAccessResult
 
 Answer = Data | DataAccessResult
@@ -191,6 +191,11 @@ UNSPECIFIED_DATE_TIME = bytes.fromhex("FFFFFFFFFFFFFFFFFF8000FF")
 CLOCK_BASE_CRYSTAL = 1  # Blue Book IC 8 clock_base: internal crystal
 
 
+def _octets(value: Data) -> bytes:
+    assert isinstance(value.value, bytes)
+    return value.value
+
+
 class Clock(CosemObject):
     """IC 8 Clock, in UTC (time_zone 0, no DST); time comes from an injected clock, a SET shifts it."""
 
@@ -215,8 +220,8 @@ class Clock(CosemObject):
 
     def _get(self, attribute_id: int, selection: AccessSelection | None, ctx: RequestContext) -> Answer:
         match attribute_id:
-            case 2:
-                return date_time(self.now(), deviation_minutes=0)
+            case 2:  # Blue Book IC 8: time is octet-string(12), not the date-time type
+                return Data.octet_string(_octets(date_time(self.now(), deviation_minutes=0)))
             case 3:
                 return Data.long(0)
             case 4:
@@ -238,7 +243,7 @@ class Clock(CosemObject):
             return DataAccessResult.TYPE_UNMATCHED
         try:
             wanted = parse_date_time(value.value)
-        except ValueError:
+        except AxdrError:
             return DataAccessResult.TYPE_UNMATCHED
         if wanted is None:
             return DataAccessResult.OTHER_REASON  # a wildcard time cannot be set

@@ -14,7 +14,7 @@ import datetime
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
-from gateway.codec.axdr import Data, DataType, parse_date_time
+from gateway.codec.axdr import AxdrError, Data, DataType, parse_date_time
 from gateway.codec.xdlms import AccessSelection, DataAccessResult
 from gateway.cosem.objects import Access, Answer, CosemObject, RequestContext, as_utc
 
@@ -177,7 +177,7 @@ def _bound(value: Data) -> Bound:
             return _INVALID
         try:
             moment = parse_date_time(value.value)
-        except ValueError:
+        except AxdrError:
             return _INVALID
         return None if moment is None else as_utc(moment)
     if isinstance(value.value, int) and not isinstance(value.value, bool):

@@ -377,6 +377,7 @@ class LogicalDevice:
         last = start + long_get.block_size >= len(long_get.raw)
         if last:
             del self._long_gets[client_sap]
+        self.counters.get_blocks_sent += 1
         return xdlms.encode_xdlms(xdlms.GetResponseWithDataBlock(invoke_id, last, long_get.block_number, chunk))
 
 
