@@ -172,9 +172,7 @@ class HdlcClientLink:
         return _Action.DISC if self._state is LinkState.DISCONNECTING else _Action.NONE
 
     def _frame(self, control: int, info: bytes = b"", *, segmented: bool = False) -> bytes:
-        return encode_frame(
-            HdlcFrame(self._server_address, self._client_address, control, info, segmented=segmented)
-        )
+        return encode_frame(HdlcFrame(self._server_address, self._client_address, control, info, segmented=segmented))
 
     def transmit(self, *, now: float) -> bytes:
         """Return the next frame(s) to put on the line and start the response timer."""
