@@ -224,7 +224,7 @@ def encode_length(n: int) -> bytes:
 
 def decode_length(buf: bytes, offset: int) -> tuple[int, int]:
     """Read an A-XDR length at ``offset``; return (length, offset after it)."""
-    if offset >= len(buf):
+    if not 0 <= offset < len(buf):
         raise AxdrError("truncated length")
     first = buf[offset]
     if first < 0x80:
@@ -310,6 +310,8 @@ def _expect(ok: bool, data: Data) -> None:
 
 def decode(buf: bytes, offset: int = 0) -> tuple[Data, int]:
     """Decode one ``Data`` at ``offset``; return it and the offset after it."""
+    if not 0 <= offset <= len(buf):
+        raise AxdrError(f"offset {offset} outside a {len(buf)}-octet buffer")
     return _decode_at(bytes(buf), offset, depth=0)
 
 

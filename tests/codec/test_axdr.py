@@ -100,6 +100,11 @@ def test_decode_at_offset_returns_end_offset() -> None:
     raw = b"\xee\xee" + encode(Data.long_unsigned(7)) + b"\x00"
     assert decode(raw, 2) == (Data.long_unsigned(7), 5)
     assert decode(raw, 5) == (Data.null(), 6)
+    for outside in (-1, 6, 7):
+        with pytest.raises(AxdrError):
+            decode(raw, outside)
+    with pytest.raises(AxdrError):
+        decode_length(raw, -1)
 
 
 @pytest.mark.parametrize(
