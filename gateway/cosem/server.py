@@ -12,8 +12,8 @@ exception-response (Green Book 9.5). Our choices where the Green Book leaves roo
   counter we would accept);
 - while HLS is pending, every request but reply_to_HLS_authentication gets its own
   response with scope-of-access-violated;
-- a new AARQ from a client SAP replaces its association (the data link under it may have
-  been reset without us hearing of it).
+- an accepted AARQ from a client SAP replaces its association (the data link under it may
+  have been reset without us hearing of it); a refused one leaves it alone.
 """
 
 from __future__ import annotations
@@ -133,9 +133,9 @@ class LogicalDevice:
     def _handle(self, client_sap: int, apdu: bytes) -> bytes:
         tag = apdu[0] if apdu else None
         if tag == AARQ:
-            self.release(client_sap=client_sap)
             aare, association = self._acceptor.accept(client_sap=client_sap, apdu=apdu)
-            if association is not None:
+            if association is not None:  # a refused AARQ leaves an open association alone
+                self.release(client_sap=client_sap)
                 self._associations[client_sap] = association
                 self.counters.last_association_at = self._clock() if self._clock else None
             return aare

@@ -245,3 +245,31 @@ def test_our_counter_never_repeats_across_associations(meter: LogicalDevice) -> 
     assert len(seen) == 3 * 4
     assert len(seen) == len(set(seen))
     assert meter.invocation_counter == 3 * 5
+
+
+def test_get_with_list_too_long_for_one_pdu_goes_in_blocks(public: TestClient) -> None:
+    public.associate(max_pdu=64)
+    items = tuple((xdlms.AttributeDescriptor(15, CURRENT_ASSOCIATION, a), None) for a in (2, 3, 7))
+    answer = public.request(xdlms.GetRequestWithList(INVOKE, items))
+    raw = b""
+    while True:
+        assert isinstance(answer, xdlms.GetResponseWithDataBlock) and isinstance(answer.raw_data, bytes)
+        raw += answer.raw_data
+        if answer.last_block:
+            break
+        answer = public.request(xdlms.GetRequestNext(INVOKE, answer.block_number))
+    assert all(len(sent) <= 64 for sent in public.wire)
+    # the blocks carry the SEQUENCE OF Get-Data-Result: decode it as the body of a with-list response
+    whole = xdlms.decode_xdlms(bytes([0xC4, 0x03, INVOKE]) + raw)
+    assert isinstance(whole, xdlms.GetResponseWithList)
+    listed, partners, secret = whole.results
+    assert isinstance(listed, Data) and len(listed.items) == 6
+    assert partners == Data.structure(Data.integer(16), Data.long_unsigned(1))
+    assert secret is DataAccessResult.READ_WRITE_DENIED
+
+
+def test_request_longer_than_our_pdu_is_refused(public: TestClient) -> None:
+    public.associate()
+    items = tuple((xdlms.AttributeDescriptor(1, LOGICAL_DEVICE_NAME, 2), None) for _ in range(120))
+    answer = public.request(xdlms.GetRequestWithList(INVOKE, items))
+    assert answer == xdlms.ExceptionResponse(1, 4)  # service-not-allowed, pdu-too-long
