@@ -44,6 +44,7 @@ CALLING_AP_TITLE_NOT_RECOGNISED = 3  # Green Book 9.4.2: acse-service-user diagn
 MIN_CLIENT_PDU_SIZE = 64  # ours: smaller leaves no room for a ciphered GET block
 NO_PDU_LIMIT = 0xFFFF  # Green Book 9.4.2: a max receive PDU size of 0 means no limit; we read it as 65535
 CHALLENGE_RANGE = range(8, 65)  # Green Book 9.2.7.4: HLS challenges are 8 to 64 octets
+SERVER_CHALLENGE_SIZE = 16  # ours, within CHALLENGE_RANGE
 SYSTEM_TITLE_SIZE = 8
 
 
@@ -57,6 +58,14 @@ class ClientPolicy:
     require_ciphering: bool  # every xDLMS APDU after the AARQ must be ciphered
     conformance: int  # what the server offers this client
     lls_password: bytes | None = None
+
+    def __post_init__(self) -> None:
+        if (self.mechanism == Mechanism.HLS_GMAC or self.require_ciphering) and self.security is None:
+            raise ValueError(f"client {self.client_sap}: HLS-GMAC and ciphering need a security context")
+        if self.mechanism == Mechanism.LLS and not self.lls_password:
+            raise ValueError(f"client {self.client_sap}: LLS needs a password")
+        if self.mechanism not in (Mechanism.NONE, Mechanism.LLS, Mechanism.HLS_GMAC):
+            raise ValueError(f"client {self.client_sap}: mechanism {self.mechanism.name} is not supported")
 
     def __repr__(self) -> str:  # never show the LLS password
         return (
@@ -238,13 +247,16 @@ class AssociationAcceptor:
             return acse.APPLICATION_CONTEXT_LN_NO_CIPHERING
         if policy.require_ciphering:
             return acse.APPLICATION_CONTEXT_LN_CIPHERING
-        return asked if asked in (1, 3) else acse.APPLICATION_CONTEXT_LN_CIPHERING
+        both = (acse.APPLICATION_CONTEXT_LN_NO_CIPHERING, acse.APPLICATION_CONTEXT_LN_CIPHERING)
+        return asked if asked in both else acse.APPLICATION_CONTEXT_LN_CIPHERING
 
     def _accept(self, policy: ClientPolicy, aarq: acse.Aarq) -> tuple[bytes, Association]:
         self._check_mechanism(policy, aarq)
         ciphered = aarq.application_context == acse.APPLICATION_CONTEXT_LN_CIPHERING
+        hls = policy.mechanism == Mechanism.HLS_GMAC
         client_system_title = aarq.calling_ap_title
-        if ciphered and (client_system_title is None or len(client_system_title) != SYSTEM_TITLE_SIZE):
+        # Ciphering and HLS-GMAC both put the client's system title in the IV: without it, nothing verifies.
+        if (ciphered or hls) and (client_system_title is None or len(client_system_title) != SYSTEM_TITLE_SIZE):
             raise _RefusalError(CALLING_AP_TITLE_NOT_RECOGNISED)
         request, security_control = self._initiate_request(policy, aarq)
         conformance = policy.conformance & request.proposed_conformance
@@ -255,8 +267,7 @@ class AssociationAcceptor:
         client_pdu = request.client_max_receive_pdu_size or NO_PDU_LIMIT
         if client_pdu < MIN_CLIENT_PDU_SIZE:
             raise _RefusalError(AcseServiceUser.NO_REASON_GIVEN, _initiate_error(PDU_SIZE_TOO_SHORT))
-        hls = policy.mechanism == Mechanism.HLS_GMAC
-        server_challenge = self._challenge(16) if hls else None
+        server_challenge = self._challenge(SERVER_CHALLENGE_SIZE) if hls else None
         association = Association(
             policy=policy,
             application_context=aarq.application_context,

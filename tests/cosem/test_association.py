@@ -8,6 +8,7 @@ from gateway.codec import acse, security, xdlms
 from gateway.codec.acse import AcseServiceUser, AssociationResult, Mechanism
 from gateway.codec.axdr import Data
 from gateway.codec.xdlms import DataAccessResult, ExceptionResponse
+from gateway.cosem.association import ClientPolicy
 from gateway.cosem.server import LogicalDevice
 from gateway.sim.meter import LOGICAL_DEVICE_NAME, MANAGEMENT_CONFORMANCE, PUBLIC_CONFORMANCE
 from tests.cosem.client import ALL_CONFORMANCE, Keys, TestClient
@@ -230,3 +231,33 @@ def test_link_down_ends_the_association(public: TestClient, meter: LogicalDevice
     answer = public.send(xdlms.encode_xdlms(xdlms.GetRequestNormal(0xC1, xdlms.AttributeDescriptor(
         1, LOGICAL_DEVICE_NAME, 2))))
     assert exception_of(answer).service_error == 1
+
+
+def test_hls_without_a_calling_ap_title_is_refused(meter: LogicalDevice) -> None:
+    client = TestClient(meter, client_sap=1, keys=KEYS)
+    aarq = acse.decode_aarq(client.aarq(mechanism=Mechanism.HLS_GMAC))
+    untitled = acse.encode_aarq(acse.Aarq(
+        application_context=aarq.application_context, mechanism=aarq.mechanism,
+        calling_authentication_value=aarq.calling_authentication_value, user_information=aarq.user_information,
+    ))
+    aare = acse.decode_aare(client.send(untitled))
+    assert aare.result is AssociationResult.REJECTED_PERMANENT
+    assert aare.diagnostic == 3  # calling-AP-title-not-recognized
+
+
+def test_a_refused_aarq_leaves_the_open_association_alone(public: TestClient, meter: LogicalDevice) -> None:
+    public.associate()
+    assert public.associate(dlms_version=5).result is AssociationResult.REJECTED_PERMANENT
+    assert public.get(1, LOGICAL_DEVICE_NAME, 2) == Data.octet_string(SETTINGS.logical_device_name)
+
+
+def test_inconsistent_client_policies_are_refused_at_construction() -> None:
+    with pytest.raises(ValueError, match="security context"):
+        ClientPolicy(client_sap=1, mechanism=Mechanism.HLS_GMAC, security=None, require_ciphering=False,
+                     conformance=ALL_CONFORMANCE)
+    with pytest.raises(ValueError, match="password"):
+        ClientPolicy(client_sap=2, mechanism=Mechanism.LLS, security=None, require_ciphering=False,
+                     conformance=ALL_CONFORMANCE)
+    policy = ClientPolicy(client_sap=3, mechanism=Mechanism.LLS, security=None, require_ciphering=False,
+                          conformance=ALL_CONFORMANCE, lls_password=b"secret-pw")
+    assert "secret-pw" not in repr(policy)
