@@ -18,58 +18,27 @@ queues an APDU twice: retransmission stays at this layer.
 from __future__ import annotations
 
 from collections import deque
-from dataclasses import dataclass, field
 from enum import Enum
 
 from gateway.codec.errors import LocalProtocolError
 from gateway.codec.hdlc.address import HdlcAddress
 from gateway.codec.hdlc.control import SEQUENCE_MODULUS, FrameKind, i_control, s_control, u_control
 from gateway.codec.hdlc.errors import HdlcError
+from gateway.codec.hdlc.events import ApduReceived, LinkDown, LinkEvent, LinkSettings, LinkState, LinkUp
+from gateway.codec.hdlc.exchange import Exchange, Expiry
 from gateway.codec.hdlc.frame import HdlcFrame, encode_frame
 from gateway.codec.hdlc.params import HdlcParameters, decode_parameters, encode_parameters, negotiate
-from gateway.codec.hdlc.window import LLC_REQUEST, LLC_RESPONSE, MAX_APDU_LENGTH, SendWindow, segment
+from gateway.codec.hdlc.window import (
+    LLC_REQUEST,
+    LLC_RESPONSE,
+    MAX_APDU_LENGTH,
+    Reassembly,
+    SendWindow,
+    segment,
+    strip_llc,
+)
 
-
-@dataclass(frozen=True, slots=True)
-class LinkSettings:
-    """What the client proposes and how patiently it waits."""
-
-    parameters: HdlcParameters = field(default_factory=HdlcParameters)
-    response_timeout_s: float = 1.0
-    max_retries: int = 3
-
-
-class LinkState(Enum):
-    """The data-link connection as the HES sees it."""
-
-    DISCONNECTED = "disconnected"
-    CONNECTING = "connecting"
-    CONNECTED = "connected"
-    DISCONNECTING = "disconnecting"
-
-
-@dataclass(frozen=True, slots=True)
-class LinkUp:
-    """The meter accepted the SNRM; `parameters` are ours (tx = what we send)."""
-
-    parameters: HdlcParameters
-
-
-@dataclass(frozen=True, slots=True)
-class ApduReceived:
-    """A whole APDU from the meter, LLC header removed."""
-
-    apdu: bytes
-
-
-@dataclass(frozen=True, slots=True)
-class LinkDown:
-    """The connection is gone; `reason` says why."""
-
-    reason: str
-
-
-LinkEvent = LinkUp | ApduReceived | LinkDown
+__all__ = ["ApduReceived", "HdlcClientLink", "LinkDown", "LinkEvent", "LinkSettings", "LinkState", "LinkUp"]
 
 
 class _Action(Enum):
@@ -99,19 +68,13 @@ class HdlcClientLink:
         self.parameters = None
         self._queue: deque[bytes] = deque()
         self._window = SendWindow()
-        self._recv_seq = 0  # V(R)
-        self._reassembly = bytearray()
-        self._pull = False  # the meter said more segments follow
+        self._received = Reassembly(llc=LLC_RESPONSE)  # .more: the meter holds segments for us
         self._poll = False  # a back-off ended: ask with RR whether the meter is ready
         self._command: FrameKind | None = None  # SNRM or DISC sent and not yet answered
         self._established = False
-        self._awaiting = False
-        self._retransmit = False
-        self._last_transmission = b""
-        self._last_frame_count = 0
-        self._deadline: float | None = None
-        self._attempts = 0  # exchanges in a row that timed out or made no progress
-        self._progress = False
+        self._exchange = Exchange(
+            response_timeout_s=self._settings.response_timeout_s, max_retries=self._settings.max_retries
+        )
 
     @property
     def state(self) -> LinkState:
@@ -126,12 +89,12 @@ class HdlcClientLink:
     @property
     def awaiting_response(self) -> bool:
         """Whether the link has polled and waits for the meter's final frame."""
-        return self._awaiting
+        return self._exchange.awaiting
 
     @property
     def deadline(self) -> float | None:
         """When `expire` must be called: a response timeout, or the end of a busy back-off."""
-        return self._deadline
+        return self._exchange.deadline
 
     def connect(self) -> None:
         """Queue an SNRM."""
@@ -157,15 +120,15 @@ class HdlcClientLink:
         self._state = LinkState.DISCONNECTING
 
     def _next_action(self) -> _Action:
-        if self._state is LinkState.DISCONNECTED or self._awaiting:
+        if self._state is LinkState.DISCONNECTED or self._exchange.awaiting:
             return _Action.NONE
-        if self._retransmit:
+        if self._exchange.retransmit:
             return _Action.RETRANSMIT
-        if self._deadline is not None:  # backing off: the meter said it is busy
+        if self._exchange.backing_off:  # the meter said it is busy
             return _Action.NONE
         if not self._established:
             return _Action.SNRM if self._state is LinkState.CONNECTING else _Action.DISC
-        if self._pull or self._poll:
+        if self._received.more or self._poll:
             return _Action.POLL
         if self._window.waiting or self._queue:
             return _Action.DATA
@@ -181,7 +144,7 @@ class HdlcClientLink:
         if action is _Action.NONE:
             raise LocalProtocolError("transmit() with nothing to send")
         if action is _Action.RETRANSMIT:
-            data, count = self._last_transmission, self._last_frame_count
+            data, count = self._exchange.last_transmission, self._exchange.last_frame_count
         else:
             if action is _Action.SNRM or action is _Action.DISC:
                 self._command = FrameKind.SNRM if action is _Action.SNRM else FrameKind.DISC
@@ -189,14 +152,11 @@ class HdlcClientLink:
                 frames.append(self._frame(u_control(self._command, poll=True), info))
             elif action is _Action.POLL:
                 self._poll = False
-                frames.append(self._frame(s_control(FrameKind.RR, recv_seq=self._recv_seq, poll=True)))
+                frames.append(self._frame(s_control(FrameKind.RR, recv_seq=self._received.recv_seq, poll=True)))
             else:
                 frames.extend(self._information_frames())
             data, count = b"".join(frames), len(frames)
-        self._last_transmission, self._last_frame_count = data, count
-        self._retransmit = False
-        self._awaiting = True
-        self._deadline = now + self._settings.response_timeout_s
+        self._exchange.polled(data, count, now=now)
         self.frames_sent += count
         return data
 
@@ -208,7 +168,7 @@ class HdlcClientLink:
         taken = self._window.take(window=parameters.window_tx)
         return [
             self._frame(
-                i_control(send_seq=send_seq, recv_seq=self._recv_seq, poll=index == len(taken) - 1),
+                i_control(send_seq=send_seq, recv_seq=self._received.recv_seq, poll=index == len(taken) - 1),
                 item.info,
                 segmented=item.more,
             )
@@ -232,7 +192,7 @@ class HdlcClientLink:
         except HdlcError as error:
             return self._down(f"protocol error: {error}")
         if kind is FrameKind.UI:  # a push: it does not answer our poll
-            return [ApduReceived(_strip_llc(frame.info))] if frame.info else []
+            return [ApduReceived(strip_llc(frame.info, LLC_RESPONSE))] if frame.info else []
         if kind in (FrameKind.UA, FrameKind.DM) and self._command is not None:
             return self._on_command_answer(kind, frame.info, now=now)
         if not self._established:
@@ -249,8 +209,7 @@ class HdlcClientLink:
 
     def _on_command_answer(self, kind: FrameKind, info: bytes, *, now: float) -> list[LinkEvent]:
         command, self._command = self._command, None
-        self._end_exchange()
-        self._attempts = 0
+        self._exchange.succeeded()
         if command is FrameKind.DISC:
             return self._down("disconnected")
         if kind is FrameKind.DM:
@@ -269,19 +228,17 @@ class HdlcClientLink:
 
     def _on_information(self, frame: HdlcFrame, *, now: float) -> list[LinkEvent]:
         events: list[LinkEvent] = []
-        if frame.send_seq == self._recv_seq:
+        if frame.send_seq == self._received.recv_seq:
             if self._window.acknowledge(frame.recv_seq) is None:
                 return self._down("protocol error: N(R) out of range")
-            if len(self._reassembly) + len(frame.info) > MAX_APDU_LENGTH:
-                return self._down("protocol error: APDU too long")
-            self._recv_seq = (self._recv_seq + 1) % SEQUENCE_MODULUS
-            self._reassembly += frame.info
-            self._pull = frame.segmented
-            self._progress = True
-            if not frame.segmented:
-                events.append(ApduReceived(_strip_llc(bytes(self._reassembly))))
-                self._reassembly.clear()
-        elif frame.send_seq == (self._recv_seq - 1) % SEQUENCE_MODULUS:
+            try:
+                apdu = self._received.accept(frame.info, more=frame.segmented)
+            except HdlcError as error:
+                return self._down(f"protocol error: {error}")
+            self._exchange.progress = True
+            if apdu is not None:
+                events.append(ApduReceived(apdu))
+        elif frame.send_seq == (self._received.recv_seq - 1) % SEQUENCE_MODULUS:
             return []  # a late copy of a frame already taken, answering our retransmission
         elif self._negotiated().window_rx == 1:
             return self._down("protocol error: N(S) out of sequence")
@@ -292,57 +249,32 @@ class HdlcClientLink:
         acknowledged = self._window.acknowledge(frame.recv_seq)
         if acknowledged is None:
             return self._down("protocol error: N(R) out of range")
-        self._progress = self._progress or acknowledged > 0
+        self._exchange.progress = self._exchange.progress or acknowledged > 0
         # RR while the meter owes us segments means it has nothing yet: as busy as an RNR
-        return self._after_response_frame(frame, busy=busy or self._pull, now=now)
+        return self._after_response_frame(frame, busy=busy or self._received.more, now=now)
 
     def _after_response_frame(self, frame: HdlcFrame, *, busy: bool, now: float) -> list[LinkEvent]:
-        if not (self._awaiting or self._retransmit):
+        if not (self._exchange.awaiting or self._exchange.retransmit):
             return []  # not an answer to a poll of ours: nothing to end
         if not frame.poll_final:
-            if self._awaiting:
-                self._deadline = now + self._settings.response_timeout_s
+            self._exchange.frame_received(now=now)
             return []
-        progress = self._progress
-        self._end_exchange()
         self._window.go_back()  # what the meter did not acknowledge goes again, same N(S)
-        if progress:
-            self._attempts = 0
-        else:
-            self._attempts += 1
-            if self._attempts > self._settings.max_retries:
-                return self._down("meter busy" if busy else "no progress")
-        if busy:
-            self._deadline = now + self._settings.response_timeout_s
+        if not self._exchange.answered(busy=busy, now=now):
+            return self._down("meter busy" if busy else "no progress")
         return []
-
-    def _end_exchange(self) -> None:
-        self._awaiting = False
-        self._retransmit = False
-        self._deadline = None
-        self._progress = False
 
     def expire(self, *, now: float) -> list[LinkEvent]:
         """Handle the deadline: retransmit, end a back-off, or give up after max_retries."""
-        if self._deadline is None or now < self._deadline:
-            return []
-        self._deadline = None
-        if not self._awaiting:
-            self._poll = True
-            return []
-        self._awaiting = False
-        self._attempts += 1
-        if self._attempts > self._settings.max_retries:
+        expiry = self._exchange.expire(now=now)
+        if expiry is Expiry.GIVE_UP:
             return self._down("no response")
-        self.retries += 1
-        self._retransmit = True
+        if expiry is Expiry.RETRANSMIT:
+            self.retries += 1
+        self._poll = self._poll or expiry is Expiry.POLL
         return []
 
     def _down(self, reason: str) -> list[LinkEvent]:
         self._reset()
         self._state = LinkState.DISCONNECTED
         return [LinkDown(reason)]
-
-
-def _strip_llc(info: bytes) -> bytes:
-    return info[len(LLC_RESPONSE) :] if info.startswith(LLC_RESPONSE) else info

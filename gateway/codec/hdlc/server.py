@@ -13,46 +13,20 @@ from dataclasses import dataclass, field
 
 from gateway.codec.errors import LocalProtocolError
 from gateway.codec.hdlc.address import HdlcAddress
-from gateway.codec.hdlc.control import SEQUENCE_MODULUS, FrameKind, i_control, s_control, u_control
+from gateway.codec.hdlc.control import FrameKind, i_control, s_control, u_control
 from gateway.codec.hdlc.errors import HdlcError
+from gateway.codec.hdlc.events import (
+    ApduFromClient,
+    ClientConnected,
+    ClientDisconnected,
+    ServerEvent,
+    ServerSettings,
+)
 from gateway.codec.hdlc.frame import HdlcFrame, encode_frame
 from gateway.codec.hdlc.params import HdlcParameters, decode_parameters, encode_parameters, negotiate
-from gateway.codec.hdlc.window import LLC_REQUEST, LLC_RESPONSE, MAX_APDU_LENGTH, SendWindow, segment
+from gateway.codec.hdlc.window import LLC_REQUEST, LLC_RESPONSE, MAX_APDU_LENGTH, Reassembly, SendWindow, segment
 
-INACTIVITY_TIMEOUT_S = 120.0  # IEC 62056-6-2, IC 23 HDLC setup: inactivity_time_out default
-
-
-@dataclass(frozen=True, slots=True)
-class ServerSettings:
-    """What the server accepts at most, and how long an idle connection lives."""
-
-    supported: HdlcParameters = field(default_factory=HdlcParameters)
-    inactivity_timeout_s: float = INACTIVITY_TIMEOUT_S
-
-
-@dataclass(frozen=True, slots=True)
-class ClientConnected:
-    """A client opened (or reset, with a new SNRM) its connection."""
-
-    client_sap: int
-
-
-@dataclass(frozen=True, slots=True)
-class ClientDisconnected:
-    """A client's connection ended: DISC, inactivity, or a protocol error."""
-
-    client_sap: int
-
-
-@dataclass(frozen=True, slots=True)
-class ApduFromClient:
-    """A whole APDU from a client, LLC header removed."""
-
-    client_sap: int
-    apdu: bytes
-
-
-ServerEvent = ClientConnected | ClientDisconnected | ApduFromClient
+__all__ = ["ApduFromClient", "ClientConnected", "ClientDisconnected", "HdlcServerLink", "ServerEvent", "ServerSettings"]
 
 
 @dataclass(slots=True)
@@ -60,8 +34,7 @@ class _Connection:
     parameters: HdlcParameters  # the server's side: tx = what the server sends
     last_activity: float
     window: SendWindow = field(default_factory=SendWindow)
-    recv_seq: int = 0  # V(R)
-    reassembly: bytearray = field(default_factory=bytearray)
+    received: Reassembly = field(default_factory=lambda: Reassembly(llc=LLC_REQUEST))
 
 
 class HdlcServerLink:
@@ -119,22 +92,19 @@ class HdlcServerLink:
             self._answer(client_sap, FrameKind.DM, poll=poll)
             return events
         connection.last_activity = now
-        if kind is FrameKind.I and frame.send_seq != connection.recv_seq:
+        if kind is FrameKind.I and frame.send_seq != connection.received.recv_seq:
             pass  # a retransmission already taken, or a gap: N(R) of our answer says where to resume
         elif connection.window.acknowledge(frame.recv_seq) is None:
             return events + self._reject(client_sap, poll=poll)
         elif kind is FrameKind.I:
-            if len(connection.reassembly) + len(frame.info) > MAX_APDU_LENGTH:
+            try:
+                apdu = connection.received.accept(frame.info, more=frame.segmented)
+            except HdlcError:
                 return events + self._reject(client_sap, poll=poll)
-            connection.recv_seq = (connection.recv_seq + 1) % SEQUENCE_MODULUS
-            connection.reassembly += frame.info
-            if not frame.segmented:
-                apdu = bytes(connection.reassembly)
-                connection.reassembly.clear()
-                apdu = apdu[len(LLC_REQUEST) :] if apdu.startswith(LLC_REQUEST) else apdu
+            if apdu is not None:
                 events.append(ApduFromClient(client_sap, apdu))
         if poll and kind is FrameKind.RNR:  # the client cannot take I-frames now
-            control = s_control(FrameKind.RR, recv_seq=connection.recv_seq, poll=True)
+            control = s_control(FrameKind.RR, recv_seq=connection.received.recv_seq, poll=True)
             self._answers.append((client_sap, self._frame(client_sap, control)))
         elif poll:
             connection.window.go_back()  # resume at the client's N(R): lost frames go again
@@ -191,11 +161,11 @@ class HdlcServerLink:
     def _information_answer(self, client_sap: int, connection: _Connection) -> list[bytes]:
         taken = connection.window.take(window=connection.parameters.window_tx)
         if not taken:
-            return [self._frame(client_sap, s_control(FrameKind.RR, recv_seq=connection.recv_seq, poll=True))]
+            return [self._frame(client_sap, s_control(FrameKind.RR, recv_seq=connection.received.recv_seq, poll=True))]
         return [
             self._frame(
                 client_sap,
-                i_control(send_seq=send_seq, recv_seq=connection.recv_seq, poll=index == len(taken) - 1),
+                i_control(send_seq=send_seq, recv_seq=connection.received.recv_seq, poll=index == len(taken) - 1),
                 item.info,
                 segmented=item.more,
             )

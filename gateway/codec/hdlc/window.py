@@ -6,10 +6,16 @@ from collections import deque
 from dataclasses import dataclass
 
 from gateway.codec.hdlc.control import SEQUENCE_MODULUS
+from gateway.codec.hdlc.errors import HdlcError
 
 LLC_REQUEST = b"\xe6\xe6\x00"  # IEC 62056-46, LLC: destination LSAP, source LSAP (command), quality
 LLC_RESPONSE = b"\xe6\xe7\x00"  # IEC 62056-46, LLC: source LSAP with the response bit set
 MAX_APDU_LENGTH = 0xFFFF + len(LLC_REQUEST)  # DLMS negotiates APDU sizes as Unsigned16
+
+
+def strip_llc(data: bytes, header: bytes) -> bytes:
+    """Remove the LLC header of a reassembled APDU; a peer that omits it is tolerated."""
+    return data[len(header) :] if data.startswith(header) else data
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,3 +82,26 @@ class SendWindow:
         self._unacknowledged.clear()
         self.send_seq = (self.send_seq - count) % SEQUENCE_MODULUS
         return count
+
+
+class Reassembly:
+    """Incoming I-frames taken in sequence, V(R), and the APDU their segments build."""
+
+    def __init__(self, *, llc: bytes) -> None:
+        self.recv_seq = 0  # V(R): N(S) of the next I-frame to take
+        self.more = False  # the last segment taken had the S bit: more follow
+        self._llc = llc
+        self._buffer = bytearray()
+
+    def accept(self, info: bytes, *, more: bool) -> bytes | None:
+        """Take the information field of the in-sequence I-frame; return the APDU it completes."""
+        if len(self._buffer) + len(info) > MAX_APDU_LENGTH:
+            raise HdlcError(f"APDU longer than {MAX_APDU_LENGTH} bytes")
+        self.recv_seq = (self.recv_seq + 1) % SEQUENCE_MODULUS
+        self.more = more
+        self._buffer += info
+        if more:
+            return None
+        apdu = strip_llc(bytes(self._buffer), self._llc)
+        self._buffer.clear()
+        return apdu
