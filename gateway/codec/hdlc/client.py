@@ -194,7 +194,7 @@ class HdlcClientLink:
         if kind is FrameKind.UI:  # a push: it does not answer our poll
             return [ApduReceived(strip_llc(frame.info, LLC_RESPONSE))] if frame.info else []
         if kind in (FrameKind.UA, FrameKind.DM) and self._command is not None:
-            return self._on_command_answer(kind, frame.info, now=now)
+            return self._on_command_answer(kind, frame.info)
         if not self._established:
             return []
         if kind is FrameKind.DM:
@@ -207,7 +207,7 @@ class HdlcClientLink:
             return self._on_supervisory(frame, busy=kind is FrameKind.RNR, now=now)
         return []  # a late UA, or a command a secondary station never sends
 
-    def _on_command_answer(self, kind: FrameKind, info: bytes, *, now: float) -> list[LinkEvent]:
+    def _on_command_answer(self, kind: FrameKind, info: bytes) -> list[LinkEvent]:
         command, self._command = self._command, None
         self._exchange.succeeded()
         if command is FrameKind.DISC:

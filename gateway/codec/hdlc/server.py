@@ -112,11 +112,10 @@ class HdlcServerLink:
         return events
 
     def _reject(self, client_sap: int, *, poll: bool) -> list[ServerEvent]:
-        """Answer FRMR and drop the connection: the client must start again with SNRM."""
-        self._answer(client_sap, FrameKind.FRMR, poll=poll)
-        if self._connections.pop(client_sap, None) is None:
-            return []
-        return [ClientDisconnected(client_sap)]
+        """Answer FRMR and drop the connection (DM without one): the client must start with SNRM."""
+        connection = self._connections.pop(client_sap, None)
+        self._answer(client_sap, FrameKind.DM if connection is None else FrameKind.FRMR, poll=poll)
+        return [] if connection is None else [ClientDisconnected(client_sap)]
 
     def _answer(self, client_sap: int, kind: FrameKind, *, poll: bool, info: bytes = b"") -> None:
         if poll:

@@ -383,6 +383,10 @@ def test_server_ignores_other_addresses_and_answers_dm_to_strangers() -> None:
     assert server.receive(HdlcFrame(METER, stranger, 0x10, b"\xe6\xe6\x00\xc0"), now=1.0) == []
     frames = line.feed(b"".join(server.respond(now=1.0)), now=1.0)
     assert [(f.kind, f.destination) for f in frames] == [(FrameKind.DM, stranger)]
+    assert server.receive(HdlcFrame(METER, stranger, 0x19), now=1.0) == []  # REJ: undefined in DLMS
+    assert [f.kind for f in line.feed(b"".join(server.respond(now=1.0)), now=1.0)] == [FrameKind.DM]
+    assert server.receive(HdlcFrame(METER, CLIENT, 0x19), now=1.0) == [ClientDisconnected(CLIENT_SAP)]
+    assert [f.kind for f in line.feed(b"".join(server.respond(now=1.0)), now=1.0)] == [FrameKind.FRMR]
 
 
 def test_snrm_while_connected_resets_the_connection() -> None:
