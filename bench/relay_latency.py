@@ -80,6 +80,9 @@ async def concurrent_sessions(sessions: int, seconds: float) -> list[int]:
                     return pdus[0].apdu
 
         assert (await exchange(PUBLIC_AARQ))[0] == 0x61
+        ready.append(meter_sap)
+        if len(ready) == sessions:
+            start.set()
         await start.wait()
         count = 0
         while not stop.is_set():
@@ -90,9 +93,9 @@ async def concurrent_sessions(sessions: int, seconds: float) -> list[int]:
         return count
 
     start, stop = asyncio.Event(), asyncio.Event()
+    ready: list[int] = []
     tasks = [asyncio.create_task(session(17 + i)) for i in range(sessions)]
-    await asyncio.sleep(1.0)  # every session associated
-    start.set()
+    await asyncio.wait_for(start.wait(), 120)  # every session associated: only GETs in the window
     await asyncio.sleep(seconds)
     stop.set()
     return list(await asyncio.gather(*tasks))

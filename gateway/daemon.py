@@ -1,25 +1,43 @@
-"""The daemon: builds every part from the configuration, runs them, shuts them down cleanly."""
+"""The daemon: builds every part from the configuration, runs them, shuts them down cleanly.
+
+Only this module builds objects; every other module receives what it needs.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import signal
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Coroutine
+from pathlib import Path
 
 import structlog
 
 from gateway import __version__
 from gateway.config import GatewayConfig, LinkConfig
-from gateway.core.router import ManagementHandler, MeterRoute, Router
+from gateway.control.commands import control_server
+from gateway.control.discovery import identify_worker, scan_schedule
+from gateway.control.server import ControlServer
+from gateway.core.management import ManagementDevice
+from gateway.core.router import MeterRoute, Router
+from gateway.keys import GatewayKeys, KeyFileError, load_keys
 from gateway.link.line import MeterLine, Opener
 from gateway.link.serial_port import LineOpenError, open_serial
+from gateway.registry.counters import ReservedCounter
+from gateway.registry.database import open_database
+from gateway.registry.store import MeterRegistry, MeterState, RegistryError, SapPolicy
 from gateway.sdnotify import notify
 from gateway.wan.server import WanServer
 
 log = structlog.get_logger(__name__)
 
 REOPEN_INTERVAL_S = 1.0  # how often a line that is down is tried again
+SHUTDOWN_DISC_S = 2.0  # SIGTERM: time given to DISC every open data link
+DEFAULT_STATE_DIRECTORY = Path("/var/lib/dlms-gateway")
+DEFAULT_RUNTIME_DIRECTORY = Path("/run/dlms-gateway")
+DEFAULT_KEYS_FILE = Path("/etc/dlms-gateway/keys.toml")
 
 
 def serial_opener(config: LinkConfig) -> Opener:
@@ -31,41 +49,121 @@ def serial_opener(config: LinkConfig) -> Opener:
     return opener
 
 
+def _directory(configured: str, environment: str, default: Path) -> Path:
+    if configured:
+        return Path(configured)
+    from_systemd = os.environ.get(environment, "").split(":")[0]  # systemd may list several
+    return Path(from_systemd) if from_systemd else default
+
+
 class Gateway:
     """Every running part of one gateway."""
 
-    def __init__(self, config: GatewayConfig, *, management: ManagementHandler | None = None) -> None:
+    def __init__(self, config: GatewayConfig) -> None:
         self.config = config
+        self.started_at = time.time()
+        self.state_directory = _directory(config.paths.state_directory, "STATE_DIRECTORY", DEFAULT_STATE_DIRECTORY)
+        self.runtime_directory = _directory(config.paths.runtime_directory, "RUNTIME_DIRECTORY",
+                                            DEFAULT_RUNTIME_DIRECTORY)
         self.lines = {link.name: MeterLine(config=link, opener=serial_opener(link)) for link in config.links}
-        routes = {
-            meter.sap: MeterRoute(
-                sap=meter.sap, line=meter.link, physical_address=meter.physical_address,
-                logical_device=meter.logical_device,
-            )
-            for meter in config.meters
-        }
-        self.router = Router(routes=routes, lines=self.lines, relay=config.relay, management=management)
+        self.state_directory.mkdir(parents=True, exist_ok=True)
+        self.database = open_database(self.state_directory / "registry.db")
+        policy = SapPolicy(first=config.registry.sap_first, last=config.registry.sap_last,
+                           quarantine_s=config.registry.quarantine_days * 86400.0)
+        self.registry = MeterRegistry(self.database, policy=policy)
+        self._seed_meters()
+        keys = self._load_keys()
+        self.management = ManagementDevice(
+            name=config.management.name.encode(), registry=self.registry, keys=keys,
+            management_sap=config.management.client_sap,
+            counter=ReservedCounter(self.database, key_name="management") if keys is not None else None,
+        )
+        self.router = Router(lookup=self.route, lines=self.lines, relay=config.relay, management=self.management,
+                             observer=self)
         self.wan = WanServer(config=config.wan, sink=self.router)
-        self._keepers: list[asyncio.Task[None]] = []
+        self.identify_queue: asyncio.Queue[int] = asyncio.Queue()
+        self._tasks: list[asyncio.Task[None]] = []
+        self.control: ControlServer | None = None
+
+    # -- wiring helpers -----------------------------------------------------------------------
+
+    def _seed_meters(self) -> None:
+        """[[meters]] in the configuration seed the registry; they never override what it knows."""
+        for meter in self.config.meters:
+            try:
+                self.registry.register(link=meter.link, physical_address=meter.physical_address,
+                                       logical_device=meter.logical_device, sap=meter.sap, registered_by="config")
+            except RegistryError as exc:
+                log.warning("registry.seed_skipped", sap=meter.sap, reason=str(exc))
+
+    def _load_keys(self) -> GatewayKeys | None:
+        path = Path(self.config.paths.keys_file) if self.config.paths.keys_file else DEFAULT_KEYS_FILE
+        try:
+            return load_keys(path)
+        except KeyFileError as exc:
+            log.warning("keys.unavailable", error=str(exc), effect="management client disabled")
+            return None
+
+    def route(self, sap: int) -> MeterRoute | None:
+        meter = self.registry.get(sap)
+        if meter is None or meter.link not in self.lines:
+            return None
+        return MeterRoute(sap=meter.sap, line=meter.link, physical_address=meter.physical_address,
+                          logical_device=meter.logical_device)
+
+    def meter_seen(self, sap: int) -> None:
+        self.registry.seen(sap, frames=1)
+        meter = self.registry.get(sap)
+        if meter is not None and meter.state is not MeterState.ONLINE:
+            self.registry.set_state(sap, MeterState.ONLINE)
+
+    def meter_unreachable(self, sap: int) -> None:
+        meter = self.registry.get(sap)
+        if meter is not None and meter.state is MeterState.ONLINE:
+            self.registry.set_state(sap, MeterState.OFFLINE)
+
+    # -- life cycle ---------------------------------------------------------------------------
 
     async def start(self) -> None:
         for line in self.lines.values():
             await self._try_open(line)
-            self._keepers.append(asyncio.create_task(self._keep_open(line), name=f"line-{line.name}"))
+            self._spawn(self._keep_open(line), f"line-{line.name}")
         await self.wan.start()
-        log.info("gateway.ready", version=__version__, lines=len(self.lines), meters=len(self.router.routes))
+        server = control_server(self)
+        await server.start()
+        self.control = server
+        self._spawn(self._flush_loop(), "registry-flush")
+        self._spawn(identify_worker(self), "identify")
+        for scan in self.config.scan:
+            self._spawn(scan_schedule(self, scan), f"scan-{scan.link}")
+        if self.config.registry.identify:
+            for meter in self.registry.meters():
+                if meter.logical_device_name is None:
+                    self.identify_queue.put_nowait(meter.sap)
+        log.info("gateway.ready", version=__version__, lines=len(self.lines), meters=len(self.registry),
+                 wan=[f"{h}:{p}" for h, p in self.wan.addresses])
 
     async def stop(self) -> None:
-        await self.wan.stop()
-        for task in self._keepers:
+        """Stop listening, DISC every data link, flush the registry, close everything."""
+        await self.wan.stop()  # HES connections close: their sessions send DISC
+        if self.control is not None:
+            await self.control.stop()
+        if not await self.router.drain(SHUTDOWN_DISC_S):
+            log.warning("gateway.sessions_not_released", sessions=len(self.router.sessions))
+        for task in self._tasks:
             task.cancel()
-        for task in self._keepers:
+        for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-        self._keepers.clear()
+        self._tasks.clear()
         for line in self.lines.values():
             line.close()
+        self.registry.flush()
+        self.database.close()
         log.info("gateway.stopped")
+
+    def _spawn(self, coroutine: Coroutine[None, None, None], name: str) -> None:
+        self._tasks.append(asyncio.create_task(coroutine, name=name))
 
     async def _try_open(self, line: MeterLine) -> None:
         try:
@@ -79,16 +177,21 @@ class Gateway:
             if not line.is_open:
                 await self._try_open(line)
 
+    async def _flush_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.config.registry.flush_interval_s)
+            self.registry.flush()
 
-async def run(config: GatewayConfig, *, management: ManagementHandler | None = None) -> None:
+
+async def run(config: GatewayConfig) -> None:
     """Run until SIGTERM or SIGINT."""
-    gateway = Gateway(config, management=management)
+    gateway = Gateway(config)
     await gateway.start()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
-    notify("READY=1\nSTATUS=relaying")
+    notify(f"READY=1\nSTATUS=relaying for {len(gateway.registry)} meters")
     try:
         await stop.wait()
     finally:

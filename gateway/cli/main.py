@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from gateway import __version__
+from gateway.cli.technician import add_commands, run_command
 from gateway.config import ConfigError, load_config
 from gateway.log import configure
 
@@ -39,6 +40,8 @@ def _parser() -> argparse.ArgumentParser:
     simulate.add_argument("--path-file", type=Path, help="write the pty path here once ready")
     simulate.add_argument("--bit-rate", type=int, default=None, help="emulate a line of this many bit/s")
 
+    add_commands(commands)
+
     config = commands.add_parser("config", help="configuration tools")
     config_commands = config.add_subparsers(dest="config_command", required=True, metavar="ACTION")
     check = config_commands.add_parser("check", help="validate a configuration file")
@@ -64,6 +67,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             asyncio.run(simulate(meters=args.meters, first_serial=args.first_serial, path_file=args.path_file,
                                  bit_rate=args.bit_rate))
             return EXIT_OK
+        if args.command in ("status", "meters", "meter", "sessions", "ping"):
+            return run_command(args)
         if args.command == "config":
             load_config(args.file)
             print(f"{args.file}: OK")

@@ -7,8 +7,10 @@ One meter association (meter SAP, client SAP) belongs to one HES connection at a
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import Protocol
 
 import structlog
 
@@ -17,7 +19,7 @@ from gateway.codec.hdlc import HdlcAddress, HdlcClientLink, HdlcParameters, Link
 from gateway.codec.wrapper import WrapperPdu
 from gateway.config import LinkConfig, RelayConfig
 from gateway.core.rejections import aare_rejected
-from gateway.core.session import HesPeer, MeterSession
+from gateway.core.session import HesPeer, MeterObserver, MeterSession
 from gateway.link.line import MeterLine
 
 log = structlog.get_logger(__name__)
@@ -35,7 +37,15 @@ class MeterRoute:
     logical_device: int = 1
 
 
-ManagementHandler = Callable[[int, bytes], bytes | None]  # (client SAP, APDU) -> answer
+class ApduServer(Protocol):
+    """A logical device the gateway answers for itself (SAP 1)."""
+
+    def handle(self, *, client_sap: int, apdu: bytes) -> bytes | None: ...
+
+    def release(self, *, client_sap: int) -> None: ...
+
+
+RouteLookup = Callable[[int], "MeterRoute | None"]
 
 
 def link_settings(config: LinkConfig) -> LinkSettings:
@@ -58,18 +68,22 @@ class Router:
     def __init__(
         self,
         *,
-        routes: Mapping[int, MeterRoute],
+        lookup: RouteLookup,
         lines: Mapping[str, MeterLine],
         relay: RelayConfig,
-        management: ManagementHandler | None = None,
+        management: ApduServer | None = None,
+        observer: MeterObserver | None = None,
     ) -> None:
-        self.routes = dict(routes)
+        self.lookup = lookup
         self.lines = lines
         self.sessions: dict[tuple[int, int], MeterSession] = {}  # (meter SAP, client SAP) -> session
+        self.management_owners: dict[int, HesPeer] = {}  # client SAP -> the HES associated with SAP 1
         self._relay = relay
         self._management = management
+        self._observer = observer
         self._settings = {name: link_settings(line.config) for name, line in lines.items()}
         self.rejections = 0
+        self._drained: asyncio.Event | None = None
 
     def pdu_from_hes(self, owner: HesPeer, pdu: WrapperPdu) -> None:
         """Handle one wrapper PDU from a HES connection."""
@@ -82,11 +96,9 @@ class Router:
             self._reject(owner, pdu, "meter association held by another HES connection", transient=True)
             return
         if meter_sap == MANAGEMENT_SAP and self._management is not None:
-            answer = self._management(client_sap, pdu.apdu)
-            if answer is not None:
-                owner.send(pdu.reply(answer))
+            self._to_management(owner, pdu, self._management)
             return
-        route = self.routes.get(meter_sap)
+        route = self.lookup(meter_sap)
         if route is None:
             self._reject(owner, pdu, "unknown SAP", transient=False)
             return
@@ -111,6 +123,7 @@ class Router:
             exchange_timeout_s=self._relay.exchange_timeout_s,
             idle_timeout_s=self._relay.association_idle_s,
             on_closed=self._session_closed,
+            observer=self._observer,
         )
         self.sessions[(meter_sap, client_sap)] = session
         session.start()
@@ -120,11 +133,45 @@ class Router:
         """A HES connection closed: release every association it held."""
         for session in [s for s in self.sessions.values() if s.owner is owner]:
             session.hes_gone()
+        for client_sap, holder in list(self.management_owners.items()):
+            if holder is owner and self._management is not None:
+                self._management.release(client_sap=client_sap)
+                del self.management_owners[client_sap]
+
+    def _to_management(self, owner: HesPeer, pdu: WrapperPdu, management: ApduServer) -> None:
+        """SAP 1: one association per client SAP at a time, like a meter."""
+        client_sap = pdu.source
+        holder = self.management_owners.get(client_sap)
+        if holder is not None and holder is not owner:
+            self._reject(owner, pdu, "management association held by another HES connection", transient=True)
+            return
+        answer = management.handle(client_sap=client_sap, apdu=pdu.apdu)
+        if pdu.apdu[:1] == b"\x60" and answer is not None and answer[:1] == b"\x61":
+            self.management_owners[client_sap] = owner
+        elif answer is not None and answer[:1] == b"\x63":  # RLRE: released
+            self.management_owners.pop(client_sap, None)
+        if answer is not None:
+            owner.send(pdu.reply(answer))
 
     def _session_closed(self, session: MeterSession) -> None:
         key = (session.meter_sap, session.client_sap)
         if self.sessions.get(key) is session:
             del self.sessions[key]
+        if not self.sessions and self._drained is not None:
+            self._drained.set()
+
+    async def drain(self, timeout_s: float) -> bool:
+        """Wait until every session has closed (their DISC answered); False on timeout."""
+        if not self.sessions:
+            return True
+        self._drained = asyncio.Event()
+        try:
+            await asyncio.wait_for(self._drained.wait(), timeout_s)
+        except TimeoutError:
+            return False
+        finally:
+            self._drained = None
+        return True
 
     def _reject(self, owner: HesPeer, pdu: WrapperPdu, reason: str, *, transient: bool) -> None:
         self.rejections += 1

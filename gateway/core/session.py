@@ -26,7 +26,14 @@ from gateway.link.line import MeterLine
 
 log = structlog.get_logger(__name__)
 
+UNREACHABLE = frozenset({"no response", "refused", "meter busy", "no progress"})  # HDLC LinkDown reasons
 MAX_OUTSTANDING = 8  # requests a HES may pipeline on one association before we refuse more
+
+
+class MeterObserver(Protocol):
+    def meter_seen(self, sap: int) -> None: ...
+
+    def meter_unreachable(self, sap: int) -> None: ...
 
 
 class HesPeer(Protocol):
@@ -66,6 +73,7 @@ class MeterSession:
         exchange_timeout_s: float,
         idle_timeout_s: float,
         on_closed: Callable[[MeterSession], None],
+        observer: MeterObserver | None = None,
     ) -> None:
         self.owner = owner
         self.client_sap = client_sap
@@ -78,6 +86,7 @@ class MeterSession:
         self._exchange_timeout_s = exchange_timeout_s
         self._idle_timeout_s = idle_timeout_s
         self._on_closed = on_closed
+        self._observer = observer
         self._waiting: deque[bytes] = deque()  # queued until the link is up
         self._outstanding: deque[bytes] = deque()  # requests awaiting an answer (AARQs kept whole)
         self._exchange_timer: asyncio.TimerHandle | None = None
@@ -139,6 +148,8 @@ class MeterSession:
 
     def _from_meter(self, apdu: bytes) -> None:
         self._touch()
+        if self._observer is not None:
+            self._observer.meter_seen(self.meter_sap)
         self.counters.apdus_to_hes += 1
         if not apdus.is_push(apdu) and self._outstanding:
             self._outstanding.popleft()
@@ -152,6 +163,8 @@ class MeterSession:
     def _link_down(self, reason: str) -> None:
         if self.state is SessionState.CLOSED:
             return
+        if reason in UNREACHABLE and self._observer is not None:
+            self._observer.meter_unreachable(self.meter_sap)
         if self._outstanding:
             self._log.warning("session.link_down", reason=reason, outstanding=len(self._outstanding))
             self._fail_outstanding()

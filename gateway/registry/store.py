@@ -168,6 +168,29 @@ class MeterRegistry:
             self._index(updated)
             return updated
 
+    def change_sap(self, sap: int, new_sap: int) -> Meter:
+        """Give a meter another SAP (an operator's choice); the old one is quarantined."""
+        meter = self._require(sap)
+        if new_sap == sap:
+            return meter
+        new_sap = self._choose_sap(new_sap)
+        with self._transaction():
+            now = self._clock()
+            self._db.execute("UPDATE meters SET sap = ? WHERE id = ?", (new_sap, meter.id))
+            self._db.execute(
+                "INSERT INTO meters (sap, logical_device_name, link, physical_address, logical_device, state,"
+                " registered_by, removed_at) VALUES (?, NULL, ?, ?, ?, 'removed', ?, ?)",
+                (sap, meter.link, meter.physical_address, meter.logical_device, meter.registered_by, now),
+            )  # a tombstone that holds the old SAP in quarantine
+            del self._live[sap]
+            self._load_removed_tombstone(sap, meter, now)
+            moved = replace(meter, sap=new_sap)
+            self._index(moved)
+            return moved
+
+    def _load_removed_tombstone(self, sap: int, meter: Meter, now: float) -> None:
+        self._removed[sap] = replace(meter, state=MeterState.REMOVED, removed_at=now, logical_device_name=None)
+
     def remove(self, sap: int) -> Meter:
         """Remove a meter; its SAP is quarantined."""
         meter = self._require(sap)

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import datetime as dt
 import io
+import tempfile
+from pathlib import Path
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, replace
 
 import pytest
 import structlog
 
-from gateway.config import GatewayConfig, LinkConfig, MeterConfig, RelayConfig, WanConfig
+from gateway.config import GatewayConfig, LinkConfig, MeterConfig, PathsConfig, RegistryConfig, RelayConfig, WanConfig
 from gateway.daemon import Gateway
 from gateway.log import configure
 from gateway.sim.bus import SimMeter, SimulatedBus
@@ -70,8 +72,13 @@ def captured_logs() -> io.StringIO:
 
 
 def gateway_config(device: str, *, meters: int = 4, extra_meters: tuple[MeterConfig, ...] = (),
-                   exchange_timeout_s: float = 10.0, response_timeout_s: float = 0.5) -> GatewayConfig:
+                   exchange_timeout_s: float = 10.0, response_timeout_s: float = 0.5,
+                   directory: Path | None = None) -> GatewayConfig:
+    directory = directory or Path(tempfile.mkdtemp(prefix="gw-"))
     return GatewayConfig(
+        paths=PathsConfig(state_directory=str(directory / "state"), runtime_directory=str(directory / "run"),
+                          keys_file=str(directory / "keys.toml")),
+        registry=RegistryConfig(identify=False),
         wan=WanConfig(listen=("127.0.0.1",), port=0),
         relay=RelayConfig(exchange_timeout_s=exchange_timeout_s),
         links=(LinkConfig(name="bus0", device=device, baudrate=115200, response_timeout_s=response_timeout_s,

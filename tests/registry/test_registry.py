@@ -174,3 +174,16 @@ def test_a_corrupt_file_is_refused_with_its_name(db_path: Path) -> None:
     db_path.write_bytes(b"SQLite format 3\x00" + bytes(range(256)) * 8)
     with pytest.raises(DatabaseError, match=str(db_path.name)):
         open_database(db_path)
+
+
+def test_changing_a_sap_quarantines_the_old_one(registry: MeterRegistry, db_path: Path, clock: Clock) -> None:
+    meter = registry.register(link="bus0", physical_address=40, name=b"A")
+    moved = registry.change_sap(meter.sap, 90)
+    assert moved.sap == 90
+    assert registry.get(meter.sap) is None
+    with pytest.raises(RegistryError, match="quarantine"):
+        registry.register(link="bus0", physical_address=41, sap=meter.sap)
+    again = reopen(db_path, clock)
+    assert again.get(90).name_text == "A"  # type: ignore[union-attr]
+    with pytest.raises(RegistryError, match="quarantine"):
+        again.register(link="bus0", physical_address=41, sap=meter.sap)

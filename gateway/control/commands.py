@@ -1,0 +1,157 @@
+"""What the CLI can ask the running daemon: status, meters, sessions, ping, registration."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+from gateway import __version__
+from gateway.control.discovery import identify, scan
+from gateway.control.server import CommandError, ControlServer, Handler, Progress
+from gateway.registry.store import Meter, MeterState, RegistryError
+
+if TYPE_CHECKING:
+    from gateway.daemon import Gateway
+
+
+def meter_summary(meter: Meter) -> dict[str, Any]:
+    return {
+        "sap": meter.sap, "name": meter.name_text, "link": meter.link, "address": meter.physical_address,
+        "logical_device": meter.logical_device, "state": meter.state.value, "registered_by": meter.registered_by,
+        "last_seen": meter.last_seen,
+    }
+
+
+def meter_detail(meter: Meter) -> dict[str, Any]:
+    return {
+        **meter_summary(meter),
+        "system_title": meter.system_title.hex().upper() if meter.system_title else None,
+        "first_seen": meter.first_seen,
+        "frames": meter.stats.frames, "retries": meter.stats.retries, "crc_errors": meter.stats.crc_errors,
+        "last_rtt_ms": meter.stats.last_rtt_ms,
+    }
+
+
+def _int(request: Mapping[str, Any], key: str) -> int:
+    value = request.get(key)
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise CommandError(f"'{key}' must be a number")
+    return value
+
+
+class Commands:
+    """Handlers bound to one running gateway."""
+
+    def __init__(self, gateway: Gateway) -> None:
+        self.gateway = gateway
+
+    def handlers(self) -> dict[str, Handler]:
+        return {
+            "status": self.status, "meters": self.meters, "meter": self.meter, "sessions": self.sessions,
+            "ping": self.ping, "meters.add": self.add, "meters.remove": self.remove, "meters.scan": self.scan,
+        }
+
+    async def status(self, request: Mapping[str, Any], progress: Progress) -> dict[str, Any]:
+        gw = self.gateway
+        by_state = {state.value: 0 for state in MeterState if state is not MeterState.REMOVED}
+        for meter in gw.registry.meters():
+            by_state[meter.state.value] += 1
+        return {
+            "version": __version__,
+            "uptime_s": round(time.time() - gw.started_at, 1),
+            "wan": {"listening": [f"{h}:{p}" for h, p in gw.wan.addresses],
+                    "peers": sorted(c.peer for c in gw.wan.connections),
+                    "pdus_in": gw.wan.pdus_in, "pdus_out": gw.wan.pdus_out},
+            "links": [
+                {"name": line.name, "device": line.config.device, "open": line.is_open,
+                 "frames_sent": line.counters.frames_sent, "frames_received": line.counters.frames_received,
+                 "timeouts": line.counters.timeouts, "bad_crc": line.decoder.bad_crc,
+                 "discarded_bytes": line.decoder.discarded_bytes}
+                for line in gw.lines.values()
+            ],
+            "meters": by_state,
+            "sessions": len(gw.router.sessions),
+            "rejections": gw.router.rejections,
+            "push_queue": {"depth": 0, "oldest_age_s": None, "dropped": 0},
+            "polling": "off",
+        }
+
+    async def meters(self, request: Mapping[str, Any], progress: Progress) -> list[dict[str, Any]]:
+        state = request.get("state")
+        try:
+            wanted = MeterState(state) if state else None
+        except ValueError:
+            raise CommandError(f"unknown state {state!r}; one of {', '.join(s.value for s in MeterState)}") from None
+        return [meter_summary(m) for m in self.gateway.registry.meters(state=wanted)]
+
+    def _find(self, request: Mapping[str, Any]) -> Meter:
+        key = request.get("meter")
+        registry = self.gateway.registry
+        meter = None
+        if isinstance(key, int) or (isinstance(key, str) and key.isdigit()):
+            meter = registry.get(int(key))
+        if meter is None and isinstance(key, str):
+            meter = registry.by_name(key.encode())
+        if meter is None:
+            raise CommandError(f"no meter {key!r} (give a SAP or a logical device name)")
+        return meter
+
+    async def meter(self, request: Mapping[str, Any], progress: Progress) -> dict[str, Any]:
+        return meter_detail(self._find(request))
+
+    async def sessions(self, request: Mapping[str, Any], progress: Progress) -> list[dict[str, Any]]:
+        return [
+            {"peer": s.owner.peer, "client_sap": s.client_sap, "meter_sap": s.meter_sap, "line": s.line.name,
+             "state": s.state.value, "since": s.counters.started, "apdus_to_meter": s.counters.apdus_to_meter,
+             "apdus_to_hes": s.counters.apdus_to_hes}
+            for s in self.gateway.router.sessions.values()
+        ]
+
+    async def ping(self, request: Mapping[str, Any], progress: Progress) -> dict[str, Any]:
+        meter = self._find(request)
+        started = time.perf_counter()
+        try:
+            identified = await identify(self.gateway, meter.sap)
+        except RegistryError as exc:
+            raise CommandError(str(exc)) from None
+        return {"sap": identified.sap, "name": identified.name_text,
+                "round_trip_ms": identified.stats.last_rtt_ms,
+                "association_ms": round((time.perf_counter() - started) * 1e3, 1)}
+
+    async def add(self, request: Mapping[str, Any], progress: Progress) -> dict[str, Any]:
+        link = request.get("link")
+        if link not in self.gateway.lines:
+            raise CommandError(f"no link named {link!r}")
+        sap = request.get("sap")
+        try:
+            meter = self.gateway.registry.register(
+                link=str(link), physical_address=_int(request, "address"),
+                logical_device=int(request.get("logical_device", 1)), sap=_int(request, "sap") if sap else None,
+            )
+        except RegistryError as exc:
+            raise CommandError(str(exc)) from None
+        if meter.logical_device_name is None and self.gateway.config.registry.identify:
+            self.gateway.identify_queue.put_nowait(meter.sap)
+        return meter_summary(meter)
+
+    async def remove(self, request: Mapping[str, Any], progress: Progress) -> dict[str, Any]:
+        try:
+            return meter_summary(self.gateway.registry.remove(_int(request, "sap")))
+        except RegistryError as exc:
+            raise CommandError(str(exc)) from None
+
+    async def scan(self, request: Mapping[str, Any], progress: Progress) -> list[dict[str, Any]]:
+        first, last = _int(request, "first"), _int(request, "last")
+        if not 0x10 <= first <= last <= 0x3FFD:
+            raise CommandError("the range must lie within 16..16381")
+        try:
+            results = await scan(self.gateway, link=str(request.get("link")), first=first, last=last,
+                                 progress=progress)
+        except RegistryError as exc:
+            raise CommandError(str(exc)) from None
+        return [r.as_dict() for r in results]
+
+
+def control_server(gateway: Gateway) -> ControlServer:
+    return ControlServer(path=gateway.runtime_directory / "control.sock", handlers=Commands(gateway).handlers())

@@ -1,0 +1,118 @@
+"""Registration by discovery: probe addresses on a line, read each meter's identity, register it."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Any
+
+import structlog
+
+from gateway.codec.hdlc import HdlcAddress
+from gateway.config import ScanConfig
+from gateway.core.identity import IdentityError, read_identity
+from gateway.core.router import link_settings
+from gateway.link.client import LinkClientError
+from gateway.registry.store import Meter, MeterState, RegistryError
+
+if TYPE_CHECKING:
+    from gateway.daemon import Gateway
+
+log = structlog.get_logger(__name__)
+
+IDENTIFY_RETRY_S = 300.0  # a meter that did not answer is asked again this much later
+
+
+@dataclass(frozen=True, slots=True)
+class ScanResult:
+    address: int
+    sap: int | None
+    name: str
+    note: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"address": self.address, "sap": self.sap, "name": self.name, "note": self.note}
+
+
+async def identify(gateway: Gateway, sap: int) -> Meter:
+    """Read a registered meter's logical device name and record it (a moved meter keeps its SAP)."""
+    meter = gateway.registry.get(sap)
+    if meter is None:
+        raise RegistryError(f"no meter with SAP {sap}")
+    line = gateway.lines[meter.link]
+    server = HdlcAddress.server(logical_device=meter.logical_device, physical_address=meter.physical_address)
+    try:
+        identity = await read_identity(line, server_address=server, settings=link_settings(line.config))
+    except (LinkClientError, IdentityError) as exc:
+        gateway.meter_unreachable(sap)
+        raise RegistryError(f"SAP {sap}: {exc}") from None
+    updated = gateway.registry.set_identity(sap, name=identity.logical_device_name)
+    gateway.registry.seen(updated.sap, rtt_ms=identity.round_trip_ms)
+    gateway.registry.set_state(updated.sap, MeterState.ONLINE)
+    log.info("registry.identified", sap=updated.sap, meter=updated.name_text, rtt_ms=round(identity.round_trip_ms, 1))
+    return updated
+
+
+async def identify_worker(gateway: Gateway) -> None:
+    """Identifies queued meters one at a time (the medium is shared with the relay)."""
+    while True:
+        sap = await gateway.identify_queue.get()
+        try:
+            await identify(gateway, sap)
+        except RegistryError as exc:
+            log.warning("registry.identify_failed", sap=sap, reason=str(exc))
+            asyncio.get_running_loop().call_later(IDENTIFY_RETRY_S, _requeue, gateway, sap)
+
+
+def _requeue(gateway: Gateway, sap: int) -> None:
+    meter = gateway.registry.get(sap)
+    if meter is not None and meter.logical_device_name is None:
+        gateway.identify_queue.put_nowait(sap)
+
+
+async def scan(gateway: Gateway, *, link: str, first: int, last: int,
+               progress: Callable[[Mapping[str, Any]], None] | None = None) -> list[ScanResult]:
+    """Probe every address in first..last on a line; register whoever answers."""
+    line = gateway.lines.get(link)
+    if line is None:
+        raise RegistryError(f"no link named {link!r}")
+    if not line.is_open:
+        raise RegistryError(f"link {link} is down")
+    settings = replace(link_settings(line.config), max_retries=1)  # an empty address costs two timeouts
+    found: list[ScanResult] = []
+    total = last - first + 1
+    for done, address in enumerate(range(first, last + 1), start=1):
+        server = HdlcAddress.server(logical_device=1, physical_address=address)
+        try:
+            identity = await read_identity(line, server_address=server, settings=settings)
+        except LinkClientError as exc:
+            note = str(exc)
+            if "busy" in note:  # a HES holds the public client there: the meter is alive and known
+                known = gateway.registry.by_place(link=link, physical_address=address)
+                if known is not None:
+                    found.append(ScanResult(address, known.sap, known.name_text, "busy with a HES association"))
+        except IdentityError as exc:
+            found.append(ScanResult(address, None, "", f"answered, no identity: {exc}"))
+        else:
+            try:
+                meter = gateway.registry.register(link=link, physical_address=address,
+                                                  name=identity.logical_device_name, registered_by="discovery")
+                gateway.registry.set_state(meter.sap, MeterState.ONLINE)
+                found.append(ScanResult(address, meter.sap, meter.name_text, "registered"))
+            except RegistryError as exc:
+                found.append(ScanResult(address, None, identity.logical_device_name.hex(), str(exc)))
+        if progress is not None:
+            progress({"done": done, "total": total, "note": f"address {address}, found {len(found)}"})
+    log.info("registry.scan_done", link=link, first=first, last=last, found=len(found))
+    return found
+
+
+async def scan_schedule(gateway: Gateway, config: ScanConfig) -> None:
+    """The daemon's periodic scan of a configured range."""
+    while True:
+        await asyncio.sleep(config.interval_s)
+        try:
+            await scan(gateway, link=config.link, first=config.first, last=config.last)
+        except RegistryError as exc:
+            log.warning("registry.scan_failed", link=config.link, reason=str(exc))
