@@ -157,7 +157,7 @@ class Gateway:
                 await task
         self._tasks.clear()
         for line in self.lines.values():
-            line.close()
+            await line.aclose()
         self.registry.flush()
         self.database.close()
         log.info("gateway.stopped")

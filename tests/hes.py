@@ -114,7 +114,7 @@ class GuruxHes:
             if complete:
                 return
 
-    def _request(self, frames: Any) -> GXReplyData:
+    def request(self, frames: Any) -> GXReplyData:
         reply = GXReplyData()
         for frame in frames if isinstance(frames, list) else [frames]:
             reply.clear()
@@ -125,34 +125,34 @@ class GuruxHes:
 
     def associate(self) -> None:
         if self.hdlc:
-            reply = self._request(self.client.snrmRequest())
+            reply = self.request(self.client.snrmRequest())
             self.client.parseUAResponse(reply.data)
-        reply = self._request(self.client.aarqRequest())
+        reply = self.request(self.client.aarqRequest())
         with contextlib.redirect_stdout(io.StringIO()):
             self.client.parseAareResponse(reply.data)
             if self.client.getIsAuthenticationRequired():
-                reply = self._request(self.client.getApplicationAssociationRequest())
+                reply = self.request(self.client.getApplicationAssociationRequest())
                 self.client.parseApplicationAssociationResponse(reply.data)
 
     def read(self, obj: GXDLMSObject, attribute: int) -> Any:
-        reply = self._request(self.client.read(obj, attribute))
+        reply = self.request(self.client.read(obj, attribute))
         with contextlib.redirect_stdout(io.StringIO()):
             return self.client.updateValue(obj, attribute, reply.value)
 
     def read_rows_by_range(self, profile: Any, start: Any, end: Any) -> Any:
-        reply = self._request(self.client.readRowsByRange(profile, start, end))
+        reply = self.request(self.client.readRowsByRange(profile, start, end))
         with contextlib.redirect_stdout(io.StringIO()):
             return self.client.updateValue(profile, 2, reply.value)
 
     def method(self, obj: GXDLMSObject, index: int, data: Any, data_type: Any) -> GXReplyData:
-        return self._request(self.client.method(obj, index, data, data_type))
+        return self.request(self.client.method(obj, index, data, data_type))
 
     def release(self) -> None:
         with contextlib.suppress(Exception):
-            self._request(self.client.releaseRequest())
+            self.request(self.client.releaseRequest())
         if self.hdlc:
             with contextlib.suppress(Exception):
-                self._request(self.client.disconnectRequest())
+                self.request(self.client.disconnectRequest())
 
     def close(self) -> None:
         self.channel.close()

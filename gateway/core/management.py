@@ -103,15 +103,17 @@ class ManagementDevice:
         self.device.release(client_sap=client_sap)
 
     def _connect_logical_device(self, sap: int, name: bytes) -> ActionResult:
-        """Add (a known meter takes this SAP) or, with an empty name, remove a mapping."""
+        """Blue Book IC 17 method 1: connect the named logical device to ``sap``; SAP 0 disconnects it."""
+        meter = self._registry.by_name(name)
+        if meter is None:
+            return ActionResult.OBJECT_UNAVAILABLE  # a name we have never seen on the meter network
         try:
-            if not name:
-                removed = self._registry.remove(sap)
-                log.info("management.sap_removed", sap=sap, meter=removed.name_text)
+            if sap == 0:
+                removed = self._registry.remove(meter.sap)
+                log.info("management.sap_removed", sap=removed.sap, meter=removed.name_text)
                 return ActionResult.SUCCESS
-            meter = self._registry.by_name(name)
-            if meter is None:
-                return ActionResult.OBJECT_UNAVAILABLE  # a name we have never seen on the meter network
+            if sap == MANAGEMENT_SAP:
+                return ActionResult.READ_WRITE_DENIED
             moved = self._registry.change_sap(meter.sap, sap)
             log.info("management.sap_assigned", sap=moved.sap, meter=moved.name_text)
             return ActionResult.SUCCESS

@@ -345,7 +345,7 @@ class SapAssignment(CosemObject):
     def _action(self, method_id: int, parameters: Data | None, ctx: RequestContext) -> ActionAnswer:
         if method_id != 1:
             return ActionResult.OBJECT_UNAVAILABLE, None
-        # connect_logical_device(structure{long-unsigned SAP, octet-string name}); an empty name removes.
+        # connect_logical_device(structure{long-unsigned SAP, octet-string name}); SAP 0 disconnects the device.
         if parameters is None or parameters.type != DataType.STRUCTURE or len(parameters.items) != 2:
             return ActionResult.TYPE_UNMATCHED, None
         sap, name = parameters.items

@@ -69,6 +69,7 @@ class MeterLine:
         self._clock = clock
         self._decoder = HdlcFrameDecoder(inter_octet_timeout_s=config.inter_octet_timeout_s)
         self._transport: asyncio.Transport | None = None
+        self._closed: asyncio.Event | None = None  # set once the transport reports connection_lost
         self._links: dict[_Key, tuple[HdlcClientLink, LinkListener]] = {}
         self._order: list[_Key] = []  # round-robin order
         self._next = 0
@@ -89,6 +90,7 @@ class MeterLine:
 
     async def open(self) -> None:
         """Open the serial device. Raises LineOpenError."""
+        self._closed = asyncio.Event()
         self._transport = await self._opener(lambda: _LineProtocol(self))
         self._log.info("line.open")
 
@@ -98,6 +100,13 @@ class MeterLine:
         if transport is not None:
             transport.close()
         self._fail_all("line closed")
+
+    async def aclose(self) -> None:
+        """Close the device and wait until the port is released (its lock too)."""
+        closed = self._closed
+        self.close()
+        if closed is not None:
+            await closed.wait()
 
     def on_unsolicited(self, listener: UnsolicitedListener) -> None:
         """Receive frames no link asked for (UI pushes, frames for unknown links)."""
@@ -213,6 +222,9 @@ class MeterLine:
             listener(event)
 
     def connection_lost(self, exc: Exception | None) -> None:
+        if self._closed is not None:
+            self._closed.set()
+            self._closed = None
         if self._transport is None:
             return
         self._transport = None

@@ -58,14 +58,23 @@ class SimulatedBus:
         self._seconds_per_byte = 10.0 / bit_rate if bit_rate else 0.0
         self._decoder = HdlcFrameDecoder()
         self._stations: dict[tuple[int, int | None], tuple[HdlcServerLink, ApduServer]] = {}
+        self._settings = settings or ServerSettings()
         for meter in meters:
-            address = HdlcAddress.server(logical_device=meter.logical_device, physical_address=meter.physical_address)
-            link = HdlcServerLink(server_address=address, settings=settings or ServerSettings())
-            self._stations[(address.upper, address.lower)] = (link, meter.device)
+            self._add_station(meter.logical_device, meter.physical_address, meter.device)
         self._fd: int | None = None
         self._unsent = bytearray()
         self.frames_in = 0
         self.frames_ignored = 0
+
+    def _add_station(self, logical_device: int, physical_address: int, device: ApduServer) -> None:
+        address = HdlcAddress.server(logical_device=logical_device, physical_address=physical_address)
+        link = HdlcServerLink(server_address=address, settings=self._settings)
+        self._stations[(address.upper, address.lower)] = (link, device)
+
+    def readdress(self, *, old: int, new: int, logical_device: int = 1) -> None:
+        """A technician re-addresses a meter: it answers at ``new`` from now on (its data links drop)."""
+        _, device = self._stations.pop((logical_device, old))
+        self._add_station(logical_device, new, device)
 
     def feed(self, data: bytes) -> bytes:
         """Bytes from the line in, the meters' answers out (pure apart from the meters' own state)."""
