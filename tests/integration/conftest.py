@@ -5,9 +5,9 @@ from __future__ import annotations
 import datetime as dt
 import io
 import tempfile
-from pathlib import Path
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, replace
+from pathlib import Path
 
 import pytest
 import structlog
