@@ -183,6 +183,25 @@ class Gateway:
             self.registry.flush()
 
 
+def watchdog_interval() -> float | None:
+    """Half of systemd's WatchdogSec, when this process is the one being watched."""
+    usec = os.environ.get("WATCHDOG_USEC")
+    pid = os.environ.get("WATCHDOG_PID")
+    if not usec or (pid and pid != str(os.getpid())):
+        return None
+    return int(usec) / 1e6 / 2
+
+
+async def _watchdog(gateway: Gateway, interval: float) -> None:
+    """Pets systemd's watchdog while the event loop turns, with a one-line status."""
+    while True:
+        sessions = len(gateway.router.sessions)
+        lines_up = sum(line.is_open for line in gateway.lines.values())
+        notify(f"WATCHDOG=1\nSTATUS={len(gateway.registry)} meters, {sessions} sessions, "
+               f"{lines_up}/{len(gateway.lines)} links up")
+        await asyncio.sleep(interval)
+
+
 async def run(config: GatewayConfig) -> None:
     """Run until SIGTERM or SIGINT."""
     gateway = Gateway(config)
@@ -192,6 +211,9 @@ async def run(config: GatewayConfig) -> None:
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
     notify(f"READY=1\nSTATUS=relaying for {len(gateway.registry)} meters")
+    interval = watchdog_interval()
+    if interval is not None:
+        gateway._spawn(_watchdog(gateway, interval), "watchdog")
     try:
         await stop.wait()
     finally:
