@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, TypeVar, get_args, get_origin, get_type_hints
 
 from gateway.codec.wrapper import WRAPPER_PORT
+from gateway.poller.config import PollerConfig, parse_poller
 
 
 class ConfigError(Exception):
@@ -26,6 +27,16 @@ class WanConfig:
     port: int = WRAPPER_PORT
     max_apdu: int = 65535  # wrapper length limit; a longer header closes that HES connection
     max_connections: int = 64
+    max_connections_per_peer: int = 8
+    max_associations_per_peer: int = 256  # meter associations one HES address may hold at once
+    allow: tuple[str, ...] = ()  # HES addresses/networks allowed in ("10.1.0.0/16"); empty = any
+    idle_timeout_s: float = 600.0  # a HES connection with no PDU for this long is closed
+    pdu_timeout_s: float = 10.0  # a wrapper PDU, once started, must arrive whole within this (slowloris)
+    tcp_keepalive_s: float = 60.0  # idle time before TCP keepalive probes
+    tcp_user_timeout_s: float = 30.0  # unacknowledged data for this long: the peer is gone (half-open)
+    tls_certificate_file: str = ""  # PEM; TLS is on when this is set
+    tls_private_key_file: str = ""  # PEM, readable only by the service user
+    tls_client_ca_file: str = ""  # PEM: a HES must present a certificate signed by this CA
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,6 +114,7 @@ class GatewayConfig:
     links: tuple[LinkConfig, ...] = ()
     meters: tuple[MeterConfig, ...] = ()
     scan: tuple[ScanConfig, ...] = ()
+    poller: PollerConfig = field(default_factory=PollerConfig)
 
 
 _T = TypeVar("_T")
@@ -110,7 +122,7 @@ _HEADER = re.compile(r"^\s*(\[\[?)\s*([A-Za-z0-9_.\-\"]+)\s*\]\]?")
 _KEY = re.compile(r"^\s*([A-Za-z0-9_\-\"]+)\s*=")
 
 
-class _Lines:
+class SourceLines:
     """Finds the line of a key in the TOML text (tomllib keeps no positions)."""
 
     def __init__(self, text: str) -> None:
@@ -133,7 +145,7 @@ class _Lines:
         return None
 
 
-def _where(lines: _Lines, table: str, index: int, key: str) -> str:
+def where(lines: SourceLines, table: str, index: int, key: str) -> str:
     number = lines.find(table, index, key)
     if number is None and not table:
         number = lines.find(key, 0, "")  # a top-level table: its [header] line
@@ -155,16 +167,16 @@ def _convert(value: Any, hint: Any, where: str) -> Any:
     return value
 
 
-def _build(cls: type[_T], raw: Mapping[str, Any], lines: _Lines, table: str, index: int = 0) -> _T:
+def build_table(cls: type[_T], raw: Mapping[str, Any], lines: SourceLines, table: str, index: int = 0) -> _T:
     hints = get_type_hints(cls)
     known = {f.name for f in fields(cls)}  # type: ignore[arg-type]
     for key in raw:
         if key not in known:
-            raise ConfigError(f"unknown key {_where(lines, table, index, key)}")
+            raise ConfigError(f"unknown key {where(lines, table, index, key)}")
     values = {}
     for f in fields(cls):  # type: ignore[arg-type]
         if f.name in raw:
-            values[f.name] = _convert(raw[f.name], hints[f.name], _where(lines, table, index, f.name))
+            values[f.name] = _convert(raw[f.name], hints[f.name], where(lines, table, index, f.name))
     try:
         return cls(**values)
     except TypeError as exc:
@@ -174,9 +186,9 @@ def _build(cls: type[_T], raw: Mapping[str, Any], lines: _Lines, table: str, ind
         raise ConfigError(f"{table}[{index}]{at}: missing required key {', '.join(missing)}") from None
 
 
-def _check(config: GatewayConfig, lines: _Lines) -> None:
+def _check(config: GatewayConfig, lines: SourceLines) -> None:
     def fail(table: str, index: int, key: str, message: str) -> None:
-        raise ConfigError(f"{_where(lines, table, index, key)}: {message}")
+        raise ConfigError(f"{where(lines, table, index, key)}: {message}")
 
     if not 1 <= config.wan.port <= 65535:
         fail("wan", 0, "port", "must be 1..65535")
@@ -242,27 +254,28 @@ def parse_config(text: str) -> GatewayConfig:
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"not valid TOML: {exc}") from None
-    lines = _Lines(text)
+    lines = SourceLines(text)
     top = {f.name for f in fields(GatewayConfig)}
     for key in raw:
         if key not in top:
-            raise ConfigError(f"unknown key {_where(lines, '', 0, key)}")
+            raise ConfigError(f"unknown key {where(lines, '', 0, key)}")
     for key in ("links", "meters", "scan"):
         if key in raw and not isinstance(raw[key], list):
-            raise ConfigError(f"{_where(lines, '', 0, key)}: expected [[{key}]] tables")
-    for key in ("wan", "relay", "log", "paths", "registry", "management"):
+            raise ConfigError(f"{where(lines, '', 0, key)}: expected [[{key}]] tables")
+    for key in ("wan", "relay", "log", "paths", "registry", "management", "poller"):
         if key in raw and not isinstance(raw[key], dict):
-            raise ConfigError(f"{_where(lines, '', 0, key)}: expected a [{key}] table")
+            raise ConfigError(f"{where(lines, '', 0, key)}: expected a [{key}] table")
     config = GatewayConfig(
-        wan=_build(WanConfig, raw.get("wan", {}), lines, "wan"),
-        relay=_build(RelayConfig, raw.get("relay", {}), lines, "relay"),
-        log=_build(LogConfig, raw.get("log", {}), lines, "log"),
-        paths=_build(PathsConfig, raw.get("paths", {}), lines, "paths"),
-        registry=_build(RegistryConfig, raw.get("registry", {}), lines, "registry"),
-        management=_build(ManagementConfig, raw.get("management", {}), lines, "management"),
-        links=tuple(_build(LinkConfig, t, lines, "links", i) for i, t in enumerate(raw.get("links", []))),
-        meters=tuple(_build(MeterConfig, t, lines, "meters", i) for i, t in enumerate(raw.get("meters", []))),
-        scan=tuple(_build(ScanConfig, t, lines, "scan", i) for i, t in enumerate(raw.get("scan", []))),
+        wan=build_table(WanConfig, raw.get("wan", {}), lines, "wan"),
+        relay=build_table(RelayConfig, raw.get("relay", {}), lines, "relay"),
+        log=build_table(LogConfig, raw.get("log", {}), lines, "log"),
+        paths=build_table(PathsConfig, raw.get("paths", {}), lines, "paths"),
+        registry=build_table(RegistryConfig, raw.get("registry", {}), lines, "registry"),
+        management=build_table(ManagementConfig, raw.get("management", {}), lines, "management"),
+        links=tuple(build_table(LinkConfig, t, lines, "links", i) for i, t in enumerate(raw.get("links", []))),
+        meters=tuple(build_table(MeterConfig, t, lines, "meters", i) for i, t in enumerate(raw.get("meters", []))),
+        scan=tuple(build_table(ScanConfig, t, lines, "scan", i) for i, t in enumerate(raw.get("scan", []))),
+        poller=parse_poller(raw.get("poller", {}), lines),
     )
     _check(config, lines)
     return config

@@ -25,6 +25,7 @@ from gateway.core.router import MeterRoute, Router
 from gateway.keys import GatewayKeys, KeyFileError, load_keys
 from gateway.link.line import MeterLine, Opener
 from gateway.link.serial_port import LineOpenError, open_serial
+from gateway.poller.service import build_poller
 from gateway.registry.counters import ReservedCounter
 from gateway.registry.database import open_database
 from gateway.registry.store import MeterRegistry, MeterState, RegistryError, SapPolicy
@@ -81,6 +82,7 @@ class Gateway:
         self.router = Router(lookup=self.route, lines=self.lines, relay=config.relay, management=self.management,
                              observer=self)
         self.wan = WanServer(config=config.wan, sink=self.router)
+        self.poller = build_poller(self)  # legacy polling mode; None when off
         self.identify_queue: asyncio.Queue[int] = asyncio.Queue()
         self._tasks: list[asyncio.Task[None]] = []
         self.control: ControlServer | None = None
@@ -133,6 +135,8 @@ class Gateway:
         await server.start()
         self.control = server
         self._spawn(self._flush_loop(), "registry-flush")
+        if self.poller is not None:
+            await self.poller.start()
         self._spawn(identify_worker(self), "identify")
         for scan in self.config.scan:
             self._spawn(scan_schedule(self, scan), f"scan-{scan.link}")
@@ -148,6 +152,8 @@ class Gateway:
         await self.wan.stop()  # HES connections close: their sessions send DISC
         if self.control is not None:
             await self.control.stop()
+        if self.poller is not None:
+            await self.poller.stop()
         if not await self.router.drain(SHUTDOWN_DISC_S):
             log.warning("gateway.sessions_not_released", sessions=len(self.router.sessions))
         for task in self._tasks:

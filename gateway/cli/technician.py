@@ -120,7 +120,7 @@ def _render_status(status: dict[str, Any]) -> None:
     print("Meters: " + ", ".join(f"{count} {state}" for state, count in meters.items()))
     queue = status["push_queue"]
     print(f"Sessions: {status['sessions']}; rejections: {status['rejections']}; push queue: {queue['depth']}; "
-          f"polling: {status['polling']}")
+          f"polling: {status['polling'].get('state', 'off')}")
 
 
 def _render_detail(meter: dict[str, Any]) -> None:

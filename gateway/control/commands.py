@@ -74,7 +74,7 @@ class Commands:
             "sessions": len(gw.router.sessions),
             "rejections": gw.router.rejections,
             "push_queue": {"depth": 0, "oldest_age_s": None, "dropped": 0},
-            "polling": "off",
+            "polling": gw.poller.status() if gw.poller is not None else {"state": "off"},
         }
 
     async def meters(self, request: Mapping[str, Any], progress: Progress) -> list[dict[str, Any]]:

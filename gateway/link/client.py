@@ -22,7 +22,7 @@ class LinkClient:
     """One HDLC data link from the gateway to a meter, used with ``async with``."""
 
     def __init__(self, line: MeterLine, *, server_address: HdlcAddress, client_sap: int, settings: LinkSettings,
-                 timeout_s: float = 30.0) -> None:
+                 timeout_s: float = 30.0, background: bool = False) -> None:
         self.line = line
         self.server_address = server_address
         self.client_sap = client_sap
@@ -30,6 +30,7 @@ class LinkClient:
         self._events: asyncio.Queue[LinkEvent] = asyncio.Queue()
         self._timeout_s = timeout_s
         self._attached = False
+        self._background = background
 
     async def __aenter__(self) -> LinkClient:
         if not self.line.is_open:
@@ -38,7 +39,7 @@ class LinkClient:
                               lower=self.server_address.lower):
             raise LinkClientError("the meter is busy with an association of the same client")
         self.line.attach(self.link, self._events.put_nowait, client_sap=self.client_sap,
-                         server_address=self.server_address)
+                         server_address=self.server_address, background=self._background)
         self._attached = True
         self.link.connect()
         self.line.wake()

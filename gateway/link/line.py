@@ -71,7 +71,8 @@ class MeterLine:
         self._transport: asyncio.Transport | None = None
         self._closed: asyncio.Event | None = None  # set once the transport reports connection_lost
         self._links: dict[_Key, tuple[HdlcClientLink, LinkListener]] = {}
-        self._order: list[_Key] = []  # round-robin order
+        self._order: list[_Key] = []  # relay links, round-robin order
+        self._background: list[_Key] = []  # legacy polling links, served when the relay is idle
         self._next = 0
         self._holder: _Key | None = None
         self._timers: dict[_Key, asyncio.TimerHandle] = {}  # response timeouts and busy back-offs
@@ -115,14 +116,19 @@ class MeterLine:
     # -- links --------------------------------------------------------------------------------
 
     def attach(
-        self, link: HdlcClientLink, listener: LinkListener, *, client_sap: int, server_address: HdlcAddress
+        self, link: HdlcClientLink, listener: LinkListener, *, client_sap: int, server_address: HdlcAddress,
+        background: bool = False,
     ) -> None:
-        """Put a link on this line; its events go to ``listener``."""
+        """Put a link on this line; its events go to ``listener``.
+
+        A background link (legacy polling) gets the medium only when no relay link wants it, so a
+        relay exchange waits at most for the one background exchange already on the line.
+        """
         key = _key(client_sap=client_sap, upper=server_address.upper, lower=server_address.lower)
         if key in self._links:
             raise ValueError(f"a link for {key} is already on line {self.name}")
         self._links[key] = (link, listener)
-        self._order.append(key)
+        (self._background if background else self._order).append(key)
 
     def detach(self, link: HdlcClientLink) -> None:
         """Take a link off this line (it no longer gets the medium)."""
@@ -131,10 +137,13 @@ class MeterLine:
             return
         del self._links[key]
         self._cancel_timer(key)
-        index = self._order.index(key)
-        self._order.pop(index)
-        if index < self._next:
-            self._next -= 1
+        if key in self._background:
+            self._background.remove(key)
+        else:
+            index = self._order.index(key)
+            self._order.pop(index)
+            if index < self._next:
+                self._next -= 1
         if self._holder == key:
             self._holder = None
         self.wake()
@@ -153,6 +162,13 @@ class MeterLine:
             link, _ = self._links[key]
             if link.wants_medium:
                 self._next = (index + 1) % count
+                self._grant(key, link)
+                return
+        for key in self._background:  # idle medium: background work may use it
+            link, _ = self._links[key]
+            if link.wants_medium:
+                self._background.remove(key)
+                self._background.append(key)  # round-robin among background links too
                 self._grant(key, link)
                 return
 

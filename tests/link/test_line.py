@@ -23,9 +23,11 @@ class EchoDevice:
     name: bytes
     seen: list[bytes] = field(default_factory=list)
     released: int = 0
+    line_log: list[bytes] = field(default_factory=list)  # shared by every device on the line
 
     def handle(self, *, client_sap: int, apdu: bytes) -> bytes:
         self.seen.append(apdu)
+        self.line_log.append(self.name)
         return self.name + b":" + apdu
 
     def release(self, *, client_sap: int) -> None:
@@ -43,7 +45,8 @@ class Harness:
 @pytest.fixture
 async def harness() -> AsyncIterator[Harness]:
     pty = open_pty()
-    devices = [EchoDevice(name=f"M{i}".encode()) for i in range(4)]
+    shared: list[bytes] = []
+    devices = [EchoDevice(name=f"M{i}".encode(), line_log=shared) for i in range(4)]
     bus = SimulatedBus(meters=[SimMeter(physical_address=17 + i, device=d) for i, d in enumerate(devices)])
     bus.attach(pty.master_fd)
     config = LinkConfig(name="bus0", device=pty.slave_path, baudrate=115200, response_timeout_s=0.1, max_retries=2)
@@ -130,3 +133,24 @@ async def test_losing_the_device_fails_every_link(harness: Harness) -> None:
     event = await client.next_event()
     assert isinstance(event, LinkDown)
     assert not harness.line.is_open
+
+
+async def test_background_links_only_get_an_idle_medium(harness: Harness) -> None:
+    relay = Client(harness.line, physical_address=17)
+    poll_server = HdlcAddress.server(logical_device=1, physical_address=18)
+    poll = HdlcClientLink(client_sap=1, server_address=poll_server, settings=LinkSettings())
+    poll_events: asyncio.Queue[LinkEvent] = asyncio.Queue()
+    harness.line.attach(poll, poll_events.put_nowait, client_sap=1, server_address=poll_server, background=True)
+    assert isinstance(await relay.connect(), LinkUp)
+    poll.connect()
+    harness.line.wake()
+    assert isinstance(await asyncio.wait_for(poll_events.get(), 5), LinkUp)
+    # both want the medium at once, five times: the relay's exchange goes first every time
+    harness.devices[0].line_log.clear()
+    for n in range(5):
+        poll.send_apdu(bytes([0xC0, n]))
+        relay.link.send_apdu(bytes([0xC0, n]))
+        harness.line.wake()
+        answers = await asyncio.wait_for(asyncio.gather(relay.next_event(), poll_events.get()), 5)
+        assert all(isinstance(e, ApduReceived) for e in answers)
+    assert harness.devices[0].line_log == [b"M0", b"M1"] * 5
