@@ -1,24 +1,34 @@
-"""The WAN listener: HES connections carrying IEC 62056-4-7 wrapper PDUs over TCP.
+"""The WAN listener: HES connections carrying IEC 62056-4-7 wrapper PDUs over TCP or TLS.
 
-One connection is one asyncio Protocol. Bytes are decoded as they arrive and handed to the
-router synchronously, so a GET costs no task switch on its way to the meter line. A peer that
-breaks the wrapper protocol, or that stops reading its answers, loses its own connection only.
+Admission happens before the first read: a peer outside the allow-list, or over the total or
+per-address connection limit, is dropped at once. With TLS, the handshake (client certificate
+required) runs before a HesConnection sees any byte; a failed one never reaches the router.
 """
 
 from __future__ import annotations
 
 import asyncio
-import socket
+import ssl
+from collections import Counter
 from typing import Protocol
 
 import structlog
 
-from gateway.codec.wrapper import WrapperDecoder, WrapperError, WrapperPdu, encode
+from gateway.codec.wrapper import WrapperPdu
 from gateway.config import WanConfig
+from gateway.wan.connection import MAX_UNSENT_BYTES, HesConnection
+from gateway.wan.limits import AllowList
+from gateway.wan.tls import refusal_reason, server_context
+
+__all__ = ["MAX_UNSENT_BYTES", "HesConnection", "PduSink", "WanServer"]
 
 log = structlog.get_logger(__name__)
 
-MAX_UNSENT_BYTES = 1 << 20  # answers a HES leaves unread before we cut it off
+# Why a connection was refused (WanServer.refused counts these).
+REFUSED_NOT_ALLOWED = "not-allowed"
+REFUSED_CONNECTION_LIMIT = "connection-limit"
+REFUSED_PEER_LIMIT = "peer-connection-limit"
+REFUSED_TLS = "tls-handshake"
 
 
 class PduSink(Protocol):
@@ -29,90 +39,35 @@ class PduSink(Protocol):
     def hes_disconnected(self, owner: HesConnection) -> None: ...
 
 
-class HesConnection(asyncio.Protocol):
-    """One HES TCP connection."""
-
-    def __init__(self, *, server: WanServer) -> None:
-        self._server = server
-        self._decoder = WrapperDecoder(max_apdu=server.config.max_apdu)
-        self._transport: asyncio.Transport | None = None
-        self.peer = "?"
-        self.pdus_in = 0
-        self.pdus_out = 0
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self._transport = transport
-        peer = transport.get_extra_info("peername")
-        self.peer = f"[{peer[0]}]:{peer[1]}" if peer and ":" in peer[0] else (f"{peer[0]}:{peer[1]}" if peer else "?")
-        if len(self._server.connections) >= self._server.config.max_connections:
-            log.warning("wan.refused", peer=self.peer, reason="connection limit")
-            transport.abort()
-            return
-        sock = transport.get_extra_info("socket")
-        if sock is not None:
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
-        self._server.connections.add(self)
-        log.info("wan.connected", peer=self.peer)
-
-    def data_received(self, data: bytes) -> None:
-        try:
-            pdus = self._decoder.feed(data)
-        except WrapperError as exc:
-            log.warning("wan.protocol_error", peer=self.peer, error=str(exc))
-            self.close()
-            return
-        self.pdus_in += len(pdus)
-        self._server.pdus_in += len(pdus)
-        for pdu in pdus:
-            self._server.sink.pdu_from_hes(self, pdu)
-
-    def send(self, pdu: WrapperPdu) -> None:
-        """Send a PDU to this HES (dropped if the connection is gone)."""
-        transport = self._transport
-        if transport is None or transport.is_closing():
-            return
-        transport.write(encode(pdu))
-        self.pdus_out += 1
-        self._server.pdus_out += 1
-        if transport.get_write_buffer_size() > MAX_UNSENT_BYTES:
-            log.warning("wan.not_reading", peer=self.peer, unsent=transport.get_write_buffer_size())
-            self.close()
-
-    def close(self) -> None:
-        if self._transport is not None:
-            self._transport.abort()
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        if self._transport is None:
-            return
-        self._transport = None
-        if self in self._server.connections:
-            self._server.connections.discard(self)
-            log.info("wan.disconnected", peer=self.peer, pdus_in=self.pdus_in, pdus_out=self.pdus_out)
-            self._server.sink.hes_disconnected(self)
-
-
 class WanServer:
     """Listens for HES connections on every configured address."""
 
     def __init__(self, *, config: WanConfig, sink: PduSink) -> None:
         self.config = config
         self.sink = sink
+        self.allow = AllowList(config.allow)
+        self.tls: ssl.SSLContext | None = None  # loaded by start(): a bad key file stops the daemon
         self.connections: set[HesConnection] = set()
+        self.per_peer: Counter[str] = Counter()  # open connections by HES address
+        self.refused: Counter[str] = Counter()  # by REFUSED_* reason
+        self.cut_off: Counter[str] = Counter()  # by connection.CUT_* reason
         self.pdus_in = 0
         self.pdus_out = 0
         self._servers: list[asyncio.Server] = []
+        self._handshakes: set[asyncio.Task[None]] = set()
 
     async def start(self) -> None:
+        """Load TLS files (raises TlsConfigError) and listen."""
+        self.tls = server_context(self.config)
         loop = asyncio.get_running_loop()
         for host in self.config.listen:
             server = await loop.create_server(
-                lambda: HesConnection(server=self), host=host, port=self.config.port, reuse_address=True
+                lambda: HesConnection(server=self), host=host, port=self.config.port, reuse_address=True,
+                backlog=max(128, self.config.max_connections),
             )
             self._servers.append(server)
-        log.info("wan.listening", addresses=[f"{a}" for a in self.addresses])
+        log.info("wan.listening", addresses=[f"{a}" for a in self.addresses], tls=self.tls is not None,
+                 allow=list(self.config.allow) or "any")
 
     @property
     def addresses(self) -> list[tuple[str, int]]:
@@ -124,11 +79,74 @@ class WanServer:
                 out.append((str(name[0]), int(name[1])))
         return out
 
+    # -- admission ----------------------------------------------------------------------------
+
+    def admit(self, connection: HesConnection) -> str | None:
+        """Count a new inbound connection in, or say why it is refused."""
+        address = connection.peer_address
+        if not self.allow.allows(address):
+            return REFUSED_NOT_ALLOWED
+        if len(self.connections) >= self.config.max_connections:
+            return REFUSED_CONNECTION_LIMIT
+        if self.per_peer[address] >= self.config.max_connections_per_peer:
+            return REFUSED_PEER_LIMIT
+        self.adopt(connection)
+        return None
+
+    def adopt(self, connection: HesConnection) -> None:
+        """Count a connection in without checks (one the gateway opened itself)."""
+        self.connections.add(connection)
+        self.per_peer[connection.peer_address] += 1
+
+    def release(self, connection: HesConnection) -> None:
+        """A counted connection ended."""
+        if connection not in self.connections:
+            return
+        self.connections.discard(connection)
+        address = connection.peer_address
+        self.per_peer[address] -= 1
+        if self.per_peer[address] <= 0:
+            del self.per_peer[address]
+
+    # -- TLS ------------------------------------------------------------------------------------
+
+    def start_tls(self, connection: HesConnection, transport: asyncio.Transport) -> None:
+        """Run the server handshake for an admitted connection."""
+        task = asyncio.create_task(self._handshake(connection, transport), name=f"tls-{connection.peer}")
+        self._handshakes.add(task)
+        task.add_done_callback(self._handshakes.discard)
+
+    async def _handshake(self, connection: HesConnection, transport: asyncio.Transport) -> None:
+        assert self.tls is not None
+        loop = asyncio.get_running_loop()
+        try:
+            tls_transport = await loop.start_tls(
+                transport, connection, self.tls, server_side=True,
+                ssl_handshake_timeout=self.config.pdu_timeout_s,  # a dribbled handshake is a slowloris too
+                ssl_shutdown_timeout=self.config.pdu_timeout_s,
+            )
+        except asyncio.CancelledError:
+            connection.tls_refused("gateway stopping")
+            raise
+        except (OSError, EOFError, ValueError) as exc:  # ssl.SSLError is an OSError
+            self.refused[REFUSED_TLS] += 1
+            connection.tls_refused(refusal_reason(exc))
+            return
+        if tls_transport is None:  # closed cleanly mid-handshake (asyncio hands back no transport)
+            self.refused[REFUSED_TLS] += 1
+            connection.tls_refused(refusal_reason(None))
+            return
+        connection.tls_ready(tls_transport)
+
     async def stop(self) -> None:
         for server in self._servers:
             server.close()
+        for task in list(self._handshakes):
+            task.cancel()
         for connection in list(self.connections):
             connection.close()
+        if self._handshakes:
+            await asyncio.gather(*self._handshakes, return_exceptions=True)
         for server in self._servers:
             await server.wait_closed()
         self._servers.clear()

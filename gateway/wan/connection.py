@@ -1,0 +1,212 @@
+"""One HES connection: wrapper PDUs in and out, guarded by deadlines and a bounded send buffer.
+
+Bytes are decoded as they arrive and handed to the router synchronously, so a GET costs no task
+switch on its way to the meter line. A peer that breaks the wrapper protocol, dribbles a PDU,
+stays silent, or stops reading its answers loses its own connection only. Each guard is a lazy
+Deadline: one timer per guard, no work per PDU beyond reading the clock.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+from typing import TYPE_CHECKING, Any
+
+import structlog
+
+from gateway.codec.wrapper import WrapperDecoder, WrapperError, WrapperPdu, encode
+from gateway.wan.limits import Deadline, tune_socket
+from gateway.wan.tls import certificate_subject
+
+if TYPE_CHECKING:
+    from gateway.wan.server import WanServer
+
+log = structlog.get_logger(__name__)
+
+MAX_UNSENT_BYTES = 1 << 20  # answers a HES leaves unread before we cut it off, whatever else happens
+WRITE_HIGH_WATER = 64 * 1024  # past this we stop reading the HES's requests until it reads answers
+
+# Why a connection was cut off (WanServer.cut_off counts these).
+CUT_PROTOCOL_ERROR = "protocol-error"
+CUT_PDU_TIMEOUT = "pdu-timeout"
+CUT_IDLE = "idle"
+CUT_NOT_READING = "not-reading"
+
+
+def peer_names(peername: Any) -> tuple[str, str]:
+    """(address, 'address:port') of a socket peer; an IPv4-mapped IPv6 address as plain IPv4."""
+    if not isinstance(peername, tuple) or len(peername) < 2:
+        return "?", "?"
+    host, port = str(peername[0]), peername[1]
+    try:
+        address = ipaddress.ip_address(host.split("%", 1)[0])
+    except ValueError:
+        return host, f"{host}:{port}"
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        host = str(address.ipv4_mapped)
+    return host, (f"[{host}]:{port}" if ":" in host else f"{host}:{port}")
+
+
+class HesConnection(asyncio.Protocol):
+    """One HES TCP (or TLS) connection."""
+
+    def __init__(self, *, server: WanServer, inbound: bool = True) -> None:
+        self._server = server
+        self._inbound = inbound  # False: the gateway dialled out; no allow-list or peer limits apply
+        config = server.config
+        self._decoder = WrapperDecoder(max_apdu=config.max_apdu)
+        self._transport: asyncio.Transport | None = None
+        self.peer = "?"
+        self.peer_address = "?"  # the HES's IP address, without port: per-peer limits count this
+        self.certificate_subject: str | None = None  # the HES's client certificate, over TLS
+        self.pdus_in = 0
+        self.pdus_out = 0
+        self._tls_pending = False
+        self._admitted = False
+        loop = asyncio.get_running_loop()
+        self._idle = Deadline(loop, timeout_s=config.idle_timeout_s, on_expiry=self._idle_expired)
+        self._pdu = Deadline(loop, timeout_s=config.pdu_timeout_s, on_expiry=self._pdu_expired)
+        self._unread = Deadline(loop, timeout_s=config.pdu_timeout_s, on_expiry=self._unread_expired)
+
+    # -- life cycle -----------------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self._transport = transport
+        self.peer_address, self.peer = peer_names(transport.get_extra_info("peername"))
+        if self._inbound:
+            refusal = self._server.admit(self)
+            if refusal is not None:  # before the first read: the socket is not even being watched yet
+                self._server.refused[refusal] += 1
+                log.warning("wan.refused", peer=self.peer, reason=refusal)
+                self._transport = None
+                transport.abort()
+                return
+        else:
+            self._server.adopt(self)
+        self._admitted = True
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            tune_socket(sock, keepalive_s=self._server.config.tcp_keepalive_s,
+                        user_timeout_s=self._server.config.tcp_user_timeout_s)
+        self._idle.restart()
+        if self._server.tls is not None and self._inbound:
+            self._tls_pending = True
+            transport.pause_reading()  # the TLS layer takes the socket over; nothing reaches us before
+            self._server.start_tls(self, transport)
+            return
+        transport.set_write_buffer_limits(high=WRITE_HIGH_WATER)
+        log.info("wan.connected", peer=self.peer)
+
+    def tls_ready(self, transport: asyncio.Transport) -> None:
+        """The handshake succeeded: the HES showed a certificate from our CA."""
+        self._tls_pending = False
+        self._transport = transport
+        transport.set_write_buffer_limits(high=WRITE_HIGH_WATER)
+        self.certificate_subject = certificate_subject(transport.get_extra_info("peercert"))
+        cipher = transport.get_extra_info("cipher")
+        log.info("wan.connected", peer=self.peer, tls=cipher[1] if cipher else "?",
+                 subject=self.certificate_subject)
+
+    def tls_refused(self, reason: str) -> None:
+        """The handshake failed: not one byte from this peer was decoded."""
+        self._tls_pending = False
+        log.warning("wan.tls_refused", peer=self.peer, reason=reason)
+        self._forget()
+
+    def close(self) -> None:
+        """Drop the connection now."""
+        transport, self._transport = self._transport, None  # no more reads or writes from here on
+        if transport is not None:
+            transport.abort()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._admitted and not self._tls_pending:
+            log.info("wan.disconnected", peer=self.peer, pdus_in=self.pdus_in, pdus_out=self.pdus_out)
+        self._forget()
+
+    def _forget(self) -> None:
+        self._transport = None
+        self._idle.cancel()
+        self._pdu.cancel()
+        self._unread.cancel()
+        if not self._admitted:
+            return
+        self._admitted = False
+        self._server.release(self)
+        if self.pdus_in:  # the router only knows connections that sent it something
+            self._server.sink.hes_disconnected(self)
+
+    # -- traffic --------------------------------------------------------------------------------
+
+    def data_received(self, data: bytes) -> None:
+        if self._transport is None:
+            return
+        try:
+            pdus = self._decoder.feed(data)
+        except WrapperError as exc:
+            self._cut(CUT_PROTOCOL_ERROR, "wan.protocol_error", error=str(exc))
+            return
+        if self._decoder.buffered:  # a PDU has started: it must be whole within pdu_timeout_s
+            if pdus:
+                self._pdu.restart()
+            else:
+                self._pdu.start()
+        else:
+            self._pdu.clear()
+        if not pdus:
+            return
+        self._idle.restart()
+        self.pdus_in += len(pdus)
+        self._server.pdus_in += len(pdus)
+        sink = self._server.sink
+        for pdu in pdus:
+            if self._transport is None:  # cut off while answering an earlier PDU of this read
+                return
+            sink.pdu_from_hes(self, pdu)
+
+    def send(self, pdu: WrapperPdu) -> None:
+        """Send a PDU to this HES (dropped if the connection is gone)."""
+        transport = self._transport
+        if transport is None or transport.is_closing() or self._tls_pending:
+            return
+        transport.write(encode(pdu))
+        self.pdus_out += 1
+        self._server.pdus_out += 1
+        self._idle.restart()
+        unsent = transport.get_write_buffer_size()
+        if unsent > MAX_UNSENT_BYTES:
+            self._cut(CUT_NOT_READING, "wan.not_reading", unsent=unsent)
+
+    def pause_writing(self) -> None:
+        # The HES is not reading its answers: take no new requests from it until it does.
+        transport = self._transport
+        if transport is not None and not transport.is_closing():
+            transport.pause_reading()
+        self._unread.start()
+
+    def resume_writing(self) -> None:
+        self._unread.clear()
+        transport = self._transport
+        if transport is not None and not transport.is_closing() and not transport.is_reading():
+            transport.resume_reading()
+
+    # -- deadlines ------------------------------------------------------------------------------
+
+    def _idle_expired(self) -> None:
+        self._cut(CUT_IDLE, "wan.idle_timeout", idle_s=self._server.config.idle_timeout_s)
+
+    def _pdu_expired(self) -> None:
+        self._cut(CUT_PDU_TIMEOUT, "wan.pdu_timeout", buffered=self._decoder.buffered,
+                  pdu_timeout_s=self._server.config.pdu_timeout_s)
+
+    def _unread_expired(self) -> None:
+        unsent = self._transport.get_write_buffer_size() if self._transport is not None else 0
+        self._cut(CUT_NOT_READING, "wan.not_reading", unsent=unsent)
+
+    def _cut(self, reason: str, event: str, **details: object) -> None:
+        if self._transport is None:
+            return
+        self._server.cut_off[reason] += 1
+        log.warning(event, peer=self.peer, **details)
+        self.close()

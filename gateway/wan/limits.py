@@ -1,0 +1,133 @@
+"""WAN access limits: the HES allow-list, TCP liveness options, lazy deadlines, config checks.
+
+A concentrator's WAN side is reachable by more than its head-end. These pieces let the listener
+refuse a stranger before reading a byte, notice a vanished peer, and cut off a slow one, with one
+timer per connection and no per-connection loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import socket
+from collections.abc import Callable, Iterable
+
+from gateway.config import WanConfig
+
+IpNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+KEEPALIVE_PROBES = 4  # unanswered probes before the kernel drops the peer (Linux default 9 is minutes)
+KEEPALIVE_IDLE_MAX_S = 32767  # Linux: TCP_KEEPIDLE and TCP_KEEPINTVL are limited to this
+USER_TIMEOUT_MAX_S = 2_147_483  # TCP_USER_TIMEOUT is an int of milliseconds
+
+
+class AllowList:
+    """HES addresses and networks allowed in; empty allows everyone."""
+
+    def __init__(self, entries: Iterable[str]) -> None:
+        self.networks: tuple[IpNetwork, ...] = tuple(ipaddress.ip_network(e.strip(), strict=False) for e in entries)
+
+    def allows(self, host: str) -> bool:
+        """True if a peer at this address may connect."""
+        if not self.networks:
+            return True
+        try:
+            address = ipaddress.ip_address(host.split("%", 1)[0])  # drop an IPv6 zone (fe80::1%eth0)
+        except ValueError:
+            return False
+        if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+            address = address.ipv4_mapped  # an IPv4 HES on a dual-stack "::" listener
+        return any(address in network for network in self.networks)
+
+
+def tune_socket(sock: socket.socket, *, keepalive_s: float, user_timeout_s: float) -> None:
+    """Low latency, and let the kernel notice a HES that vanished without a FIN (half-open)."""
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    if keepalive_s > 0:
+        idle = max(1, min(KEEPALIVE_IDLE_MAX_S, round(keepalive_s)))
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+        if hasattr(socket, "TCP_KEEPIDLE"):  # Linux and most BSDs; macOS calls it TCP_KEEPALIVE
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, idle)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL, max(1, idle // KEEPALIVE_PROBES))
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT, KEEPALIVE_PROBES)
+    if user_timeout_s > 0 and hasattr(socket, "TCP_USER_TIMEOUT"):  # Linux only
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT, round(user_timeout_s * 1000))
+
+
+class Deadline:
+    """Calls ``on_expiry`` once ``timeout_s`` passed since the last ``restart()``.
+
+    A restart only records the time; the single armed timer, when it fires early, re-arms
+    itself for the remainder. So a busy connection costs no timer-heap work per PDU.
+    """
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, *, timeout_s: float, on_expiry: Callable[[], None]) -> None:
+        self._loop = loop
+        self._timeout_s = timeout_s
+        self._on_expiry = on_expiry
+        self._since: float | None = None
+        self._handle: asyncio.TimerHandle | None = None
+
+    @property
+    def running(self) -> bool:
+        return self._since is not None
+
+    def restart(self) -> None:
+        """Start counting from now."""
+        self._since = self._loop.time()
+        if self._handle is None:
+            self._handle = self._loop.call_at(self._since + self._timeout_s, self._fire)
+
+    def start(self) -> None:
+        """Start counting from now unless already counting."""
+        if self._since is None:
+            self.restart()
+
+    def clear(self) -> None:
+        """Stop counting (the armed timer, if any, finds nothing to do)."""
+        self._since = None
+
+    def cancel(self) -> None:
+        """Stop for good and release the timer."""
+        self._since = None
+        if self._handle is not None:
+            self._handle.cancel()
+            self._handle = None
+
+    def _fire(self) -> None:
+        self._handle = None
+        if self._since is None:
+            return
+        due = self._since + self._timeout_s
+        if self._loop.time() < due:
+            self._handle = self._loop.call_at(due, self._fire)
+            return
+        self._since = None
+        self._on_expiry()
+
+
+def check_wan(config: WanConfig) -> list[tuple[str, str]]:
+    """Problems in a [wan] table, as (key, message) pairs; empty when it is usable."""
+    problems: list[tuple[str, str]] = []
+    for entry in config.allow:
+        try:
+            ipaddress.ip_network(entry.strip(), strict=False)
+        except ValueError:
+            problems.append(("allow", f"{entry!r} is not an IP address or network (10.1.0.0/16, 2001:db8::/32)"))
+    tls = {"tls_certificate_file": config.tls_certificate_file, "tls_private_key_file": config.tls_private_key_file,
+           "tls_client_ca_file": config.tls_client_ca_file}
+    if any(tls.values()) and not all(tls.values()):
+        missing = next(key for key, value in tls.items() if not value)
+        problems.append((missing, "TLS needs all three of tls_certificate_file, tls_private_key_file and "
+                                  "tls_client_ca_file (a HES must present a certificate)"))
+    for key in ("max_connections", "max_connections_per_peer", "max_associations_per_peer"):
+        if getattr(config, key) < 1:
+            problems.append((key, "must be >= 1"))
+    for key in ("idle_timeout_s", "pdu_timeout_s"):
+        if not getattr(config, key) > 0:
+            problems.append((key, "must be > 0"))
+    if not (config.tcp_keepalive_s == 0 or 1 <= config.tcp_keepalive_s <= KEEPALIVE_IDLE_MAX_S):
+        problems.append(("tcp_keepalive_s", f"must be 0 (off) or 1..{KEEPALIVE_IDLE_MAX_S}"))
+    if not 0 <= config.tcp_user_timeout_s <= USER_TIMEOUT_MAX_S:
+        problems.append(("tcp_user_timeout_s", f"must be 0 (off) or up to {USER_TIMEOUT_MAX_S}"))
+    return problems
