@@ -130,6 +130,7 @@ class DaemonProcess:
     def start(self, *, timeout: float = START_TIMEOUT_S, env: dict[str, str] | None = None) -> float:
         """Start the daemon and wait for READY=1; returns the seconds it took."""
         assert self.process is None, "already running"
+        self.notifications = []  # a READY=1 from an earlier run must not count
         self._notify_dir = tempfile.mkdtemp(prefix="gw-notify-")
         notify_path = os.path.join(self._notify_dir, "notify")
         self._notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
@@ -165,7 +166,11 @@ class DaemonProcess:
         assert self.process is not None
         started = time.monotonic()
         self.process.send_signal(signal.SIGTERM)
-        status = self.process.wait(timeout)
+        try:
+            status = self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.stop()
+            raise AssertionError(f"the daemon was still running {timeout} s after SIGTERM") from None
         elapsed = time.monotonic() - started
         self._closed()
         return status, elapsed
