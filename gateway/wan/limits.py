@@ -19,6 +19,9 @@ IpNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 KEEPALIVE_PROBES = 4  # unanswered probes before the kernel drops the peer (Linux default 9 is minutes)
 KEEPALIVE_IDLE_MAX_S = 32767  # Linux: TCP_KEEPIDLE and TCP_KEEPINTVL are limited to this
 USER_TIMEOUT_MAX_S = 2_147_483  # TCP_USER_TIMEOUT is an int of milliseconds
+# Kernel send buffer per HES (Linux doubles it). Meter lines deliver kilobytes per second, so this
+# never limits a real HES; it bounds what one that stops reading costs us (autotuning grows to 4 MiB).
+SEND_BUFFER_BYTES = 64 * 1024
 
 
 class AllowList:
@@ -41,8 +44,9 @@ class AllowList:
 
 
 def tune_socket(sock: socket.socket, *, keepalive_s: float, user_timeout_s: float) -> None:
-    """Low latency, and let the kernel notice a HES that vanished without a FIN (half-open)."""
+    """Low latency, a bounded send buffer, and notice a HES that vanished without a FIN (half-open)."""
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SEND_BUFFER_BYTES)
     if keepalive_s > 0:
         idle = max(1, min(KEEPALIVE_IDLE_MAX_S, round(keepalive_s)))
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)

@@ -5,13 +5,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import io
-import json
 import os
 import ssl
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
 
 import pytest
 from gurux_dlms.objects import GXDLMSData
@@ -24,23 +22,10 @@ from tests.integration.conftest import SimLine, gateway_config
 from tests.integration.rawhes import PUBLIC_AARQ, RawHes
 from tests.integration.test_relay import associate_and_read_name
 from tests.wan.pki import Pki, make_pki
+from tests.wan.support import log_events, until
 from tests.wan.tlshes import TlsChannel, client_context
 
 HANDSHAKE_TIMEOUT_S = 1.0  # pdu_timeout_s: also the TLS handshake deadline
-
-
-def log_events(stream: io.StringIO, event: str) -> list[dict[str, Any]]:
-    lines = [json.loads(line) for line in stream.getvalue().splitlines() if line.startswith("{")]
-    return [line for line in lines if line.get("event") == event]
-
-
-async def until(condition: Callable[[], bool], *, timeout: float = 5.0) -> None:
-    """Poll a condition the gateway reaches on its own (no event to await across a socket)."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not condition():
-        assert loop.time() < deadline, "condition not reached in time"
-        await asyncio.sleep(0.01)
 
 
 def tls_wan(config: WanConfig, pki: Pki) -> WanConfig:
