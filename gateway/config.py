@@ -98,6 +98,34 @@ class ManagementConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class PushConfig:
+    """One push destination: meter alarms and notifications go there, store-and-forward."""
+
+    name: str
+    host: str = ""  # outbound TCP to the HES; empty = only over a subscribed HES connection
+    port: int = WRAPPER_PORT
+    deliver_to_subscribed: bool = True  # prefer an open HES connection that holds a SAP 1 association
+    reconnect_min_s: float = 1.0
+    reconnect_max_s: float = 60.0  # capped exponential back-off
+
+
+@dataclass(frozen=True, slots=True)
+class PushQueueConfig:
+    max_bytes: int = 4 * 1024 * 1024  # oldest dropped first (counted) beyond this
+    max_age_days: float = 7.0
+
+
+@dataclass(frozen=True, slots=True)
+class DialOutConfig:
+    """The gateway connects out to a HES (behind carrier NAT) and serves wrapper traffic on it."""
+
+    host: str
+    port: int = WRAPPER_PORT
+    reconnect_min_s: float = 1.0
+    reconnect_max_s: float = 60.0
+
+
+@dataclass(frozen=True, slots=True)
 class LogConfig:
     level: str = "info"
     format: str = "json"  # json for the journal, console for a person
@@ -114,6 +142,9 @@ class GatewayConfig:
     links: tuple[LinkConfig, ...] = ()
     meters: tuple[MeterConfig, ...] = ()
     scan: tuple[ScanConfig, ...] = ()
+    push: tuple[PushConfig, ...] = ()
+    push_queue: PushQueueConfig = field(default_factory=PushQueueConfig)
+    dial_out: tuple[DialOutConfig, ...] = ()
     poller: PollerConfig = field(default_factory=PollerConfig)
 
 
@@ -149,7 +180,8 @@ def where(lines: SourceLines, table: str, index: int, key: str) -> str:
     number = lines.find(table, index, key)
     if number is None and not table:
         number = lines.find(key, 0, "")  # a top-level table: its [header] line
-    name = f"{table}[{index}].{key}" if table in ("links", "meters", "scan") else f"{table}.{key}".lstrip(".")
+    arrays = ("links", "meters", "scan", "push", "dial_out")
+    name = f"{table}[{index}].{key}" if table in arrays else f"{table}.{key}".lstrip(".")
     return f"'{name}'" + (f" (line {number})" if number else "")
 
 
@@ -241,6 +273,20 @@ def _check(config: GatewayConfig, lines: SourceLines) -> None:
             fail("scan", i, "first", "need 16 <= first <= last <= 16381")
         if scan.interval_s < 60:
             fail("scan", i, "interval_s", "must be >= 60 (a scan occupies the line)")
+    push_names: set[str] = set()
+    for i, push in enumerate(config.push):
+        if push.name in push_names:
+            fail("push", i, "name", f"duplicate push destination {push.name!r}")
+        push_names.add(push.name)
+        if not push.host and not push.deliver_to_subscribed:
+            fail("push", i, "host", "a destination needs a host or deliver_to_subscribed = true")
+        if not 0 < push.reconnect_min_s <= push.reconnect_max_s:
+            fail("push", i, "reconnect_min_s", "need 0 < reconnect_min_s <= reconnect_max_s")
+    if config.push_queue.max_bytes < 1024 or config.push_queue.max_age_days <= 0:
+        fail("push_queue", 0, "max_bytes", "max_bytes >= 1024 and max_age_days > 0")
+    for i, dial in enumerate(config.dial_out):
+        if not 0 < dial.reconnect_min_s <= dial.reconnect_max_s:
+            fail("dial_out", i, "reconnect_min_s", "need 0 < reconnect_min_s <= reconnect_max_s")
     name = config.management.name.encode()
     if not 1 <= len(name) <= 32 or not config.management.name.isascii():
         fail("management", 0, "name", "must be 1..32 ASCII characters")
@@ -259,10 +305,10 @@ def parse_config(text: str) -> GatewayConfig:
     for key in raw:
         if key not in top:
             raise ConfigError(f"unknown key {where(lines, '', 0, key)}")
-    for key in ("links", "meters", "scan"):
+    for key in ("links", "meters", "scan", "push", "dial_out"):
         if key in raw and not isinstance(raw[key], list):
             raise ConfigError(f"{where(lines, '', 0, key)}: expected [[{key}]] tables")
-    for key in ("wan", "relay", "log", "paths", "registry", "management", "poller"):
+    for key in ("wan", "relay", "log", "paths", "registry", "management", "poller", "push_queue"):
         if key in raw and not isinstance(raw[key], dict):
             raise ConfigError(f"{where(lines, '', 0, key)}: expected a [{key}] table")
     config = GatewayConfig(
@@ -275,6 +321,10 @@ def parse_config(text: str) -> GatewayConfig:
         links=tuple(build_table(LinkConfig, t, lines, "links", i) for i, t in enumerate(raw.get("links", []))),
         meters=tuple(build_table(MeterConfig, t, lines, "meters", i) for i, t in enumerate(raw.get("meters", []))),
         scan=tuple(build_table(ScanConfig, t, lines, "scan", i) for i, t in enumerate(raw.get("scan", []))),
+        push=tuple(build_table(PushConfig, t, lines, "push", i) for i, t in enumerate(raw.get("push", []))),
+        push_queue=build_table(PushQueueConfig, raw.get("push_queue", {}), lines, "push_queue"),
+        dial_out=tuple(build_table(DialOutConfig, t, lines, "dial_out", i)
+                       for i, t in enumerate(raw.get("dial_out", []))),
         poller=parse_poller(raw.get("poller", {}), lines),
     )
     _check(config, lines)

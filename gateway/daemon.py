@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import os
 import signal
 import time
@@ -16,12 +17,16 @@ from pathlib import Path
 import structlog
 
 from gateway import __version__
+from gateway.codec.hdlc import HdlcFrame
 from gateway.config import GatewayConfig, LinkConfig
 from gateway.control.commands import control_server
 from gateway.control.discovery import identify_worker, scan_schedule
 from gateway.control.server import ControlServer
 from gateway.core.management import ManagementDevice
+from gateway.core.push import PushForwarder, push_apdu
+from gateway.core.pushstore import PushStore
 from gateway.core.router import MeterRoute, Router
+from gateway.core.session import HesPeer
 from gateway.keys import GatewayKeys, KeyFileError, load_keys
 from gateway.link.line import MeterLine, Opener
 from gateway.link.serial_port import LineOpenError, open_serial
@@ -82,6 +87,14 @@ class Gateway:
         self.router = Router(lookup=self.route, lines=self.lines, relay=config.relay, management=self.management,
                              observer=self)
         self.wan = WanServer(config=config.wan, sink=self.router)
+        self.pushes = PushStore(self.state_directory / "pushes.db", max_bytes=config.push_queue.max_bytes,
+                                max_age_s=config.push_queue.max_age_days * 86400.0)
+        self.pushes_unrouted = 0  # pushes with nowhere to go (no destination configured): counted, logged
+        self.forwarders = [PushForwarder(config=push, store=self.pushes, subscriber=self.push_subscriber)
+                           for push in config.push]
+        self.router.on_subscriber = self._wake_forwarders
+        for line in self.lines.values():
+            line.on_unsolicited(functools.partial(self._unsolicited, line))
         self.poller = build_poller(self)  # legacy polling mode; None when off
         self.identify_queue: asyncio.Queue[int] = asyncio.Queue()
         self._tasks: list[asyncio.Task[None]] = []
@@ -124,6 +137,45 @@ class Gateway:
         if meter is not None and meter.state is MeterState.ONLINE:
             self.registry.set_state(sap, MeterState.OFFLINE)
 
+    # -- pushes -------------------------------------------------------------------------------
+
+    def push_subscriber(self) -> HesPeer | None:
+        """A HES connection that holds an association with the gateway (SAP 1) takes pushes."""
+        return next(iter(self.router.management_owners.values()), None)
+
+    def _wake_forwarders(self) -> None:
+        for forwarder in self.forwarders:
+            forwarder.wake()
+
+    def _unsolicited(self, line: MeterLine, frame: HdlcFrame) -> None:
+        apdu = push_apdu(frame)
+        if apdu is None:
+            return
+        server = frame.source
+        if server.lower is None:
+            log.warning("push.unaddressable", line=line.name, address=server.upper)
+            self.pushes_unrouted += 1
+            return
+        meter = self.registry.by_place(link=line.name, physical_address=server.lower, logical_device=server.upper)
+        if meter is None:  # a meter we did not know: register it, find out who it is, deliver anyway
+            try:
+                meter = self.registry.register(link=line.name, physical_address=server.lower,
+                                               logical_device=server.upper, registered_by="push")
+            except RegistryError as exc:
+                log.warning("push.unregistrable", line=line.name, address=server.lower, reason=str(exc))
+                self.pushes_unrouted += 1
+                return
+            self.identify_queue.put_nowait(meter.sap)
+        self.meter_seen(meter.sap)
+        if not self.forwarders:
+            log.warning("push.no_destination", sap=meter.sap, tag=f"{apdu[0]:02X}")
+            self.pushes_unrouted += 1
+            return
+        self.pushes.put(destinations=[f.config.name for f in self.forwarders], meter_sap=meter.sap,
+                        client_sap=frame.destination.upper, apdu=apdu)
+        log.info("push.queued", sap=meter.sap, tag=f"{apdu[0]:02X}", size=len(apdu))
+        self._wake_forwarders()
+
     # -- life cycle ---------------------------------------------------------------------------
 
     async def start(self) -> None:
@@ -135,6 +187,8 @@ class Gateway:
         await server.start()
         self.control = server
         self._spawn(self._flush_loop(), "registry-flush")
+        for forwarder in self.forwarders:
+            self._spawn(forwarder.run(), f"push-{forwarder.config.name}")
         if self.poller is not None:
             await self.poller.start()
         self._spawn(identify_worker(self), "identify")
@@ -166,6 +220,7 @@ class Gateway:
             await line.aclose()
         self.registry.flush()
         self.database.close()
+        self.pushes.close()
         log.info("gateway.stopped")
 
     def _spawn(self, coroutine: Coroutine[None, None, None], name: str) -> None:

@@ -119,8 +119,11 @@ def _render_status(status: dict[str, Any]) -> None:
     meters = status["meters"]
     print("Meters: " + ", ".join(f"{count} {state}" for state, count in meters.items()))
     queue = status["push_queue"]
-    print(f"Sessions: {status['sessions']}; rejections: {status['rejections']}; push queue: {queue['depth']}; "
-          f"polling: {status['polling'].get('state', 'off')}")
+    oldest = f", oldest {queue['oldest_age_s']:.0f} s" if queue["oldest_age_s"] is not None else ""
+    print(f"Sessions: {status['sessions']}; rejections: {status['rejections']}")
+    print(f"Push queue: {queue['depth']} waiting{oldest}, {queue['dropped']} dropped, "
+          f"{queue['unrouted']} with no destination")
+    print(f"Polling: {status['polling'].get('state', 'off')}")
 
 
 def _render_detail(meter: dict[str, Any]) -> None:

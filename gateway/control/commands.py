@@ -73,7 +73,10 @@ class Commands:
             "meters": by_state,
             "sessions": len(gw.router.sessions),
             "rejections": gw.router.rejections,
-            "push_queue": {"depth": 0, "oldest_age_s": None, "dropped": 0},
+            "push_queue": {"depth": gw.pushes.depth, "oldest_age_s": gw.pushes.oldest_age_s(),
+                           "dropped": gw.pushes.dropped, "unrouted": gw.pushes_unrouted,
+                           "destinations": [{"name": f.config.name, "connected": f.connected,
+                                             "delivered": f.delivered} for f in gw.forwarders]},
             "polling": gw.poller.status() if gw.poller is not None else {"state": "off"},
         }
 

@@ -83,6 +83,7 @@ class Router:
         self._observer = observer
         self._settings = {name: link_settings(line.config) for name, line in lines.items()}
         self.rejections = 0
+        self.on_subscriber: Callable[[], None] | None = None  # a HES associated with SAP 1 (takes pushes)
         self._drained: asyncio.Event | None = None
 
     def pdu_from_hes(self, owner: HesPeer, pdu: WrapperPdu) -> None:
@@ -148,6 +149,8 @@ class Router:
         answer = management.handle(client_sap=client_sap, apdu=pdu.apdu)
         if pdu.apdu[:1] == b"\x60" and answer is not None and answer[:1] == b"\x61":
             self.management_owners[client_sap] = owner
+            if self.on_subscriber is not None:
+                self.on_subscriber()
         elif answer is not None and answer[:1] == b"\x63":  # RLRE: released
             self.management_owners.pop(client_sap, None)
         if answer is not None:

@@ -76,6 +76,11 @@ class SimulatedBus:
         _, device = self._stations.pop((logical_device, old))
         self._add_station(logical_device, new, device)
 
+    def push(self, *, physical_address: int, client_sap: int, apdu: bytes, logical_device: int = 1) -> None:
+        """The meter sends an unsolicited UI frame (an alarm or a data-notification)."""
+        link, _ = self._stations[(logical_device, physical_address)]
+        self._write(link.send_ui(client_sap=client_sap, apdu=apdu))
+
     def feed(self, data: bytes) -> bytes:
         """Bytes from the line in, the meters' answers out (pure apart from the meters' own state)."""
         now = self._clock()

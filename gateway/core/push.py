@@ -1,0 +1,139 @@
+"""Meter pushes (alarms, notifications) to the HES: accepted from the meter line, stored, forwarded.
+
+A push is taken from an unsolicited HDLC frame (UI, or an I-frame outside any relayed
+association), queued durably, then delivered in order to each configured destination: over a
+HES connection that holds an association with the gateway (SAP 1) when there is one, else over
+the destination's own outbound TCP connection, reconnecting with a capped exponential back-off.
+The APDU is never opened: ciphered pushes stay ciphered end to end.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable
+
+import structlog
+
+from gateway.codec.hdlc import FrameKind, HdlcFrame
+from gateway.codec.wrapper import WrapperPdu, encode
+from gateway.config import PushConfig
+from gateway.core.pushstore import PushStore, QueuedPush
+from gateway.core.session import HesPeer
+
+log = structlog.get_logger(__name__)
+
+LLC_HEADERS = (b"\xe6\xe7\x00", b"\xe6\xe6\x00")  # IEC 62056-46: response and request LLC
+# Tags a meter-initiated APDU may carry: data-notification, event-notification (plain, glo-, ded-),
+# general-glo/ded/ciphering and general-block-transfer (which may wrap a notification).
+PUSH_TAGS = frozenset({0x0F, 0xC2, 0xCA, 0xD2, 0xDB, 0xDC, 0xDD, 0xE0})
+BATCH = 64
+
+
+def push_apdu(frame: HdlcFrame) -> bytes | None:
+    """The APDU of an unsolicited frame if it is a meter push, else None."""
+    if frame.kind not in (FrameKind.UI, FrameKind.I) or not frame.info:
+        return None
+    info = frame.info
+    for llc in LLC_HEADERS:
+        if info.startswith(llc):
+            info = info[len(llc):]
+            break
+    return info if info and info[0] in PUSH_TAGS else None
+
+
+class PushForwarder:
+    """Delivers one destination's queue, in order, over the best path available."""
+
+    def __init__(self, *, config: PushConfig, store: PushStore,
+                 subscriber: Callable[[], HesPeer | None]) -> None:
+        self.config = config
+        self._store = store
+        self._subscriber = subscriber
+        self._wake = asyncio.Event()
+        self._writer: asyncio.StreamWriter | None = None
+        self._reader_task: asyncio.Task[None] | None = None
+        self.delivered = 0
+        self.connected = False
+        self._log = log.bind(destination=config.name)
+
+    def wake(self) -> None:
+        """Something changed: a push was queued, or a subscriber appeared."""
+        self._wake.set()
+
+    async def run(self) -> None:
+        backoff = self.config.reconnect_min_s
+        try:
+            while True:
+                batch = self._store.pending(self.config.name, limit=BATCH)
+                if not batch:
+                    await self._sleep(None)
+                    continue
+                pdus = [WrapperPdu(source=p.meter_sap, destination=p.client_sap, apdu=p.apdu) for p in batch]
+                subscriber = self._subscriber() if self.config.deliver_to_subscribed else None
+                if subscriber is not None:
+                    for pdu in pdus:
+                        subscriber.send(pdu)
+                    self._done(batch, via=subscriber.peer)
+                    continue
+                if not self.config.host:
+                    await self._sleep(None)  # only a subscriber can take these
+                    continue
+                if await self._send_outbound(pdus):
+                    self._done(batch, via=f"{self.config.host}:{self.config.port}")
+                    backoff = self.config.reconnect_min_s
+                else:
+                    await self._sleep(backoff)
+                    backoff = min(backoff * 2, self.config.reconnect_max_s)
+        finally:
+            self._disconnect()
+
+    def _done(self, batch: list[QueuedPush], *, via: str) -> None:
+        self._store.delivered(batch)
+        self.delivered += len(batch)
+        self._log.info("push.delivered", count=len(batch), via=via)
+
+    async def _sleep(self, seconds: float | None) -> None:
+        """Until woken, or ``seconds`` have passed (None: until woken)."""
+        self._wake.clear()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._wake.wait(), seconds)
+
+    async def _send_outbound(self, pdus: list[WrapperPdu]) -> bool:
+        writer = self._writer
+        if writer is None or writer.is_closing():
+            try:
+                reader, writer = await asyncio.wait_for(
+                    asyncio.open_connection(self.config.host, self.config.port), 10)
+            except (OSError, TimeoutError) as exc:
+                self._log.warning("push.connect_failed", error=str(exc) or type(exc).__name__)
+                return False
+            self._writer = writer
+            self.connected = True
+            self._reader_task = asyncio.create_task(self._drain_reader(reader))
+            self._log.info("push.connected", host=self.config.host, port=self.config.port)
+        assert writer is not None
+        try:
+            writer.write(b"".join(encode(pdu) for pdu in pdus))
+            await asyncio.wait_for(writer.drain(), 30)
+        except (OSError, TimeoutError) as exc:
+            self._log.warning("push.send_failed", error=str(exc) or type(exc).__name__)
+            self._disconnect()
+            return False
+        return True
+
+    async def _drain_reader(self, reader: asyncio.StreamReader) -> None:
+        """The HES may answer on the push connection; we read (and drop) so that EOF is noticed."""
+        with contextlib.suppress(OSError):
+            while await reader.read(4096):
+                pass
+        self._disconnect()
+
+    def _disconnect(self) -> None:
+        self.connected = False
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+        if self._reader_task is not None and self._reader_task is not asyncio.current_task():
+            self._reader_task.cancel()
+            self._reader_task = None

@@ -1,0 +1,120 @@
+"""The push queue on disk: meter alarms wait here while no HES is reachable.
+
+Its own SQLite file (pushes.db), apart from the registry: a burst of alarms after a power
+restoration writes here without touching the meter registry. Bounded by size and age; the
+oldest go first when it is full, and every drop is counted (durably) so ``status`` can say so.
+One row per (push, destination): each destination has its own place in the queue.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+SCHEMA_VERSION = 1
+_SCHEMA = (
+    "CREATE TABLE IF NOT EXISTS pushes (id INTEGER PRIMARY KEY AUTOINCREMENT, destination TEXT NOT NULL,"
+    " meter_sap INTEGER NOT NULL, client_sap INTEGER NOT NULL, apdu BLOB NOT NULL, received_at REAL NOT NULL)",
+    "CREATE INDEX IF NOT EXISTS pushes_by_destination ON pushes (destination, id)",
+    "CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL)",
+)
+
+
+class PushStoreError(Exception):
+    """The push queue file cannot be used."""
+
+
+@dataclass(frozen=True, slots=True)
+class QueuedPush:
+    id: int
+    destination: str
+    meter_sap: int
+    client_sap: int
+    apdu: bytes
+    received_at: float
+
+
+class PushStore:
+    """A durable FIFO of pushes per destination."""
+
+    def __init__(self, path: Path, *, max_bytes: int, max_age_s: float, clock: Callable[[], float] = time.time) -> None:
+        self._max_bytes = max_bytes
+        self._max_age_s = max_age_s
+        self._clock = clock
+        try:
+            self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=FULL")  # an alarm accepted is an alarm kept
+            (check,) = self._db.execute("PRAGMA integrity_check").fetchone()
+            if check != "ok":
+                raise PushStoreError(f"{path}: integrity check failed: {check}")
+            (version,) = self._db.execute("PRAGMA user_version").fetchone()
+            if version > SCHEMA_VERSION:
+                raise PushStoreError(f"{path}: schema version {version} is newer than this gateway supports")
+            for statement in _SCHEMA:
+                self._db.execute(statement)
+            self._db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        except sqlite3.Error as exc:
+            raise PushStoreError(f"{path}: {exc}") from None
+        (self._bytes,) = self._db.execute("SELECT COALESCE(SUM(LENGTH(apdu)), 0) FROM pushes").fetchone()
+
+    def close(self) -> None:
+        self._db.close()
+
+    def put(self, *, destinations: Sequence[str], meter_sap: int, client_sap: int, apdu: bytes) -> None:
+        """Queue a push for every destination, durably; drop the oldest beyond the bounds."""
+        now = self._clock()
+        self._db.execute("BEGIN IMMEDIATE")
+        self._db.executemany(
+            "INSERT INTO pushes (destination, meter_sap, client_sap, apdu, received_at) VALUES (?, ?, ?, ?, ?)",
+            [(d, meter_sap, client_sap, apdu, now) for d in destinations],
+        )
+        self._bytes += len(apdu) * len(destinations)
+        self._enforce_bounds(now)
+        self._db.execute("COMMIT")
+
+    def _enforce_bounds(self, now: float) -> None:
+        dropped = self._db.execute("DELETE FROM pushes WHERE received_at < ?", (now - self._max_age_s,)).rowcount
+        while self._bytes > self._max_bytes:
+            row = self._db.execute("SELECT id, LENGTH(apdu) FROM pushes ORDER BY id LIMIT 1").fetchone()
+            if row is None:
+                break
+            self._db.execute("DELETE FROM pushes WHERE id = ?", (row[0],))
+            dropped += 1
+        if dropped:
+            (self._bytes,) = self._db.execute("SELECT COALESCE(SUM(LENGTH(apdu)), 0) FROM pushes").fetchone()
+            self._db.execute("INSERT INTO counters (name, value) VALUES ('dropped', ?) "
+                             "ON CONFLICT (name) DO UPDATE SET value = value + excluded.value", (dropped,))
+
+    def pending(self, destination: str, *, limit: int = 64) -> list[QueuedPush]:
+        """The oldest pushes still owed to ``destination``, in order."""
+        rows = self._db.execute(
+            "SELECT id, destination, meter_sap, client_sap, apdu, received_at FROM pushes WHERE destination = ?"
+            " ORDER BY id LIMIT ?", (destination, limit))
+        return [QueuedPush(*row) for row in rows]
+
+    def delivered(self, pushes: Sequence[QueuedPush]) -> None:
+        """Forget pushes that reached their destination (one transaction for the batch)."""
+        if not pushes:
+            return
+        self._db.execute("BEGIN IMMEDIATE")
+        self._db.executemany("DELETE FROM pushes WHERE id = ?", [(p.id,) for p in pushes])
+        self._db.execute("COMMIT")
+        self._bytes -= sum(len(p.apdu) for p in pushes)
+
+    @property
+    def depth(self) -> int:
+        (count,) = self._db.execute("SELECT COUNT(*) FROM pushes").fetchone()
+        return int(count)
+
+    def oldest_age_s(self) -> float | None:
+        (oldest,) = self._db.execute("SELECT MIN(received_at) FROM pushes").fetchone()
+        return None if oldest is None else round(self._clock() - oldest, 1)
+
+    @property
+    def dropped(self) -> int:
+        row = self._db.execute("SELECT value FROM counters WHERE name = 'dropped'").fetchone()
+        return int(row[0]) if row else 0
