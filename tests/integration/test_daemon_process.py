@@ -93,7 +93,7 @@ def test_sigkill_during_a_burst_of_registrations_loses_no_acknowledged_one(
             assert {(m["sap"], m["address"]) for m in call(daemon.socket_path, "meters")} >= acknowledged
         burst = Burst(daemon.socket_path, first_address=16 + 1000 * round_number)
         burst.start()
-        wait_until(lambda b=burst, k=kill_after: len(b.acknowledged) >= k, timeout=30,  # type: ignore[misc]
+        wait_until(lambda b=burst, k=kill_after: len(b.acknowledged) >= k, timeout=30,
                    what=f"{kill_after} registrations")
         daemon.kill()
         burst.join()
@@ -128,37 +128,41 @@ def test_sigterm_stops_a_daemon_whose_modem_is_missing(tmp_path: Path) -> None:
 
 
 def test_restart_keeps_every_sap_and_the_quarantine(tmp_path: Path) -> None:
-    with SimulatorProcess(tmp_path, meters=4) as simulator, \
-            DaemonProcess(tmp_path, device=simulator.device if simulator.start() else "",
-                          meters=[(17, 17)]) as daemon:
-        daemon.start()
-        assert run_cli("meters", "add", "--link", "bus0", "--address", "18", "--sap", "250",
-                       socket_path=daemon.socket_path).returncode == 0
-        assert run_cli("meters", "add", "--link", "bus0", "--address", "40", "--sap", "260",
-                       socket_path=daemon.socket_path).returncode == 0
-        scanned = run_cli("meters", "scan", "--link", "bus0", "--range", "19-20", socket_path=daemon.socket_path)
-        assert scanned.returncode == 0, scanned.stderr
-        assert run_cli("meters", "remove", "260", socket_path=daemon.socket_path).returncode == 0
-        wait_until(lambda: all(m["name"] for m in call(daemon.socket_path, "meters")), timeout=15,
-                   what="every meter to be identified")
+    with SimulatorProcess(tmp_path, meters=4) as simulator:
+        simulator.start()
+        with DaemonProcess(tmp_path, device=simulator.device, meters=[(17, 17)]) as daemon:
+            restart_keeps_every_sap(daemon)
 
-        def snapshot() -> set[tuple[int, str, int, str]]:
-            return {(m["sap"], m["name"], m["address"], m["registered_by"])
-                    for m in call(daemon.socket_path, "meters")}
 
-        before = snapshot()
-        assert {sap for sap, *_ in before} == {17, 250, 18, 19}  # the scan gave 19 and 20 the next free SAPs
-        status, elapsed = daemon.terminate()
-        assert status == 0 and elapsed < SHUTDOWN_LIMIT_S
+def restart_keeps_every_sap(daemon: DaemonProcess) -> None:
+    daemon.start()
+    assert run_cli("meters", "add", "--link", "bus0", "--address", "18", "--sap", "250",
+                   socket_path=daemon.socket_path).returncode == 0
+    assert run_cli("meters", "add", "--link", "bus0", "--address", "40", "--sap", "260",
+                   socket_path=daemon.socket_path).returncode == 0
+    scanned = run_cli("meters", "scan", "--link", "bus0", "--range", "19-20", socket_path=daemon.socket_path)
+    assert scanned.returncode == 0, scanned.stderr
+    assert run_cli("meters", "remove", "260", socket_path=daemon.socket_path).returncode == 0
+    wait_until(lambda: all(m["name"] for m in call(daemon.socket_path, "meters")), timeout=15,
+               what="every meter to be identified")
 
-        daemon.start()
-        assert snapshot() == before
-        assert [m["sap"] for m in call(daemon.socket_path, "meters", state="removed")] == [260]
-        refused = run_cli("meters", "add", "--link", "bus0", "--address", "41", "--sap", "260",
-                          socket_path=daemon.socket_path)
-        assert refused.returncode == 1 and "quarantine" in refused.stderr
-        status, _ = daemon.terminate()
-        assert status == 0
+    def snapshot() -> set[tuple[int, str, int, str]]:
+        return {(m["sap"], m["name"], m["address"], m["registered_by"])
+                for m in call(daemon.socket_path, "meters")}
+
+    before = snapshot()
+    assert {sap for sap, *_ in before} == {17, 250, 18, 19}  # the scan gave 19 and 20 the next free SAPs
+    status, elapsed = daemon.terminate()
+    assert status == 0 and elapsed < SHUTDOWN_LIMIT_S
+
+    daemon.start()
+    assert snapshot() == before
+    assert [m["sap"] for m in call(daemon.socket_path, "meters", state="removed")] == [260]
+    refused = run_cli("meters", "add", "--link", "bus0", "--address", "41", "--sap", "260",
+                      socket_path=daemon.socket_path)
+    assert refused.returncode == 1 and "quarantine" in refused.stderr
+    status, _ = daemon.terminate()
+    assert status == 0
 
 
 # -- SIGTERM: DISC on every open data link, registry flushed ----------------------------------
