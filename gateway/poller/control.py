@@ -1,0 +1,50 @@
+"""The control-socket command behind `dlms-gateway readings`: one page of stored readings.
+
+Request: {"command": "readings", "meter": SAP or name (optional), "since": UTC seconds (optional),
+"after_id": the last id of the previous page (default 0), "limit": page size (default 1000)}.
+Answer: {"total": readings matching, "rows": [...], "last_id": id of the last row or null}.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+from gateway.control.server import CommandError, Handler, Progress
+
+if TYPE_CHECKING:
+    from gateway.daemon import Gateway
+
+MAX_PAGE = 10_000  # rows per answer: one JSON line stays a few MB at most
+
+
+def readings_handlers(gateway: Gateway) -> dict[str, Handler]:
+    """{"readings": handler} for the control server."""
+
+    async def readings(request: Mapping[str, Any], progress: Progress) -> dict[str, Any]:
+        poller = gateway.poller
+        if poller is None:
+            raise CommandError("legacy polling is off ([poller] enabled = false): no readings")
+        meter = request.get("meter")
+        meter_sap = meter_name = None
+        if isinstance(meter, int) and not isinstance(meter, bool):
+            meter_sap = meter
+        elif isinstance(meter, str) and meter.isdigit():
+            meter_sap = int(meter)
+        elif isinstance(meter, str) and meter:
+            meter_name = meter
+        elif meter is not None:
+            raise CommandError("'meter' is a SAP or a logical device name")
+        since = request.get("since")
+        if since is not None and (isinstance(since, bool) or not isinstance(since, int | float)):
+            raise CommandError("'since' is a time in UTC seconds")
+        after_id, limit = request.get("after_id", 0), request.get("limit", 1000)
+        if not isinstance(after_id, int) or not isinstance(limit, int) or not 1 <= limit <= MAX_PAGE:
+            raise CommandError(f"'after_id' is a number and 'limit' 1..{MAX_PAGE}")
+        store = poller.store
+        rows = store.readings(meter_sap=meter_sap, meter_name=meter_name, since=since, after_id=after_id,
+                              limit=limit)
+        total = store.count(meter_sap=meter_sap, meter_name=meter_name, since=since)
+        return {"total": total, "rows": rows, "last_id": rows[-1]["id"] if rows else None}
+
+    return {"readings": readings}
