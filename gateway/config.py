@@ -50,6 +50,7 @@ class LinkConfig:
     max_info: int = 128  # proposed max information field length, IEC 62056-46 default
     window: int = 1
     inactivity_timeout_s: float = 120.0  # IEC 62056-46, HDLC setup IC 23 default
+    reopen_interval_s: float = 1.0  # a lost device is tried again this often (udev "add" reopens at once)
 
 
 @dataclass(frozen=True, slots=True)

@@ -28,6 +28,7 @@ from gateway.core.pushstore import PushStore
 from gateway.core.router import MeterRoute, Router
 from gateway.core.session import HesPeer
 from gateway.keys import GatewayKeys, KeyFileError, load_keys
+from gateway.link.hotplug import HotplugMonitor, matching
 from gateway.link.line import MeterLine, Opener
 from gateway.link.serial_port import LineOpenError, open_serial
 from gateway.poller.service import build_poller
@@ -39,7 +40,6 @@ from gateway.wan.server import WanServer
 
 log = structlog.get_logger(__name__)
 
-REOPEN_INTERVAL_S = 1.0  # how often a line that is down is tried again
 SHUTDOWN_DISC_S = 2.0  # SIGTERM: time given to DISC every open data link
 DEFAULT_STATE_DIRECTORY = Path("/var/lib/dlms-gateway")
 DEFAULT_RUNTIME_DIRECTORY = Path("/run/dlms-gateway")
@@ -97,6 +97,8 @@ class Gateway:
             line.on_unsolicited(functools.partial(self._unsolicited, line))
         self.poller = build_poller(self)  # legacy polling mode; None when off
         self.identify_queue: asyncio.Queue[int] = asyncio.Queue()
+        self._reopen = {name: asyncio.Event() for name in self.lines}
+        self.hotplug_monitor = HotplugMonitor(handler=self.hotplug)
         self._tasks: list[asyncio.Task[None]] = []
         self.control: ControlServer | None = None
 
@@ -179,6 +181,8 @@ class Gateway:
     # -- life cycle ---------------------------------------------------------------------------
 
     async def start(self) -> None:
+        if self.lines:
+            self.hotplug_monitor.start()
         for line in self.lines.values():
             await self._try_open(line)
             self._spawn(self._keep_open(line), f"line-{line.name}")
@@ -210,6 +214,7 @@ class Gateway:
             await self.poller.stop()
         if not await self.router.drain(SHUTDOWN_DISC_S):
             log.warning("gateway.sessions_not_released", sessions=len(self.router.sessions))
+        self.hotplug_monitor.stop()
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
@@ -233,10 +238,25 @@ class Gateway:
             log.warning("line.open_failed", line=line.name, error=str(exc))
 
     async def _keep_open(self, line: MeterLine) -> None:
+        """Reopen a line that is down: at once when udev says the device is back, else every second."""
+        wake = self._reopen[line.name]
         while True:
-            await asyncio.sleep(REOPEN_INTERVAL_S)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(wake.wait(), line.config.reopen_interval_s)
+            wake.clear()
             if not line.is_open:
                 await self._try_open(line)
+
+    def hotplug(self, action: str, paths: frozenset[str]) -> None:
+        """A udev event for a tty device (real, or synthetic in tests)."""
+        for line in self.lines.values():
+            if not matching(paths, line.config.device):
+                continue
+            log.info("hotplug.event", action=action, line=line.name, paths=sorted(paths))
+            if action == "remove" and line.is_open:
+                line.close()  # exchanges in flight fail back to their HES now, not after timeouts
+            elif action in ("add", "change"):
+                self._reopen[line.name].set()
 
     async def _flush_loop(self) -> None:
         while True:

@@ -46,14 +46,20 @@ class LineCounters:
 
 
 class _LineProtocol(asyncio.Protocol):
+    """One opening of the device; a stale one (closed, then reopened) no longer speaks for the line."""
+
     def __init__(self, line: MeterLine) -> None:
         self._line = line
+        self.closed = asyncio.Event()  # the port (and its lock) is released
 
     def data_received(self, data: bytes) -> None:
-        self._line.data_received(data)
+        if self._line.current is self:
+            self._line.data_received(data)
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self._line.connection_lost(exc)
+        self.closed.set()
+        if self._line.current is self:
+            self._line.connection_lost(exc)
 
 
 class MeterLine:
@@ -69,7 +75,7 @@ class MeterLine:
         self._clock = clock
         self._decoder = HdlcFrameDecoder(inter_octet_timeout_s=config.inter_octet_timeout_s)
         self._transport: asyncio.Transport | None = None
-        self._closed: asyncio.Event | None = None  # set once the transport reports connection_lost
+        self.current: _LineProtocol | None = None  # the protocol of the open device
         self._links: dict[_Key, tuple[HdlcClientLink, LinkListener]] = {}
         self._order: list[_Key] = []  # relay links, round-robin order
         self._background: list[_Key] = []  # legacy polling links, served when the relay is idle
@@ -91,8 +97,13 @@ class MeterLine:
 
     async def open(self) -> None:
         """Open the serial device. Raises LineOpenError."""
-        self._closed = asyncio.Event()
-        self._transport = await self._opener(lambda: _LineProtocol(self))
+        protocol = _LineProtocol(self)
+        self.current = protocol
+        try:
+            self._transport = await self._opener(lambda: protocol)
+        except BaseException:
+            self.current = None  # never opened: nothing will report connection_lost
+            raise
         self._log.info("line.open")
 
     def close(self) -> None:
@@ -104,10 +115,10 @@ class MeterLine:
 
     async def aclose(self) -> None:
         """Close the device and wait until the port is released (its lock too)."""
-        closed = self._closed
+        protocol = self.current
         self.close()
-        if closed is not None:
-            await closed.wait()
+        if protocol is not None:
+            await protocol.closed.wait()
 
     def on_unsolicited(self, listener: UnsolicitedListener) -> None:
         """Receive frames no link asked for (UI pushes, frames for unknown links)."""
@@ -238,9 +249,7 @@ class MeterLine:
             listener(event)
 
     def connection_lost(self, exc: Exception | None) -> None:
-        if self._closed is not None:
-            self._closed.set()
-            self._closed = None
+        self.current = None
         if self._transport is None:
             return
         self._transport = None
