@@ -12,13 +12,14 @@ import os
 import signal
 import time
 from collections.abc import Callable, Coroutine
+from dataclasses import replace
 from pathlib import Path
 
 import structlog
 
 from gateway import __version__
 from gateway.codec.hdlc import HdlcFrame
-from gateway.config import GatewayConfig, LinkConfig
+from gateway.config import ConfigError, GatewayConfig, LinkConfig, load_config
 from gateway.control.commands import control_server
 from gateway.control.discovery import identify_worker, scan_schedule
 from gateway.control.server import ControlServer
@@ -31,6 +32,7 @@ from gateway.keys import GatewayKeys, KeyFileError, load_keys
 from gateway.link.hotplug import HotplugMonitor, matching
 from gateway.link.line import MeterLine, Opener
 from gateway.link.serial_port import LineOpenError, open_serial
+from gateway.log import configure
 from gateway.poller.service import build_poller
 from gateway.registry.counters import ReservedCounter
 from gateway.registry.database import open_database
@@ -100,6 +102,7 @@ class Gateway:
         self._reopen = {name: asyncio.Event() for name in self.lines}
         self.hotplug_monitor = HotplugMonitor(handler=self.hotplug)
         self._tasks: list[asyncio.Task[None]] = []
+        self._scans: list[asyncio.Task[None]] = []
         self.control: ControlServer | None = None
 
     # -- wiring helpers -----------------------------------------------------------------------
@@ -196,8 +199,7 @@ class Gateway:
         if self.poller is not None:
             await self.poller.start()
         self._spawn(identify_worker(self), "identify")
-        for scan in self.config.scan:
-            self._spawn(scan_schedule(self, scan), f"scan-{scan.link}")
+        self._start_scans()
         if self.config.registry.identify:
             for meter in self.registry.meters():
                 if meter.logical_device_name is None:
@@ -215,6 +217,8 @@ class Gateway:
         if not await self.router.drain(SHUTDOWN_DISC_S):
             log.warning("gateway.sessions_not_released", sessions=len(self.router.sessions))
         self.hotplug_monitor.stop()
+        for task in self._scans:
+            task.cancel()
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
@@ -227,6 +231,28 @@ class Gateway:
         self.database.close()
         self.pushes.close()
         log.info("gateway.stopped")
+
+    def _start_scans(self) -> None:
+        for task in self._scans:
+            task.cancel()
+        self._scans = [asyncio.create_task(scan_schedule(self, scan), name=f"scan-{scan.link}")
+                       for scan in self.config.scan]
+
+    def reload(self, new: GatewayConfig) -> list[str]:
+        """SIGHUP: apply what can change live; returns the tables that need a restart to change."""
+        old = self.config
+        self.config = replace(old, log=new.log, meters=new.meters, scan=new.scan, relay=new.relay)
+        configure(level=new.log.level, fmt=new.log.format)
+        self.router.relay = new.relay  # new associations use the new timeouts; open ones keep theirs
+        self._seed_meters()
+        if new.scan != old.scan:
+            self._start_scans()
+        needs_restart = [name for name in ("wan", "links", "paths", "registry", "management", "push",
+                                           "push_queue", "dial_out", "poller")
+                         if getattr(new, name) != getattr(old, name)]
+        log.info("gateway.reloaded", log_level=new.log.level, meters=len(new.meters), scans=len(new.scan),
+                 needs_restart=needs_restart)
+        return needs_restart
 
     def _spawn(self, coroutine: Coroutine[None, None, None], name: str) -> None:
         self._tasks.append(asyncio.create_task(coroutine, name=name))
@@ -283,14 +309,26 @@ async def _watchdog(gateway: Gateway, interval: float) -> None:
         await asyncio.sleep(interval)
 
 
-async def run(config: GatewayConfig) -> None:
-    """Run until SIGTERM or SIGINT."""
+def _reload_from(gateway: Gateway, path: Path) -> None:
+    """SIGHUP: read the file again; a bad file is refused and the running configuration kept."""
+    notify("RELOADING=1")
+    try:
+        gateway.reload(load_config(path))
+    except ConfigError as exc:
+        log.error("gateway.reload_refused", error=str(exc))
+    notify("READY=1")
+
+
+async def run(config: GatewayConfig, *, config_path: Path | None = None) -> None:
+    """Run until SIGTERM or SIGINT; SIGHUP reloads ``config_path``."""
     gateway = Gateway(config)
     await gateway.start()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
+    if config_path is not None:
+        loop.add_signal_handler(signal.SIGHUP, _reload_from, gateway, config_path)
     notify(f"READY=1\nSTATUS=relaying for {len(gateway.registry)} meters")
     interval = watchdog_interval()
     if interval is not None:

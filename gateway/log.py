@@ -1,30 +1,50 @@
-"""structlog set-up: JSON lines for the journal, readable console lines for a person."""
+"""structlog set-up: JSON lines for the journal, readable console lines for a person.
+
+The level is applied by a processor that reads the current level, not baked into the bound
+loggers: modules bind their loggers once at start, and SIGHUP must still change the level.
+"""
 
 from __future__ import annotations
 
 import logging
 import sys
-from typing import TextIO
+from collections.abc import MutableMapping
+from typing import Any, TextIO
 
 import structlog
 
 LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR}
+_METHOD_LEVELS = {**LEVELS, "warn": logging.WARNING, "exception": logging.ERROR, "critical": logging.CRITICAL}
+_level = logging.INFO
+
+
+def debug_enabled() -> bool:
+    """Whether debug events are emitted (guards costly log arguments such as frame dumps)."""
+    return _level <= logging.DEBUG
+
+
+def _filter_level(_: Any, method: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    if _METHOD_LEVELS.get(method, logging.INFO) < _level:
+        raise structlog.DropEvent
+    return event
 
 
 def configure(*, level: str = "info", fmt: str = "json", stream: TextIO | None = None) -> None:
     """Configure structlog for the whole process (call once, early; again on reload)."""
+    global _level  # noqa: PLW0603 - one process-wide switch, set with the logging configuration
+    _level = LEVELS[level]
     renderer: structlog.typing.Processor = (
         structlog.processors.JSONRenderer() if fmt == "json" else structlog.dev.ConsoleRenderer(colors=False)
     )
     structlog.configure(
         processors=[
+            _filter_level,
             structlog.contextvars.merge_contextvars,
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
             structlog.processors.format_exc_info,
             renderer,
         ],
-        wrapper_class=structlog.make_filtering_bound_logger(LEVELS[level]),
         logger_factory=structlog.PrintLoggerFactory(file=stream or sys.stdout),
         cache_logger_on_first_use=False,
     )

@@ -86,7 +86,7 @@ def _run(args: argparse.Namespace) -> int:
 
     config = load_config(args.config)
     configure(level=config.log.level, fmt=config.log.format)
-    asyncio.run(run(config))
+    asyncio.run(run(config, config_path=args.config))
     return EXIT_OK
 
 

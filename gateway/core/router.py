@@ -78,7 +78,7 @@ class Router:
         self.lines = lines
         self.sessions: dict[tuple[int, int], MeterSession] = {}  # (meter SAP, client SAP) -> session
         self.management_owners: dict[int, HesPeer] = {}  # client SAP -> the HES associated with SAP 1
-        self._relay = relay
+        self.relay = relay
         self._management = management
         self._observer = observer
         self._settings = {name: link_settings(line.config) for name, line in lines.items()}
@@ -121,8 +121,8 @@ class Router:
             server_address=server,
             link=HdlcClientLink(client_sap=client_sap, server_address=server, settings=self._settings[route.line]),
             line=line,
-            exchange_timeout_s=self._relay.exchange_timeout_s,
-            idle_timeout_s=self._relay.association_idle_s,
+            exchange_timeout_s=self.relay.exchange_timeout_s,
+            idle_timeout_s=self.relay.association_idle_s,
             on_closed=self._session_closed,
             observer=self._observer,
         )

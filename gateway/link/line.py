@@ -20,6 +20,8 @@ import structlog
 
 from gateway.codec.hdlc import HdlcAddress, HdlcClientLink, HdlcFrame, HdlcFrameDecoder, LinkDown, LinkEvent
 from gateway.config import LinkConfig
+from gateway.link.framelog import describe, describe_bytes
+from gateway.log import debug_enabled
 
 log = structlog.get_logger(__name__)
 
@@ -187,6 +189,9 @@ class MeterLine:
         assert self._transport is not None
         data = link.transmit(now=self._clock())
         self._transport.write(data)
+        if debug_enabled():
+            for frame in describe_bytes(data):
+                self._log.debug("hdlc.tx", **frame)
         self.counters.frames_sent += 1
         self.counters.exchanges += 1
         self._settle(key, link)
@@ -230,6 +235,8 @@ class MeterLine:
     def data_received(self, data: bytes) -> None:
         for frame in self._decoder.feed(data, now=self._clock()):
             self.counters.frames_received += 1
+            if debug_enabled():
+                self._log.debug("hdlc.rx", **describe(frame))
             self._dispatch(frame)
         self.wake()
 

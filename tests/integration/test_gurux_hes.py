@@ -39,9 +39,13 @@ MANAGEMENT = HesCredentials(client_sap=1, hls_gmac=True, block_cipher_key=TEST_B
                             authentication_key=TEST_AUTHENTICATION_KEY, system_title=b"GURUXHES")
 
 
+CHALLENGES: list[bytes] = []  # the HES's HLS challenges (CtoS): authentication values that must not leak
+
+
 def full_read(hes: GuruxHes) -> dict[str, Any]:
     """Everything the issue asks a head-end to do, in one association."""
     hes.associate()
+    CHALLENGES.append(bytes(hes.client.settings.ctoSChallenge))
     out: dict[str, Any] = {"name": bytes(hes.read(GXDLMSData("0.0.42.0.0.255"), 2))}
     clock = GXDLMSClock("0.0.1.0.0.255")
     out["clock"] = hes.read(clock, 2).value.astimezone(dt.UTC)
@@ -110,7 +114,9 @@ async def test_gurux_hes_with_hls_and_ciphering_through_the_gateway_matches_a_di
     # The gateway never saw a key or an authentication value: not in its configuration, not in its logs.
     logs = captured_logs.getvalue()
     assert "session.link_up" in logs  # the capture did see the relay's log lines
-    secrets = [TEST_BLOCK_CIPHER_KEY, TEST_AUTHENTICATION_KEY]
+    assert "hdlc.rx" in logs and "<60, " in logs  # frames logged at debug, the AARQ's content left out
+    assert len(CHALLENGES[0]) >= 8
+    secrets = [TEST_BLOCK_CIPHER_KEY, TEST_AUTHENTICATION_KEY, CHALLENGES[0]]
     for secret in secrets:
         for form in (secret.hex(), secret.hex().upper(), secret.hex(" "), repr(secret)):
             assert form not in logs
