@@ -135,7 +135,7 @@ class PollingService:
     def status(self) -> dict[str, Any]:
         return {
             "state": "running" if self._dispatcher is not None else "stopped",
-            "groups": len(self.config.groups), "targets": len(self._heap) + len(self._tasks),
+            "groups": len(self.config.groups), "targets": sum(len(g.meters) for g in self.config.groups),
             "polls_ok": self.polls_ok, "polls_partial": self.polls_partial, "polls_failed": self.polls_failed,
             "polling_now": len(self._tasks), "failing_meters": sorted(self.failing),
             "counter_rejections": self.counter_rejections, "last_poll_at": self.last_poll_at,
