@@ -95,6 +95,7 @@ class Gateway:
         self.forwarders = [PushForwarder(config=push, store=self.pushes, subscriber=self.push_subscriber)
                            for push in config.push]
         self.router.on_subscriber = self._wake_forwarders
+        self.router.max_associations_per_peer = config.wan.max_associations_per_peer
         for line in self.lines.values():
             line.on_unsolicited(functools.partial(self._unsolicited, line))
         self.poller = build_poller(self)  # legacy polling mode; None when off

@@ -83,6 +83,7 @@ class Router:
         self._observer = observer
         self._settings = {name: link_settings(line.config) for name, line in lines.items()}
         self.rejections = 0
+        self.max_associations_per_peer: int | None = None  # per HES address (wan.max_associations_per_peer)
         self.on_subscriber: Callable[[], None] | None = None  # a HES associated with SAP 1 (takes pushes)
         self._drained: asyncio.Event | None = None
 
@@ -114,6 +115,11 @@ class Router:
         if line.has_link(client_sap=client_sap, upper=server.upper, lower=server.lower):
             self._reject(owner, pdu, "data link still closing", transient=True)
             return
+        if self.max_associations_per_peer is not None:
+            held = sum(1 for s in self.sessions.values() if s.owner.peer_address == owner.peer_address)
+            if held >= self.max_associations_per_peer:
+                self._reject(owner, pdu, f"{held} associations from this HES address already", transient=True)
+                return
         session = MeterSession(
             owner=owner,
             client_sap=client_sap,

@@ -39,7 +39,8 @@ class MeterObserver(Protocol):
 class HesPeer(Protocol):
     """What a session needs of the HES connection that owns it."""
 
-    peer: str
+    peer: str  # address and port, for logs
+    peer_address: str  # the HES's address alone: per-peer limits count this
 
     def send(self, pdu: WrapperPdu) -> None: ...
 

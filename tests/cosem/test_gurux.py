@@ -73,7 +73,7 @@ def test_gurux_public_client_reads_name_clock_and_energy(meter: LogicalDevice) -
     assert (register.scaler, int(register.unit)) == (1, 30)  # gurux holds the factor 10**0
     assert hes.read(register, 2) == SETTINGS.energy_at(NOW)
     # gurux parses our object list (IC 15 v0): what the public client may see, nothing more
-    reply = hes._request(hes.client.getObjectsRequest())
+    reply = hes.request(hes.client.getObjectsRequest())
     listed = {(int(o.objectType), o.logicalName) for o in hes.client.parseObjects(reply.data, True)}
     assert listed == {(1, "0.0.42.0.0.255"), (8, "0.0.1.0.0.255"), (3, "1.0.1.8.0.255"), (15, "0.0.40.0.0.255"),
                       (17, "0.0.41.0.0.255"), (1, "0.0.43.1.0.255")}
