@@ -20,6 +20,7 @@ import structlog
 
 from gateway.codec import apdu as apdus
 from gateway.codec.hdlc import ApduReceived, HdlcAddress, HdlcClientLink, LinkDown, LinkEvent, LinkUp
+from gateway.codec.hdlc.client import MAX_APDU_LENGTH
 from gateway.codec.wrapper import WrapperPdu
 from gateway.core.rejections import aare_rejected
 from gateway.link.line import MeterLine
@@ -28,6 +29,7 @@ log = structlog.get_logger(__name__)
 
 UNREACHABLE = frozenset({"no response", "refused", "meter busy", "no progress"})  # HDLC LinkDown reasons
 MAX_OUTSTANDING = 8  # requests a HES may pipeline on one association before we refuse more
+MAX_RELAYED_APDU = MAX_APDU_LENGTH - 3  # what one HDLC link can carry after its LLC header
 
 
 class MeterObserver(Protocol):
@@ -109,6 +111,13 @@ class MeterSession:
             self._answer(apdus.exception_response(
                 state_error=apdus.STATE_ERROR_SERVICE_NOT_ALLOWED,
                 service_error=apdus.SERVICE_ERROR_OPERATION_NOT_POSSIBLE,
+            ))
+            return
+        if not apdu or len(apdu) > MAX_RELAYED_APDU:
+            self._log.warning("session.apdu_refused", size=len(apdu))
+            self._answer(apdus.exception_response(
+                state_error=apdus.STATE_ERROR_SERVICE_NOT_ALLOWED,
+                service_error=apdus.SERVICE_ERROR_PDU_TOO_LONG if apdu else apdus.SERVICE_ERROR_OTHER_REASON,
             ))
             return
         if len(self._outstanding) >= MAX_OUTSTANDING:

@@ -176,3 +176,15 @@ async def test_line_noise_is_dropped_and_counted(gateway: Gateway, sim_line: Sim
     assert ldn_of(answer.apdu).startswith(b"SIM")
     assert decoder.discarded_bytes > before
     await hes.close()
+
+
+async def test_empty_and_oversized_apdus_on_an_open_association_get_exceptions(gateway: Gateway) -> None:
+    hes = await RawHes.connect(*gateway.wan.addresses[0])
+    await associate_and_read_name(hes, meter_sap=17)
+    empty = await hes.request(client_sap=16, meter_sap=17, apdu=b"")
+    assert empty.apdu == b"\xd8\x01\x03"
+    huge = await hes.request(client_sap=16, meter_sap=17, apdu=b"\xc0" + bytes(65534))
+    assert huge.apdu == b"\xd8\x01\x04"  # pdu-too-long
+    answer = await hes.request(client_sap=16, meter_sap=17, apdu=GET_LDN)  # the association still works
+    assert ldn_of(answer.apdu).startswith(b"SIM")
+    await hes.close()
