@@ -20,7 +20,7 @@ import structlog
 
 from gateway.codec import apdu as apdus
 from gateway.codec.hdlc import ApduReceived, HdlcAddress, HdlcClientLink, LinkDown, LinkEvent, LinkUp
-from gateway.codec.hdlc.client import MAX_APDU_LENGTH
+from gateway.codec.hdlc.window import MAX_APDU_LENGTH
 from gateway.codec.wrapper import WrapperPdu
 from gateway.core.rejections import aare_rejected
 from gateway.link.line import MeterLine
