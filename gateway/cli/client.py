@@ -43,7 +43,10 @@ def call(path: Path, command: str, *, on_progress: Callable[[Mapping[str, Any]],
         sock.close()
         raise DaemonRefusedError(f"permission denied on {path}: join the service's group") from None
     with sock, sock.makefile("rb") as answers:
-        sock.sendall(json.dumps({"command": command, **arguments}).encode() + b"\n")
+        try:
+            sock.sendall(json.dumps({"command": command, **arguments}).encode() + b"\n")
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # the daemon refused us before reading: its answer is still there to read
         for line in answers:
             message = json.loads(line)
             if "progress" in message:

@@ -102,9 +102,13 @@ def _dispatch(args: argparse.Namespace, path: Path) -> tuple[Any, Any]:
 
 
 def _when(row: dict[str, Any]) -> dict[str, Any]:
-    seen = row.get("last_seen")
-    stamp = dt.datetime.fromtimestamp(seen, dt.UTC).strftime("%Y-%m-%d %H:%M:%SZ") if seen else "never"
-    return {**row, "last_seen": stamp}
+    """Epoch seconds as UTC times people read."""
+    out = dict(row)
+    for key in ("last_seen", "first_seen"):
+        if key in row:
+            seen = row[key]
+            out[key] = dt.datetime.fromtimestamp(seen, dt.UTC).strftime("%Y-%m-%d %H:%M:%SZ") if seen else "never"
+    return out
 
 
 def _render_status(status: dict[str, Any]) -> None:

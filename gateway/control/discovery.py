@@ -99,6 +99,7 @@ async def scan(gateway: Gateway, *, link: str, first: int, last: int,
                 meter = gateway.registry.register(link=link, physical_address=address,
                                                   name=identity.logical_device_name, registered_by="discovery")
                 gateway.registry.set_state(meter.sap, MeterState.ONLINE)
+                gateway.registry.seen(meter.sap, rtt_ms=identity.round_trip_ms)
                 found.append(ScanResult(address, meter.sap, meter.name_text, "registered"))
             except RegistryError as exc:
                 found.append(ScanResult(address, None, identity.logical_device_name.hex(), str(exc)))
