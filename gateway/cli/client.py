@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
@@ -43,10 +44,9 @@ def call(path: Path, command: str, *, on_progress: Callable[[Mapping[str, Any]],
         sock.close()
         raise DaemonRefusedError(f"permission denied on {path}: join the service's group") from None
     with sock, sock.makefile("rb") as answers:
-        try:
+        # the daemon may refuse us before reading: its answer is still there to read
+        with contextlib.suppress(BrokenPipeError, ConnectionResetError):
             sock.sendall(json.dumps({"command": command, **arguments}).encode() + b"\n")
-        except (BrokenPipeError, ConnectionResetError):
-            pass  # the daemon refused us before reading: its answer is still there to read
         for line in answers:
             message = json.loads(line)
             if "progress" in message:
