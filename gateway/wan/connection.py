@@ -71,6 +71,7 @@ class HesConnection(asyncio.Protocol):
         self._pdus_this_read = 0
         self._feed_handle: asyncio.Handle | None = None
         self._write_paused = False
+        self._early: list[bytes] = []  # TLS: decrypted before our handshake task resumed (one loop turn)
         loop = asyncio.get_running_loop()
         self._loop = loop
         self._idle = Deadline(loop, timeout_s=config.idle_timeout_s, on_expiry=self._idle_expired)
@@ -109,6 +110,8 @@ class HesConnection(asyncio.Protocol):
 
     def tls_ready(self, transport: asyncio.Transport) -> None:
         """The handshake succeeded: the HES showed a certificate from our CA."""
+        if not self._admitted:  # lost in the loop turn between handshake and now
+            return
         self._tls_pending = False
         self._transport = transport
         transport.set_write_buffer_limits(high=WRITE_HIGH_WATER)
@@ -116,6 +119,9 @@ class HesConnection(asyncio.Protocol):
         cipher = transport.get_extra_info("cipher")
         log.info("wan.connected", peer=self.peer, tls=cipher[1] if cipher else "?",
                  subject=self.certificate_subject)
+        if self._early:
+            early, self._early = b"".join(self._early), []
+            self.data_received(early)
 
     def tls_refused(self, reason: str) -> None:
         """The handshake failed: not one byte from this peer was decoded."""
@@ -137,6 +143,7 @@ class HesConnection(asyncio.Protocol):
     def _forget(self) -> None:
         self._transport = None
         self._unfed = None
+        self._early = []
         if self._feed_handle is not None:
             self._feed_handle.cancel()
             self._feed_handle = None
@@ -154,6 +161,9 @@ class HesConnection(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         if self._transport is None:
+            return
+        if self._tls_pending:  # asyncio delivers what came with the handshake before start_tls returns
+            self._early.append(data)
             return
         if self._unfed is not None:  # only if a transport delivers after pause_reading
             data = bytes(self._unfed[self._unfed_offset :]) + data

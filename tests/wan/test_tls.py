@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import io
 import os
+import socket
 import ssl
 from collections.abc import Callable
 from dataclasses import replace
@@ -14,12 +15,13 @@ from pathlib import Path
 import pytest
 from gurux_dlms.objects import GXDLMSData
 
+from gateway.codec.wrapper import WrapperPdu, encode
 from gateway.config import GatewayConfig, WanConfig
 from gateway.daemon import Gateway
 from gateway.wan.tls import TlsConfigError, server_context
 from tests.hes import GuruxHes, HesCredentials
 from tests.integration.conftest import SimLine, gateway_config
-from tests.integration.rawhes import PUBLIC_AARQ, RawHes
+from tests.integration.rawhes import GET_LDN, PUBLIC_AARQ, RawHes
 from tests.integration.test_relay import associate_and_read_name
 from tests.wan.pki import Pki, make_pki
 from tests.wan.support import log_events, until
@@ -168,3 +170,36 @@ def test_missing_tls_files_are_named(pki: Pki, broken: str) -> None:
     wan = replace(tls_wan(WanConfig(), pki), **{broken: str(pki.directory / "missing.pem")})
     with pytest.raises(TlsConfigError, match=r"missing\.pem"):
         server_context(wan)
+
+
+async def test_a_tls_hes_that_never_reads_its_answers_is_cut_off(tls_gateway: Gateway, pki: Pki) -> None:
+    host, port = tls_gateway.wan.addresses[0]
+    raw = socket.socket()
+    raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    raw.setblocking(False)
+    await asyncio.get_running_loop().sock_connect(raw, (host, port))
+    context = client_context(ca_file=pki.ca_file, certificate=pki.client_certificate, key=pki.client_key)
+    reader, writer = await asyncio.open_connection(sock=raw, ssl=context, server_hostname="localhost")
+    requests = encode(WrapperPdu(source=16, destination=999, apdu=GET_LDN)) * 2000  # unknown SAP: fast answers
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 20.0
+    while not tls_gateway.wan.cut_off and loop.time() < deadline:
+        writer.write(requests)  # and never read: the StreamReader stops taking bytes at its limit
+        with contextlib.suppress(ConnectionError, ssl.SSLError, TimeoutError):
+            await asyncio.wait_for(writer.drain(), 0.2)
+    assert tls_gateway.wan.cut_off == {"not-reading": 1}
+    writer.transport.abort()
+    del reader
+
+
+async def test_requests_that_arrive_with_the_handshake_are_all_answered(tls_gateway: Gateway, pki: Pki) -> None:
+    host, port = tls_gateway.wan.addresses[0]
+    context = client_context(ca_file=pki.ca_file, certificate=pki.client_certificate, key=pki.client_key)
+    reader, writer = await asyncio.open_connection(host, port, ssl=context, server_hostname="localhost")
+    hes = RawHes(reader, writer)
+    count = 2000  # written at once: the gateway decrypts the first of them before its handshake task resumes
+    writer.write(encode(WrapperPdu(source=16, destination=999, apdu=GET_LDN)) * count)
+    answers = [await hes.receive(timeout=5.0) for _ in range(count)]
+    assert {answer.apdu[0] for answer in answers} == {0xD8}  # unknown SAP: exception-response, every one
+    assert tls_gateway.wan.pdus_in == tls_gateway.wan.pdus_out == count
+    await hes.close()
