@@ -183,13 +183,10 @@ class MeterRegistry:
                 (sap, meter.link, meter.physical_address, meter.logical_device, meter.registered_by, now),
             )  # a tombstone that holds the old SAP in quarantine
             del self._live[sap]
-            self._load_removed_tombstone(sap, meter, now)
+            self._removed[sap] = replace(meter, state=MeterState.REMOVED, removed_at=now, logical_device_name=None)
             moved = replace(meter, sap=new_sap)
             self._index(moved)
             return moved
-
-    def _load_removed_tombstone(self, sap: int, meter: Meter, now: float) -> None:
-        self._removed[sap] = replace(meter, state=MeterState.REMOVED, removed_at=now, logical_device_name=None)
 
     def remove(self, sap: int) -> Meter:
         """Remove a meter; its SAP is quarantined."""
