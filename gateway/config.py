@@ -15,6 +15,7 @@ from typing import Any, TypeVar, get_args, get_origin, get_type_hints
 
 from gateway.codec.wrapper import WRAPPER_PORT
 from gateway.poller.config import PollerConfig, parse_poller
+from gateway.wan.limits import check_wan
 
 
 class ConfigError(Exception):
@@ -225,6 +226,8 @@ def _check(config: GatewayConfig, lines: SourceLines) -> None:
 
     if not 1 <= config.wan.port <= 65535:
         fail("wan", 0, "port", "must be 1..65535")
+    for key, message in check_wan(config.wan):
+        fail("wan", 0, key, message)
     if not 8 <= config.wan.max_apdu <= 65535:
         fail("wan", 0, "max_apdu", "must be 8..65535")
     if config.log.level not in ("debug", "info", "warning", "error"):

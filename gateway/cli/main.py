@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from gateway import __version__
+from gateway.cli.cert import add_cert_command, run_cert
 from gateway.cli.technician import add_commands, run_command
 from gateway.config import ConfigError, load_config
 from gateway.log import configure
@@ -41,6 +42,7 @@ def _parser() -> argparse.ArgumentParser:
     simulate.add_argument("--bit-rate", type=int, default=None, help="emulate a line of this many bit/s")
 
     add_commands(commands)
+    add_cert_command(commands)
 
     config = commands.add_parser("config", help="configuration tools")
     config_commands = config.add_subparsers(dest="config_command", required=True, metavar="ACTION")
@@ -67,6 +69,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             asyncio.run(simulate(meters=args.meters, first_serial=args.first_serial, path_file=args.path_file,
                                  bit_rate=args.bit_rate))
             return EXIT_OK
+        if args.command == "cert":
+            return run_cert(args)
         if args.command in ("status", "meters", "meter", "sessions", "ping"):
             return run_command(args)
         if args.command == "config":

@@ -11,8 +11,10 @@ import asyncio
 import ipaddress
 import socket
 from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING
 
-from gateway.config import WanConfig
+if TYPE_CHECKING:  # config.py calls check_wan: import for annotations only
+    from gateway.config import WanConfig
 
 IpNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
