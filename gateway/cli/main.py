@@ -10,6 +10,7 @@ from pathlib import Path
 
 from gateway import __version__
 from gateway.cli.cert import add_cert_command, run_cert
+from gateway.cli.readings import add_readings_command, run_readings
 from gateway.cli.technician import add_commands, run_command
 from gateway.config import ConfigError, load_config
 from gateway.log import configure
@@ -43,6 +44,7 @@ def _parser() -> argparse.ArgumentParser:
 
     add_commands(commands)
     add_cert_command(commands)
+    add_readings_command(commands)
 
     config = commands.add_parser("config", help="configuration tools")
     config_commands = config.add_subparsers(dest="config_command", required=True, metavar="ACTION")
@@ -71,6 +73,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return EXIT_OK
         if args.command == "cert":
             return run_cert(args)
+        if args.command == "readings":
+            return run_readings(args)
         if args.command in ("status", "meters", "meter", "sessions", "ping"):
             return run_command(args)
         if args.command == "config":

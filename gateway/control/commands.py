@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 from gateway import __version__
 from gateway.control.discovery import identify, scan
 from gateway.control.server import CommandError, ControlServer, Handler, Progress
+from gateway.poller.control import readings_handlers
 from gateway.registry.store import Meter, MeterState, RegistryError
 
 if TYPE_CHECKING:
@@ -50,6 +51,7 @@ class Commands:
         return {
             "status": self.status, "meters": self.meters, "meter": self.meter, "sessions": self.sessions,
             "ping": self.ping, "meters.add": self.add, "meters.remove": self.remove, "meters.scan": self.scan,
+            **readings_handlers(self.gateway),
         }
 
     async def status(self, request: Mapping[str, Any], progress: Progress) -> dict[str, Any]:
