@@ -43,6 +43,7 @@ from gateway.wan.server import WanServer
 log = structlog.get_logger(__name__)
 
 SHUTDOWN_DISC_S = 2.0  # SIGTERM: time given to DISC every open data link
+SHUTDOWN_TASKS_S = 1.0  # then for background tasks to end once cancelled (SIGTERM must finish within 5 s)
 DEFAULT_STATE_DIRECTORY = Path("/var/lib/dlms-gateway")
 DEFAULT_RUNTIME_DIRECTORY = Path("/run/dlms-gateway")
 DEFAULT_KEYS_FILE = Path("/etc/dlms-gateway/keys.toml")
@@ -222,9 +223,10 @@ class Gateway:
             task.cancel()
         for task in self._tasks:
             task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        if self._tasks:
+            _, stuck = await asyncio.wait(self._tasks, timeout=SHUTDOWN_TASKS_S)
+            for task in stuck:
+                log.error("gateway.task_stuck", task=task.get_name())
         self._tasks.clear()
         for line in self.lines.values():
             await line.aclose()
@@ -269,7 +271,8 @@ class Gateway:
         wake = self._reopen[line.name]
         while True:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(wake.wait(), line.config.reopen_interval_s)
+                async with asyncio.timeout(line.config.reopen_interval_s):
+                    await wake.wait()
             wake.clear()
             if not line.is_open:
                 await self._try_open(line)

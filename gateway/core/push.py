@@ -28,6 +28,8 @@ LLC_HEADERS = (b"\xe6\xe7\x00", b"\xe6\xe6\x00")  # IEC 62056-46: response and r
 # general-glo/ded/ciphering and general-block-transfer (which may wrap a notification).
 PUSH_TAGS = frozenset({0x0F, 0xC2, 0xCA, 0xD2, 0xDB, 0xDC, 0xDD, 0xE0})
 BATCH = 64
+CONNECT_TIMEOUT_S = 10.0
+SEND_TIMEOUT_S = 30.0  # a HES that takes no data for this long is reconnected
 
 
 def push_apdu(frame: HdlcFrame) -> bytes | None:
@@ -97,14 +99,15 @@ class PushForwarder:
         """Until woken, or ``seconds`` have passed (None: until woken)."""
         self._wake.clear()
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._wake.wait(), seconds)
+            async with asyncio.timeout(seconds):
+                await self._wake.wait()
 
     async def _send_outbound(self, pdus: list[WrapperPdu]) -> bool:
         writer = self._writer
         if writer is None or writer.is_closing():
             try:
-                reader, writer = await asyncio.wait_for(
-                    asyncio.open_connection(self.config.host, self.config.port), 10)
+                async with asyncio.timeout(CONNECT_TIMEOUT_S):
+                    reader, writer = await asyncio.open_connection(self.config.host, self.config.port)
             except (OSError, TimeoutError) as exc:
                 self._log.warning("push.connect_failed", error=str(exc) or type(exc).__name__)
                 return False
@@ -115,7 +118,8 @@ class PushForwarder:
         assert writer is not None
         try:
             writer.write(b"".join(encode(pdu) for pdu in pdus))
-            await asyncio.wait_for(writer.drain(), 30)
+            async with asyncio.timeout(SEND_TIMEOUT_S):
+                await writer.drain()
         except (OSError, TimeoutError) as exc:
             self._log.warning("push.send_failed", error=str(exc) or type(exc).__name__)
             self._disconnect()

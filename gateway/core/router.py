@@ -175,7 +175,8 @@ class Router:
             return True
         self._drained = asyncio.Event()
         try:
-            await asyncio.wait_for(self._drained.wait(), timeout_s)
+            async with asyncio.timeout(timeout_s):
+                await self._drained.wait()
         except TimeoutError:
             return False
         finally:

@@ -13,6 +13,8 @@ from types import TracebackType
 from gateway.codec.hdlc import ApduReceived, HdlcAddress, HdlcClientLink, LinkDown, LinkEvent, LinkSettings, LinkUp
 from gateway.link.line import MeterLine
 
+DISCONNECT_WAIT_S = 5.0  # for the DISC's answer; the link's own retries end sooner
+
 
 class LinkClientError(Exception):
     """The meter did not answer, or refused."""
@@ -61,18 +63,22 @@ class LinkClient:
 
     async def _next(self) -> LinkEvent:
         try:
-            return await asyncio.wait_for(self._events.get(), self._timeout_s)
+            async with asyncio.timeout(self._timeout_s):
+                return await self._events.get()
         except TimeoutError:
             raise LinkClientError("no answer in time") from None
 
     async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                         tb: TracebackType | None) -> None:
-        if self._attached and self.line.is_open:
+        # Cancelled (the daemon is stopping): let go of the line now; the meter's inactivity
+        # timeout ends its side. Otherwise say goodbye with a DISC, waiting a bounded time.
+        if self._attached and self.line.is_open and not isinstance(exc, asyncio.CancelledError):
             self.link.disconnect()
             self.line.wake()
-            with contextlib.suppress(LinkClientError):
-                while not isinstance(await self._next(), LinkDown):
-                    pass
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(DISCONNECT_WAIT_S):
+                    while not isinstance(await self._events.get(), LinkDown):
+                        pass
         self._detach()
 
     def _detach(self) -> None:
