@@ -38,6 +38,7 @@ from gateway.registry.counters import ReservedCounter
 from gateway.registry.database import open_database
 from gateway.registry.store import MeterRegistry, MeterState, RegistryError, SapPolicy
 from gateway.sdnotify import notify
+from gateway.wan.dialout import DialOut
 from gateway.wan.server import WanServer
 
 log = structlog.get_logger(__name__)
@@ -99,6 +100,7 @@ class Gateway:
         self.router.max_associations_per_peer = config.wan.max_associations_per_peer
         for line in self.lines.values():
             line.on_unsolicited(functools.partial(self._unsolicited, line))
+        self.dial_outs = [DialOut(config=dial, server=self.wan) for dial in config.dial_out]
         self.poller = build_poller(self)  # legacy polling mode; None when off
         self.identify_queue: asyncio.Queue[int] = asyncio.Queue()
         self._reopen = {name: asyncio.Event() for name in self.lines}
@@ -198,6 +200,8 @@ class Gateway:
         self._spawn(self._flush_loop(), "registry-flush")
         for forwarder in self.forwarders:
             self._spawn(forwarder.run(), f"push-{forwarder.config.name}")
+        for dial in self.dial_outs:
+            self._spawn(dial.run(), f"dialout-{dial.config.host}")
         if self.poller is not None:
             await self.poller.start()
         self._spawn(identify_worker(self), "identify")

@@ -116,6 +116,11 @@ def _render_status(status: dict[str, Any]) -> None:
     wan = status["wan"]
     print(f"WAN: listening on {', '.join(wan['listening'])}; {len(wan['peers'])} HES connected "
           f"({', '.join(wan['peers']) or 'none'}); {wan['pdus_in']} PDUs in, {wan['pdus_out']} out")
+    if wan.get("refused") or wan.get("cut_off"):
+        print(f"WAN refused: {wan.get('refused') or 'none'}; cut off: {wan.get('cut_off') or 'none'}")
+    for dial in wan.get("dial_out", []):
+        print(f"Dial-out to {dial['hes']}: {'connected' if dial['connected'] else 'not connected'} "
+              f"({dial['dials']} dials)")
     print("Links:")
     print_table(status["links"], [("name", "NAME"), ("device", "DEVICE"), ("open", "OPEN"),
                                   ("frames_sent", "SENT"), ("frames_received", "RECEIVED"),

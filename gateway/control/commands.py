@@ -64,7 +64,10 @@ class Commands:
             "uptime_s": round(time.time() - gw.started_at, 1),
             "wan": {"listening": [f"{h}:{p}" for h, p in gw.wan.addresses],
                     "peers": sorted(c.peer for c in gw.wan.connections),
-                    "pdus_in": gw.wan.pdus_in, "pdus_out": gw.wan.pdus_out},
+                    "pdus_in": gw.wan.pdus_in, "pdus_out": gw.wan.pdus_out,
+                    "refused": dict(gw.wan.refused), "cut_off": dict(gw.wan.cut_off),
+                    "dial_out": [{"hes": f"{d.config.host}:{d.config.port}", "connected": d.connected,
+                                  "dials": d.dials} for d in gw.dial_outs]},
             "links": [
                 {"name": line.name, "device": line.config.device, "open": line.is_open,
                  "frames_sent": line.counters.frames_sent, "frames_received": line.counters.frames_received,
