@@ -8,6 +8,7 @@ One meter association (meter SAP, client SAP) belongs to one HES connection at a
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Protocol
@@ -48,6 +49,27 @@ class ApduServer(Protocol):
 RouteLookup = Callable[[int], "MeterRoute | None"]
 
 
+class LogLimiter:
+    """At most one log line per key per interval; says how many were left out in between."""
+
+    def __init__(self, *, interval_s: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self._interval_s = interval_s
+        self._clock = clock
+        self._last: dict[object, tuple[float, int]] = {}
+
+    def allow(self, key: object) -> int | None:
+        """None: stay quiet; else log now, noting how many were suppressed since the last line."""
+        now = self._clock()
+        last, suppressed = self._last.get(key, (float("-inf"), 0))
+        if now - last < self._interval_s:
+            self._last[key] = (last, suppressed + 1)
+            return None
+        if len(self._last) > 1024:  # bounded whatever the peers do
+            self._last.clear()
+        self._last[key] = (now, 0)
+        return suppressed
+
+
 def link_settings(config: LinkConfig) -> LinkSettings:
     """HDLC settings for links on a line, from its configuration."""
     return LinkSettings(
@@ -86,6 +108,7 @@ class Router:
         self.max_associations_per_peer: int | None = None  # per HES address (wan.max_associations_per_peer)
         self.on_subscriber: Callable[[], None] | None = None  # a HES associated with SAP 1 (takes pushes)
         self._drained: asyncio.Event | None = None
+        self._log_limit = LogLimiter(interval_s=1.0)
 
     def pdu_from_hes(self, owner: HesPeer, pdu: WrapperPdu) -> None:
         """Handle one wrapper PDU from a HES connection."""
@@ -185,8 +208,10 @@ class Router:
 
     def _reject(self, owner: HesPeer, pdu: WrapperPdu, reason: str, *, transient: bool) -> None:
         self.rejections += 1
-        log.warning("router.reject", peer=owner.peer, meter_sap=pdu.destination, client_sap=pdu.source,
-                    reason=reason, tag=f"{pdu.apdu[:1].hex()}")
+        suppressed = self._log_limit.allow((owner.peer, reason))
+        if suppressed is not None:  # one line per peer and reason per second: a flood cannot fill the journal
+            log.warning("router.reject", peer=owner.peer, meter_sap=pdu.destination, client_sap=pdu.source,
+                        reason=reason, tag=f"{pdu.apdu[:1].hex()}", suppressed_before=suppressed)
         if pdu.apdu[:1] == b"\x60":
             answer = aare_rejected(aarq=pdu.apdu, transient=transient)
         else:
