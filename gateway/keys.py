@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import os
 import secrets
-import stat
-import tomllib
 from dataclasses import dataclass
 from pathlib import Path
+
+from gateway.private_files import read_private_toml
 
 SYSTEM_TITLE_SIZE = 8  # Green Book 4.3.4: 3 octets manufacturer + 5 octets serial
 KEY_SIZE = 16  # security suite 0: AES-128
@@ -33,16 +33,9 @@ class GatewayKeys:
 
 def load_keys(path: Path) -> GatewayKeys:
     """Read the key file; refuse it if group or others may read or write it."""
-    try:
-        mode = path.stat().st_mode
-    except OSError as exc:
-        raise KeyFileError(f"{path}: {exc.strerror}") from None
-    if mode & (stat.S_IRWXG | stat.S_IRWXO):
-        raise KeyFileError(f"{path}: mode {stat.S_IMODE(mode):04o} lets others read it; chmod 600 {path}")
-    try:
-        raw = tomllib.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
-        raise KeyFileError(f"{path}: not a readable TOML key file ({type(exc).__name__})") from None
+    raw, problem = read_private_toml(path)
+    if raw is None:
+        raise KeyFileError(problem)
     values = {}
     for name, size in (("system_title", SYSTEM_TITLE_SIZE), ("block_cipher_key", KEY_SIZE),
                        ("authentication_key", KEY_SIZE)):

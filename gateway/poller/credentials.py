@@ -20,8 +20,6 @@ from __future__ import annotations
 
 import hashlib
 import sqlite3
-import stat
-import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,6 +27,7 @@ from typing import Any
 
 from gateway.codec.acse import Mechanism
 from gateway.poller.client import Credentials
+from gateway.private_files import read_private_toml
 from gateway.registry.counters import ReservedCounter
 
 SYSTEM_TITLE_OCTETS = 8  # Green Book 4.3.4
@@ -61,16 +60,9 @@ class PollingKeys:
 
 def load_polling_keys(path: Path) -> PollingKeys:
     """Read the polling key file; refuse it when group or others may read or write it."""
-    try:
-        mode = path.stat().st_mode
-    except OSError as exc:
-        raise CredentialsError(f"{path}: {exc.strerror}") from None
-    if mode & (stat.S_IRWXG | stat.S_IRWXO):
-        raise CredentialsError(f"{path}: mode {stat.S_IMODE(mode):04o} lets others read it; chmod 600 {path}")
-    try:
-        raw = tomllib.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
-        raise CredentialsError(f"{path}: not a readable TOML key file ({type(exc).__name__})") from None
+    raw, problem = read_private_toml(path)
+    if raw is None:
+        raise CredentialsError(problem)
     unknown = set(raw) - {"credentials", "meters"}
     if unknown:
         raise CredentialsError(f"{path}: unknown table {sorted(unknown)[0]!r}")

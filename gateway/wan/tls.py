@@ -8,11 +8,11 @@ handshake, before the wrapper decoder ever sees a byte from it.
 from __future__ import annotations
 
 import ssl
-import stat
 from pathlib import Path
 from typing import Any
 
 from gateway.config import WanConfig
+from gateway.private_files import private_file_problem
 
 
 class TlsConfigError(Exception):
@@ -45,12 +45,9 @@ def server_context(config: WanConfig) -> ssl.SSLContext | None:
 
 
 def _check_private(path: Path) -> None:
-    try:
-        mode = path.stat().st_mode
-    except OSError as exc:
-        raise TlsConfigError(f"{path}: {exc.strerror}") from None
-    if mode & (stat.S_IRWXG | stat.S_IRWXO):
-        raise TlsConfigError(f"{path}: mode {stat.S_IMODE(mode):04o} lets others read it; chmod 600 {path}")
+    problem = private_file_problem(path)
+    if problem is not None:
+        raise TlsConfigError(problem)
 
 
 def _reason(exc: BaseException) -> str:
