@@ -151,7 +151,8 @@ class Router:
             link=HdlcClientLink(client_sap=client_sap, server_address=server, settings=self._settings[route.line]),
             line=line,
             exchange_timeout_s=self.relay.exchange_timeout_s,
-            idle_timeout_s=self.relay.association_idle_s,
+            # the HDLC inactivity timeout of the line, or the relay's association limit, whichever is first
+            idle_timeout_s=min(self.relay.association_idle_s, line.config.inactivity_timeout_s),
             on_closed=self._session_closed,
             observer=self._observer,
         )

@@ -188,3 +188,22 @@ async def test_empty_and_oversized_apdus_on_an_open_association_get_exceptions(g
     answer = await hes.request(client_sap=16, meter_sap=17, apdu=GET_LDN)  # the association still works
     assert ldn_of(answer.apdu).startswith(b"SIM")
     await hes.close()
+
+
+async def test_an_idle_association_is_released_after_the_link_inactivity_timeout(
+    sim_line: SimLine, gateway_factory: Callable[[GatewayConfig], Gateway]
+) -> None:
+    config = gateway_config(sim_line.pty.slave_path)
+    link = replace(config.links[0], inactivity_timeout_s=0.3)
+    gw = gateway_factory(replace(config, links=(link,)))
+    await gw.start()
+    hes = await RawHes.connect(*gw.wan.addresses[0])
+    await associate_and_read_name(hes, meter_sap=17)
+    device = sim_line.meters[0].device
+    releases = device.counters.releases  # type: ignore[attr-defined]
+    started = asyncio.get_running_loop().time()
+    while (17, 16) in gw.router.sessions:
+        assert asyncio.get_running_loop().time() - started < 3.0
+        await asyncio.sleep(0.02)
+    assert device.counters.releases == releases + 1  # type: ignore[attr-defined]  # the meter saw the DISC
+    await hes.close()
