@@ -75,7 +75,10 @@ async def concurrent_sessions(sessions: int, seconds: float) -> list[int]:
         async def exchange(apdu: bytes) -> bytes:
             writer.write(encode(WrapperPdu(source=16, destination=meter_sap, apdu=apdu)))
             while True:
-                pdus = decoder.feed(await reader.read(65536))
+                data = await reader.read(65536)
+                if not data:
+                    raise ConnectionError(f"the gateway closed session {meter_sap}")
+                pdus = decoder.feed(data)
                 if pdus:
                     return pdus[0].apdu
 

@@ -27,8 +27,9 @@ class WanConfig:
     listen: tuple[str, ...] = ("0.0.0.0", "::")  # a concentrator listens on its WAN side
     port: int = WRAPPER_PORT
     max_apdu: int = 65535  # wrapper length limit; a longer header closes that HES connection
-    max_connections: int = 64
-    max_connections_per_peer: int = 8
+    max_connections: int = 256
+    # Many head-ends open one TCP connection per meter association: leave room for parallel reads.
+    max_connections_per_peer: int = 64
     max_associations_per_peer: int = 256  # meter associations one HES address may hold at once
     allow: tuple[str, ...] = ()  # HES addresses/networks allowed in ("10.1.0.0/16"); empty = any
     idle_timeout_s: float = 600.0  # a HES connection with no PDU for this long is closed
