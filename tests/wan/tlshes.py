@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-import socket
 import ssl
 from pathlib import Path
+
+from tests.hes import TcpChannel
 
 
 def client_context(*, ca_file: Path, certificate: Path | None = None, key: Path | None = None) -> ssl.SSLContext:
@@ -16,22 +17,9 @@ def client_context(*, ca_file: Path, certificate: Path | None = None, key: Path 
     return context
 
 
-class TlsChannel:
+class TlsChannel(TcpChannel):
     """tests.hes.Channel over TLS: gurux hands bytes, we wrap the socket."""
 
     def __init__(self, host: str, port: int, *, context: ssl.SSLContext, timeout: float = 15.0) -> None:
-        raw = socket.create_connection((host, port), timeout=timeout)
-        raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self.sock = context.wrap_socket(raw, server_hostname="localhost")
-
-    def send(self, data: bytes) -> None:
-        self.sock.sendall(data)
-
-    def receive(self) -> bytes:
-        data = self.sock.recv(65536)
-        if not data:
-            raise ConnectionError("gateway closed the connection")
-        return data
-
-    def close(self) -> None:
-        self.sock.close()
+        super().__init__(host, port, timeout=timeout)
+        self.sock = context.wrap_socket(self.sock, server_hostname="localhost")
