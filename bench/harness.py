@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import socket
 import subprocess
 import sys
@@ -55,8 +56,14 @@ def simulator(meters: int, *, bit_rate: int | None = None) -> Iterator[str]:
             proc.wait(10)
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time a process has used so far (from /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 @contextmanager
-def gateway_process(device: str, meters: int, port: int) -> Iterator[None]:
+def gateway_process(device: str, meters: int, port: int) -> Iterator[int]:
     """The gateway daemon in its own process, relaying to ``meters`` meters on ``device``."""
     with tempfile.TemporaryDirectory() as tmp:
         config = Path(tmp) / "gateway.toml"
@@ -76,7 +83,7 @@ def gateway_process(device: str, meters: int, port: int) -> Iterator[None]:
                     if time.monotonic() > deadline or proc.poll() is not None:
                         raise RuntimeError("gateway did not start") from None
                     time.sleep(0.05)
-            yield
+            yield proc.pid
         finally:
             proc.terminate()
             proc.wait(10)

@@ -20,6 +20,7 @@ from bench.harness import (
     PUBLIC_AARQ,
     RLRQ,
     DirectHdlcClient,
+    cpu_seconds,
     gateway_process,
     jain,
     percentile,
@@ -140,16 +141,21 @@ def main() -> None:
 
     print(f"\n## {args.sessions} sessions to {args.sessions} meters on one bus "
           f"({args.seconds:.0f} s; {6 * args.seconds:.0f} s at 19200 bit/s)\n")
-    print("| line | direct client (exch/s) | through gateway (exch/s) | ratio | Jain fairness |")
-    print("|---|---:|---:|---:|---:|")
+    print("| line | direct client (exch/s) | through gateway (exch/s) | ratio | Jain fairness "
+          "| gateway CPU per exchange (µs) |")
+    print("|---|---:|---:|---:|---:|---:|")
     for bit_rate, seconds in ((None, args.seconds), (115200, args.seconds), (19200, 6 * args.seconds)):
         with simulator(args.sessions, bit_rate=bit_rate) as device:
             baseline = direct_rate(device, min(seconds, 10.0))
-            with gateway_process(device, args.sessions, PORT):
+            with gateway_process(device, args.sessions, PORT) as pid:
+                cpu_before = cpu_seconds(pid)
                 counts = asyncio.run(concurrent_sessions(args.sessions, seconds))
+                cpu = cpu_seconds(pid) - cpu_before  # includes association set-up and release
         total = sum(counts) / seconds
         name = f"{bit_rate} bit/s" if bit_rate else "pty, no line delay (CPU bound)"
-        print(f"| {name} | {baseline:.0f} | {total:.0f} | {total / baseline:.1%} | {jain(counts):.3f} |")
+        per_exchange_us = cpu / max(1, sum(counts)) * 1e6
+        print(f"| {name} | {baseline:.0f} | {total:.0f} | {total / baseline:.1%} | {jain(counts):.3f} "
+              f"| {per_exchange_us:.0f} |")
 
 
 if __name__ == "__main__":
