@@ -68,7 +68,8 @@ def gateway_round_trips(requests: int) -> list[float]:
     return times
 
 
-async def concurrent_sessions(sessions: int, seconds: float) -> list[int]:
+async def concurrent_sessions(sessions: int, seconds: float, *, gateway_pid: int) -> tuple[list[int], float]:
+    """Per-session exchange counts in the window, and the gateway's CPU seconds within that window."""
     async def session(meter_sap: int) -> int:
         reader, writer = await asyncio.open_connection("127.0.0.1", PORT)
         decoder = WrapperDecoder()
@@ -101,9 +102,11 @@ async def concurrent_sessions(sessions: int, seconds: float) -> list[int]:
     ready: list[int] = []
     tasks = [asyncio.create_task(session(17 + i)) for i in range(sessions)]
     await asyncio.wait_for(start.wait(), 120)  # every session associated: only GETs in the window
+    cpu_before = cpu_seconds(gateway_pid)
     await asyncio.sleep(seconds)
     stop.set()
-    return list(await asyncio.gather(*tasks))
+    cpu = cpu_seconds(gateway_pid) - cpu_before
+    return list(await asyncio.gather(*tasks)), cpu
 
 
 def direct_rate(device: str, seconds: float) -> float:
@@ -148,9 +151,7 @@ def main() -> None:
         with simulator(args.sessions, bit_rate=bit_rate) as device:
             baseline = direct_rate(device, min(seconds, 10.0))
             with gateway_process(device, args.sessions, PORT) as pid:
-                cpu_before = cpu_seconds(pid)
-                counts = asyncio.run(concurrent_sessions(args.sessions, seconds))
-                cpu = cpu_seconds(pid) - cpu_before  # includes association set-up and release
+                counts, cpu = asyncio.run(concurrent_sessions(args.sessions, seconds, gateway_pid=pid))
         total = sum(counts) / seconds
         name = f"{bit_rate} bit/s" if bit_rate else "pty, no line delay (CPU bound)"
         per_exchange_us = cpu / max(1, sum(counts)) * 1e6
