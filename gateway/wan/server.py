@@ -60,12 +60,14 @@ class WanServer:
         """Load TLS files (raises TlsConfigError) and listen."""
         self.tls = server_context(self.config)
         loop = asyncio.get_running_loop()
+        port = self.config.port
         for host in self.config.listen:
             server = await loop.create_server(
-                lambda: HesConnection(server=self), host=host, port=self.config.port, reuse_address=True,
+                lambda: HesConnection(server=self), host=host, port=port, reuse_address=True,
                 backlog=max(128, self.config.max_connections),
             )
             self._servers.append(server)
+            port = port or server.sockets[0].getsockname()[1]  # port 0: every address on the one chosen
         log.info("wan.listening", addresses=[f"{a}" for a in self.addresses], tls=self.tls is not None,
                  allow=list(self.config.allow) or "any")
 

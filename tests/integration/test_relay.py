@@ -207,3 +207,18 @@ async def test_an_idle_association_is_released_after_the_link_inactivity_timeout
         await asyncio.sleep(0.02)
     assert device.counters.releases == releases + 1  # type: ignore[attr-defined]  # the meter saw the DISC
     await hes.close()
+
+
+async def test_a_hes_over_ipv6_and_one_over_ipv4_on_the_same_port(
+    sim_line: SimLine, gateway_factory: Callable[[GatewayConfig], Gateway]
+) -> None:
+    config = gateway_config(sim_line.pty.slave_path)
+    gw = gateway_factory(replace(config, wan=replace(config.wan, listen=("127.0.0.1", "::1"))))
+    await gw.start()
+    ports = {port for _, port in gw.wan.addresses}
+    assert len(gw.wan.addresses) == 2 and len(ports) == 1  # both families, one port
+    hosts = {host for host, _ in gw.wan.addresses}
+    assert hosts == {"127.0.0.1", "::1"}
+    v6 = await RawHes.connect("::1", ports.pop())
+    assert (await associate_and_read_name(v6, meter_sap=17)) == sim_line.meters[0].device.name
+    await v6.close()
