@@ -62,7 +62,7 @@ dlms-gateway demo: {meters} simulated meters behind a pty ({pty.slave_path}), no
                     (public client 16; management client 1 uses the keys in {directory / "keys.toml"})
   meter SAPs        {", ".join(str(FIRST_SAP + i) for i in range(meters))}  (destination wPort)
   public client     SAP 16, no security: logical device name, clock, energy register
-  management client SAP 1, HLS-GMAC (mechanism 5), security suite 0, authenticated+encrypted
+  meters' management client: client SAP 1, HLS-GMAC (mechanism 5), suite 0, authenticated+encrypted
      block cipher key  {DEMO_BLOCK_CIPHER_KEY.hex().upper()}   (simulator demo keys:
      authentication key {DEMO_AUTHENTICATION_KEY.hex().upper()}   the gateway holds none)
      client system title: any 8 bytes; meter 1 system title {example.system_title.hex().upper()}
