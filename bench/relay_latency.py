@@ -26,6 +26,7 @@ from bench.harness import (
     percentile,
     simulator,
 )
+from gateway.codec import acse
 from gateway.codec.wrapper import WrapperDecoder, WrapperPdu, encode
 
 PORT = 14059
@@ -56,7 +57,7 @@ def gateway_round_trips(requests: int) -> list[float]:
             if pdus:
                 return pdus[0].apdu
 
-    assert exchange(PUBLIC_AARQ)[0] == 0x61
+    assert acse.decode_aare(exchange(PUBLIC_AARQ)).result is acse.AssociationResult.ACCEPTED
     times = []
     for _ in range(requests):
         start = time.perf_counter()
@@ -84,7 +85,8 @@ async def concurrent_sessions(sessions: int, seconds: float, *, gateway_pid: int
                 if pdus:
                     return pdus[0].apdu
 
-        assert (await exchange(PUBLIC_AARQ))[0] == 0x61
+        aare = acse.decode_aare(await exchange(PUBLIC_AARQ))
+        assert aare.result is acse.AssociationResult.ACCEPTED, f"session {meter_sap}: {aare.result.name}"
         ready.append(meter_sap)
         if len(ready) == sessions:
             start.set()
