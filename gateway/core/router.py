@@ -8,6 +8,7 @@ One meter association (meter SAP, client SAP) belongs to one HES connection at a
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -20,7 +21,7 @@ from gateway.codec.hdlc import HdlcAddress, HdlcClientLink, HdlcParameters, Link
 from gateway.codec.wrapper import WrapperPdu
 from gateway.config import LinkConfig, RelayConfig
 from gateway.core.rejections import aare_rejected
-from gateway.core.session import HesPeer, MeterObserver, MeterSession
+from gateway.core.session import HesPeer, MeterObserver, MeterSession, SessionState
 from gateway.link.line import MeterLine
 
 log = structlog.get_logger(__name__)
@@ -47,6 +48,18 @@ class ApduServer(Protocol):
 
 
 RouteLookup = Callable[[int], "MeterRoute | None"]
+
+
+MAX_WAITING_PDUS = 8  # PDUs a HES may send behind an AARQ that waits for the data link
+
+
+@dataclass(slots=True)
+class _Waiting:
+    owner: HesPeer
+    line: str
+    server: HdlcAddress
+    pdus: list[WrapperPdu]
+    timer: asyncio.TimerHandle
 
 
 class LogLimiter:
@@ -109,13 +122,27 @@ class Router:
         self.on_subscriber: Callable[[], None] | None = None  # a HES associated with SAP 1 (takes pushes)
         self._drained: asyncio.Event | None = None
         self._log_limit = LogLimiter(interval_s=1.0)
+        self._waiting: dict[tuple[int, int], _Waiting] = {}  # AARQs waiting for a busy data link
+        for name, line in lines.items():
+            line.on_link_released(functools.partial(self._link_released, name))
 
     def pdu_from_hes(self, owner: HesPeer, pdu: WrapperPdu) -> None:
         """Handle one wrapper PDU from a HES connection."""
         meter_sap, client_sap = pdu.destination, pdu.source
+        waiting = self._waiting.get((meter_sap, client_sap))
+        if waiting is not None:  # its AARQ waits for the data link: keep the order behind it
+            if waiting.owner is owner and len(waiting.pdus) < MAX_WAITING_PDUS:
+                waiting.pdus.append(pdu)
+            else:
+                self._reject(owner, pdu, "meter data link busy", transient=True)
+            return
         session = self.sessions.get((meter_sap, client_sap))
         if session is not None:
             if session.owner is owner:
+                if session.state is SessionState.CLOSING and pdu.apdu[:1] == b"\x60":
+                    # released and re-associating at once: wait for the DISC to finish
+                    self._wait_for_link(owner, pdu, line=session.line.name, server=session.server_address)
+                    return
                 session.request(pdu.apdu)
                 return
             self._reject(owner, pdu, "meter association held by another HES connection", transient=True)
@@ -136,7 +163,9 @@ class Router:
             return
         server = HdlcAddress.server(logical_device=route.logical_device, physical_address=route.physical_address)
         if line.has_link(client_sap=client_sap, upper=server.upper, lower=server.lower):
-            self._reject(owner, pdu, "data link still closing", transient=True)
+            # the gateway's own short link (identity read, ping, scan) or a data link still closing:
+            # wait for it to be released rather than refuse at once
+            self._wait_for_link(owner, pdu, line=route.line, server=server)
             return
         if self.max_associations_per_peer is not None:
             held = sum(1 for s in self.sessions.values() if s.owner.peer_address == owner.peer_address)
@@ -160,8 +189,31 @@ class Router:
         session.start()
         session.request(pdu.apdu)
 
+    def _wait_for_link(self, owner: HesPeer, pdu: WrapperPdu, *, line: str, server: HdlcAddress) -> None:
+        key = (pdu.destination, pdu.source)
+        timer = asyncio.get_running_loop().call_later(self.relay.exchange_timeout_s, self._waited_too_long, key)
+        self._waiting[key] = _Waiting(owner=owner, line=line, server=server, pdus=[pdu], timer=timer)
+
+    def _link_released(self, line: str, client_sap: int, upper: int, lower: int | None) -> None:
+        for key, waiting in list(self._waiting.items()):
+            if (waiting.line, key[1], waiting.server.upper, waiting.server.lower) == (line, client_sap, upper, lower):
+                del self._waiting[key]
+                waiting.timer.cancel()
+                for pdu in waiting.pdus:  # replayed in order: the AARQ first opens the session
+                    self.pdu_from_hes(waiting.owner, pdu)
+
+    def _waited_too_long(self, key: tuple[int, int]) -> None:
+        waiting = self._waiting.pop(key, None)
+        if waiting is not None:
+            for pdu in waiting.pdus:
+                self._reject(waiting.owner, pdu, "meter data link still busy", transient=True)
+
     def hes_disconnected(self, owner: HesPeer) -> None:
         """A HES connection closed: release every association it held."""
+        for key, waiting in list(self._waiting.items()):
+            if waiting.owner is owner:
+                waiting.timer.cancel()
+                del self._waiting[key]
         for session in [s for s in self.sessions.values() if s.owner is owner]:
             session.hes_gone()
         for client_sap, holder in list(self.management_owners.items()):

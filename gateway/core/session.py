@@ -247,5 +247,5 @@ class MeterSession:
         if self._idle_timer is not None:
             self._idle_timer.cancel()
             self._idle_timer = None
+        self._on_closed(self)  # first: detaching may let a waiting AARQ for this meter in at once
         self.line.detach(self.link)
-        self._on_closed(self)

@@ -85,6 +85,7 @@ class MeterLine:
         self._holder: _Key | None = None
         self._timers: dict[_Key, asyncio.TimerHandle] = {}  # response timeouts and busy back-offs
         self._unsolicited: UnsolicitedListener | None = None
+        self._released_listeners: list[Callable[[int, int, int | None], None]] = []
         self._log = log.bind(line=config.name, device=config.device)
 
     # -- life cycle ---------------------------------------------------------------------------
@@ -160,6 +161,12 @@ class MeterLine:
         if self._holder == key:
             self._holder = None
         self.wake()
+        for listener in list(self._released_listeners):
+            listener(key[0], key[1], key[2])
+
+    def on_link_released(self, listener: Callable[[int, int, int | None], None]) -> None:
+        """Be told (client SAP, logical device, physical address) when a link leaves the line."""
+        self._released_listeners.append(listener)
 
     def has_link(self, *, client_sap: int, upper: int, lower: int | None) -> bool:
         return _key(client_sap=client_sap, upper=upper, lower=lower) in self._links
