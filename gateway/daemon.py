@@ -94,6 +94,7 @@ class Gateway:
         self.pushes = PushStore(self.state_directory / "pushes.db", max_bytes=config.push_queue.max_bytes,
                                 max_age_s=config.push_queue.max_age_days * 86400.0)
         self.pushes_unrouted = 0  # pushes with nowhere to go (no destination configured): counted, logged
+        self._push_burst: list[tuple[int, int, bytes]] = []  # received in this loop turn, not yet committed
         self.forwarders = [PushForwarder(config=push, store=self.pushes, subscriber=self.push_subscriber)
                            for push in config.push]
         self.router.on_subscriber = self._wake_forwarders
@@ -180,9 +181,14 @@ class Gateway:
             log.warning("push.no_destination", sap=meter.sap, tag=f"{apdu[0]:02X}")
             self.pushes_unrouted += 1
             return
-        self.pushes.put(destinations=[f.config.name for f in self.forwarders], meter_sap=meter.sap,
-                        client_sap=frame.destination.upper, apdu=apdu)
+        if not self._push_burst:  # the frames of one read arrive together: one commit for all of them
+            asyncio.get_running_loop().call_soon(self._commit_pushes)
+        self._push_burst.append((meter.sap, frame.destination.upper, apdu))
         log.info("push.queued", sap=meter.sap, tag=f"{apdu[0]:02X}", size=len(apdu))
+
+    def _commit_pushes(self) -> None:
+        burst, self._push_burst = self._push_burst, []
+        self.pushes.put(destinations=[f.config.name for f in self.forwarders], pushes=burst)
         self._wake_forwarders()
 
     # -- life cycle ---------------------------------------------------------------------------
@@ -236,6 +242,7 @@ class Gateway:
             await line.aclose()
         self.registry.flush()
         self.database.close()
+        self._commit_pushes()  # a burst received in the last loop turn is not lost
         self.pushes.close()
         log.info("gateway.stopped")
 

@@ -64,28 +64,37 @@ class PushStore:
     def close(self) -> None:
         self._db.close()
 
-    def put(self, *, destinations: Sequence[str], meter_sap: int, client_sap: int, apdu: bytes) -> None:
-        """Queue a push for every destination, durably; drop the oldest beyond the bounds."""
+    def put(self, *, destinations: Sequence[str], pushes: Sequence[tuple[int, int, bytes]]) -> None:
+        """Queue (meter SAP, client SAP, APDU) pushes for every destination, durably, in one transaction.
+
+        The oldest are dropped beyond the bounds. One commit (one fsync) per burst: after a power
+        restoration hundreds of meters may report at once.
+        """
+        if not pushes:
+            return
         now = self._clock()
         self._db.execute("BEGIN IMMEDIATE")
         self._db.executemany(
             "INSERT INTO pushes (destination, meter_sap, client_sap, apdu, received_at) VALUES (?, ?, ?, ?, ?)",
-            [(d, meter_sap, client_sap, apdu, now) for d in destinations],
+            [(d, meter_sap, client_sap, apdu, now) for meter_sap, client_sap, apdu in pushes for d in destinations],
         )
-        self._bytes += len(apdu) * len(destinations)
+        self._bytes += sum(len(apdu) for _, _, apdu in pushes) * len(destinations)
         self._enforce_bounds(now)
         self._db.execute("COMMIT")
 
     def _enforce_bounds(self, now: float) -> None:
+        """Too old, then too much: drop the oldest first, and count every drop durably."""
         dropped = self._db.execute("DELETE FROM pushes WHERE received_at < ?", (now - self._max_age_s,)).rowcount
+        if dropped:
+            (self._bytes,) = self._db.execute("SELECT COALESCE(SUM(LENGTH(apdu)), 0) FROM pushes").fetchone()
         while self._bytes > self._max_bytes:
             row = self._db.execute("SELECT id, LENGTH(apdu) FROM pushes ORDER BY id LIMIT 1").fetchone()
             if row is None:
                 break
             self._db.execute("DELETE FROM pushes WHERE id = ?", (row[0],))
+            self._bytes -= row[1]
             dropped += 1
         if dropped:
-            (self._bytes,) = self._db.execute("SELECT COALESCE(SUM(LENGTH(apdu)), 0) FROM pushes").fetchone()
             self._db.execute("INSERT INTO counters (name, value) VALUES ('dropped', ?) "
                              "ON CONFLICT (name) DO UPDATE SET value = value + excluded.value", (dropped,))
 

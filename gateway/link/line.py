@@ -245,6 +245,7 @@ class MeterLine:
             if debug_enabled():
                 self._log.debug("hdlc.rx", **describe(frame))
             self._dispatch(frame)
+        self._decoder.resume(now=self._clock())  # time spent handling frames is not a line gap
         self.wake()
 
     def _dispatch(self, frame: HdlcFrame) -> None:

@@ -143,7 +143,7 @@ async def test_fifty_pushes_survive_a_hes_outage_and_a_daemon_restart_in_order(
     await first.start()
     for n in range(50):
         sim_line.bus.push(physical_address=18 + n % 2, client_sap=PUSH_CLIENT_SAP, apdu=data_notification(n))
-    for _ in range(500):
+    for _ in range(3000):  # generous: the queue commits durably, and CI disks can be slow
         if first.pushes.depth == 50:
             break
         await asyncio.sleep(0.01)
@@ -157,7 +157,7 @@ async def test_fifty_pushes_survive_a_hes_outage_and_a_daemon_restart_in_order(
     received = await listener.take(50)
     assert [pdu.apdu for pdu in received] == [data_notification(n) for n in range(50)]
     assert [pdu.source for pdu in received] == [18 + n % 2 for n in range(50)]
-    for _ in range(100):
+    for _ in range(3000):
         if second.pushes.depth == 0:
             break
         await asyncio.sleep(0.01)

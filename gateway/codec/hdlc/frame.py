@@ -120,6 +120,14 @@ class HdlcFrameDecoder:
         self.frames += len(frames)
         return frames
 
+    def resume(self, *, now: float) -> None:
+        """The reader was busy until `now`: bytes that waited in the OS buffer meanwhile are not late.
+
+        The inter-octet timeout is about gaps on the line, not about our own processing time.
+        """
+        if self._last_octet_at is not None:
+            self._last_octet_at = max(self._last_octet_at, now)
+
     def _discard(self, count: int) -> None:
         self.discarded_bytes += count - self._buffer.count(FLAG, 0, count)
         del self._buffer[:count]

@@ -272,3 +272,15 @@ def test_a_frame_after_noise_without_flags_is_found(noise: bytes, frame: HdlcFra
     decoder = HdlcFrameDecoder()
     assert decoder.feed(noise + encode_frame(frame), now=0.0) == [frame]
     assert decoder.discarded_bytes == len(noise)
+
+
+def test_resume_keeps_our_own_processing_time_from_counting_as_a_line_gap() -> None:
+    frame = bytes.fromhex("7EA00703219 30F017E".replace(" ", ""))
+    busy = HdlcFrameDecoder(inter_octet_timeout_s=0.1)
+    assert busy.feed(frame[:4], now=0.0) == []
+    busy.resume(now=1.0)  # we were handling other frames until t = 1.0; the rest was waiting in the OS
+    assert len(busy.feed(frame[4:], now=1.05)) == 1
+    idle = HdlcFrameDecoder(inter_octet_timeout_s=0.1)
+    assert idle.feed(frame[:4], now=0.0) == []
+    assert idle.feed(frame[4:], now=1.05) == []  # a real gap on the line: the partial frame is dropped
+    assert idle.timeouts == 1

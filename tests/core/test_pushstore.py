@@ -1,0 +1,50 @@
+"""The push queue file: order per destination, bounds by size and age, drops counted durably."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from gateway.core.pushstore import PushStore
+
+
+class Clock:
+    now = 1_800_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_each_destination_gets_every_push_in_order_and_forgets_what_it_delivered(tmp_path: Path) -> None:
+    store = PushStore(tmp_path / "pushes.db", max_bytes=1 << 20, max_age_s=3600)
+    store.put(destinations=["a", "b"], pushes=[(17, 0x66, bytes([0x0F, n])) for n in range(5)])
+    assert [p.apdu[1] for p in store.pending("a")] == [0, 1, 2, 3, 4]
+    store.delivered(store.pending("a", limit=3))
+    assert [p.apdu[1] for p in store.pending("a")] == [3, 4]
+    assert [p.apdu[1] for p in store.pending("b")] == [0, 1, 2, 3, 4]  # b still owed everything
+    assert store.depth == 7
+
+
+def test_over_size_the_oldest_go_first_and_the_drops_survive_a_restart(tmp_path: Path) -> None:
+    path = tmp_path / "pushes.db"
+    store = PushStore(path, max_bytes=1000, max_age_s=3600)
+    for n in range(30):  # 30 x 100 bytes into a 1000-byte queue
+        store.put(destinations=["hes"], pushes=[(17, 0x66, bytes([0x0F, n]) + bytes(98))])
+    kept = [p.apdu[1] for p in store.pending("hes")]
+    assert kept == list(range(20, 30))
+    assert store.dropped == 20
+    store.close()
+    again = PushStore(path, max_bytes=1000, max_age_s=3600)
+    assert again.dropped == 20
+    assert [p.apdu[1] for p in again.pending("hes")] == list(range(20, 30))
+
+
+def test_pushes_older_than_the_age_limit_are_dropped(tmp_path: Path) -> None:
+    clock = Clock()
+    store = PushStore(tmp_path / "pushes.db", max_bytes=1 << 20, max_age_s=60, clock=clock)
+    store.put(destinations=["hes"], pushes=[(17, 0x66, b"\x0f\x01")])
+    clock.now += 30
+    assert store.oldest_age_s() == 30.0
+    clock.now += 31
+    store.put(destinations=["hes"], pushes=[(17, 0x66, b"\x0f\x02")])
+    assert [p.apdu for p in store.pending("hes")] == [b"\x0f\x02"]
+    assert store.dropped == 1
