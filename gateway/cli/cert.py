@@ -20,8 +20,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-EXIT_OK = 0
-EXIT_REFUSED = 1
+from gateway.cli.client import EXIT_OK, EXIT_REFUSED
+
 KEY_TYPES = ("ec-p256", "rsa-2048", "rsa-3072")
 RSA_PUBLIC_EXPONENT = 65537  # RFC 8017 practice; what every CA expects
 

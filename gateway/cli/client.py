@@ -12,6 +12,8 @@ from pathlib import Path
 from typing import Any
 
 DEFAULT_SOCKET = Path("/run/dlms-gateway/control.sock")
+# Exit codes of every `dlms-gateway` command, for scripts run by technicians and tools.
+EXIT_OK, EXIT_REFUSED, EXIT_USAGE, EXIT_NOT_RUNNING = 0, 1, 2, 3
 SOCKET_ENV = "DLMS_GATEWAY_SOCKET"
 
 
@@ -21,6 +23,16 @@ class DaemonNotRunningError(Exception):
 
 class DaemonRefusedError(Exception):
     """The daemon answered with an error."""
+
+
+def report_failure(exc: Exception) -> int:
+    """Say what went wrong on stderr; return the exit code it means."""
+    print(f"dlms-gateway: {exc}", file=sys.stderr)
+    if isinstance(exc, DaemonNotRunningError):
+        return EXIT_NOT_RUNNING
+    if isinstance(exc, DaemonRefusedError):
+        return EXIT_REFUSED
+    return EXIT_USAGE
 
 
 def socket_path(explicit: Path | None) -> Path:

@@ -10,15 +10,11 @@ from pathlib import Path
 
 from gateway import __version__
 from gateway.cli.cert import add_cert_command, run_cert
+from gateway.cli.client import EXIT_OK, EXIT_USAGE
 from gateway.cli.readings import add_readings_command, run_readings
 from gateway.cli.technician import add_commands, run_command
 from gateway.config import ConfigError, load_config
 from gateway.log import configure
-
-EXIT_OK = 0
-EXIT_REFUSED = 1
-EXIT_USAGE = 2
-EXIT_NOT_RUNNING = 3
 
 
 def _parser() -> argparse.ArgumentParser:

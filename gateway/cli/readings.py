@@ -16,9 +16,17 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any, TextIO
 
-from gateway.cli.client import DaemonNotRunningError, DaemonRefusedError, call, print_table, progress_bar, socket_path
+from gateway.cli.client import (
+    EXIT_OK,
+    DaemonNotRunningError,
+    DaemonRefusedError,
+    call,
+    print_table,
+    progress_bar,
+    report_failure,
+    socket_path,
+)
 
-EXIT_OK, EXIT_REFUSED, EXIT_USAGE, EXIT_NOT_RUNNING = 0, 1, 2, 3
 PAGE = 5000  # rows per request
 PROGRESS_FROM = 20_000  # rows: smaller exports finish before a bar would help
 COLUMNS = [("meter_sap", "SAP"), ("meter", "METER"), ("source", "SOURCE"), ("obis", "OBIS"),
@@ -56,18 +64,13 @@ def run_readings(args: argparse.Namespace) -> int:
     try:
         since = parse_since(args.since, now=dt.datetime.now(dt.UTC).timestamp()) if args.since else None
     except ValueError as exc:
-        print(f"dlms-gateway: {exc}", file=sys.stderr)
-        return EXIT_USAGE
+        return report_failure(exc)
     out: TextIO = args.output.open("w", encoding="utf-8", newline="") if args.output else sys.stdout
     try:
         pages = _pages(socket_path(args.socket), meter=args.meter, since=since)
         {"table": _table, "csv": _csv, "json": _json}[args.format](pages, out)
-    except DaemonNotRunningError as exc:
-        print(f"dlms-gateway: {exc}", file=sys.stderr)
-        return EXIT_NOT_RUNNING
-    except DaemonRefusedError as exc:
-        print(f"dlms-gateway: {exc}", file=sys.stderr)
-        return EXIT_REFUSED
+    except (DaemonNotRunningError, DaemonRefusedError) as exc:
+        return report_failure(exc)
     finally:
         if args.output:
             out.close()

@@ -5,13 +5,19 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
-import sys
 from pathlib import Path
 from typing import Any
 
-from gateway.cli.client import DaemonNotRunningError, DaemonRefusedError, call, print_table, progress_bar, socket_path
-
-EXIT_OK, EXIT_REFUSED, EXIT_USAGE, EXIT_NOT_RUNNING = 0, 1, 2, 3
+from gateway.cli.client import (
+    EXIT_OK,
+    DaemonNotRunningError,
+    DaemonRefusedError,
+    call,
+    print_table,
+    progress_bar,
+    report_failure,
+    socket_path,
+)
 
 METER_COLUMNS = [("sap", "SAP"), ("name", "NAME"), ("link", "LINK"), ("address", "ADDRESS"), ("state", "STATE"),
                  ("registered_by", "BY"), ("last_seen", "LAST SEEN")]
@@ -53,15 +59,8 @@ def run_command(args: argparse.Namespace) -> int:
     path = socket_path(args.socket)
     try:
         result, render = _dispatch(args, path)
-    except DaemonNotRunningError as exc:
-        print(f"dlms-gateway: {exc}", file=sys.stderr)
-        return EXIT_NOT_RUNNING
-    except DaemonRefusedError as exc:
-        print(f"dlms-gateway: {exc}", file=sys.stderr)
-        return EXIT_REFUSED
-    except ValueError as exc:
-        print(f"dlms-gateway: {exc}", file=sys.stderr)
-        return EXIT_USAGE
+    except (DaemonNotRunningError, DaemonRefusedError, ValueError) as exc:
+        return report_failure(exc)
     if getattr(args, "json", False):
         print(json.dumps(result, indent=2, sort_keys=True))
     else:
