@@ -15,7 +15,7 @@ from collections.abc import Callable
 
 import structlog
 
-from gateway.codec.hdlc import FrameKind, HdlcFrame
+from gateway.codec.hdlc import FrameKind, HdlcFrame, llc_payload
 from gateway.codec.wrapper import WrapperPdu, encode
 from gateway.config import PushConfig
 from gateway.core.pushstore import PushStore, QueuedPush
@@ -23,7 +23,6 @@ from gateway.core.session import HesPeer
 
 log = structlog.get_logger(__name__)
 
-LLC_HEADERS = (b"\xe6\xe7\x00", b"\xe6\xe6\x00")  # IEC 62056-46: response and request LLC
 # Tags a meter-initiated APDU may carry: data-notification, event-notification (plain, glo-, ded-),
 # general-glo/ded/ciphering and general-block-transfer (which may wrap a notification).
 PUSH_TAGS = frozenset({0x0F, 0xC2, 0xCA, 0xD2, 0xDB, 0xDC, 0xDD, 0xE0})
@@ -36,11 +35,8 @@ def push_apdu(frame: HdlcFrame) -> bytes | None:
     """The APDU of an unsolicited frame if it is a meter push, else None."""
     if frame.kind not in (FrameKind.UI, FrameKind.I) or not frame.info:
         return None
-    info = frame.info
-    for llc in LLC_HEADERS:
-        if info.startswith(llc):
-            info = info[len(llc):]
-            break
+    payload = llc_payload(frame.info)
+    info = frame.info if payload is None else payload  # a push without LLC header is tolerated
     return info if info and info[0] in PUSH_TAGS else None
 
 

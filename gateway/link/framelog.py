@@ -9,9 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from gateway.codec.hdlc import HdlcFrame, HdlcFrameDecoder
+from gateway.codec.hdlc import HdlcFrame, HdlcFrameDecoder, llc_payload
 
-LLC_HEADERS = (b"\xe6\xe6\x00", b"\xe6\xe7\x00")
 SHOWN_TAGS = frozenset({0xC0, 0xC4})  # get-request, get-response: no secrets in plain GETs
 
 
@@ -25,7 +24,7 @@ def describe(frame: HdlcFrame) -> dict[str, Any]:
     info = frame.info
     if not info:
         return fields
-    apdu = next((info[len(h):] for h in LLC_HEADERS if info.startswith(h)), None)
+    apdu = llc_payload(info)
     if apdu and apdu[0] in SHOWN_TAGS:
         fields["info"] = info.hex(" ")
     else:

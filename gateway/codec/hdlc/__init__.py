@@ -22,6 +22,7 @@ from gateway.codec.hdlc.server import (
     ServerEvent,
     ServerSettings,
 )
+from gateway.codec.hdlc.window import llc_payload
 
 __all__ = [
     "ApduFromClient",
@@ -48,5 +49,6 @@ __all__ = [
     "decode_parameters",
     "encode_frame",
     "encode_parameters",
+    "llc_payload",
     "negotiate",
 ]

@@ -13,6 +13,14 @@ LLC_RESPONSE = b"\xe6\xe7\x00"  # IEC 62056-46, LLC: source LSAP with the respon
 MAX_APDU_LENGTH = 0xFFFF + len(LLC_REQUEST)  # DLMS negotiates APDU sizes as Unsigned16
 
 
+def llc_payload(info: bytes) -> bytes | None:
+    """What follows a request or response LLC header in an information field; None without one."""
+    for header in (LLC_REQUEST, LLC_RESPONSE):
+        if info.startswith(header):
+            return info[len(header) :]
+    return None
+
+
 def strip_llc(data: bytes, header: bytes) -> bytes:
     """Remove the LLC header of a reassembled APDU; a peer that omits it is tolerated."""
     return data[len(header) :] if data.startswith(header) else data
