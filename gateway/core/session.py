@@ -23,6 +23,7 @@ from gateway.codec.hdlc import ApduReceived, HdlcAddress, HdlcClientLink, LinkDo
 from gateway.codec.hdlc.window import MAX_APDU_LENGTH
 from gateway.codec.wrapper import WrapperPdu
 from gateway.core.rejections import aare_rejected
+from gateway.deadline import Deadline
 from gateway.link.line import MeterLine
 
 log = structlog.get_logger(__name__)
@@ -87,13 +88,12 @@ class MeterSession:
         self.state = SessionState.CONNECTING
         self.counters = SessionCounters()
         self._exchange_timeout_s = exchange_timeout_s
-        self._idle_timeout_s = idle_timeout_s
         self._on_closed = on_closed
         self._observer = observer
         self._waiting: deque[bytes] = deque()  # queued until the link is up
         self._outstanding: deque[bytes] = deque()  # requests awaiting an answer (AARQs kept whole)
         self._exchange_timer: asyncio.TimerHandle | None = None
-        self._idle_timer: asyncio.TimerHandle | None = None
+        self._idle = Deadline(asyncio.get_running_loop(), timeout_s=idle_timeout_s, on_expiry=self._idle_expired)
         self._log = log.bind(peer=owner.peer, client_sap=client_sap, meter_sap=meter_sap, line=line.name)
 
     def start(self) -> None:
@@ -200,13 +200,9 @@ class MeterSession:
         self._close()  # the link is reset: detached without waiting for a DISC exchange
 
     def _touch(self) -> None:
-        if self._idle_timer is not None:
-            self._idle_timer.cancel()
-        loop = asyncio.get_running_loop()
-        self._idle_timer = loop.call_later(self._idle_timeout_s, self._idle_expired)
+        self._idle.restart()  # a clock read per APDU; the one armed timer re-arms itself
 
     def _idle_expired(self) -> None:
-        self._idle_timer = None
         self._disconnect("idle")
 
     # -- endings ------------------------------------------------------------------------------
@@ -244,8 +240,6 @@ class MeterSession:
             return
         self.state = SessionState.CLOSED
         self._cancel_exchange_timer()
-        if self._idle_timer is not None:
-            self._idle_timer.cancel()
-            self._idle_timer = None
+        self._idle.cancel()
         self._on_closed(self)  # first: detaching may let a waiting AARQ for this meter in at once
         self.line.detach(self.link)

@@ -15,7 +15,8 @@ from typing import TYPE_CHECKING, Any
 import structlog
 
 from gateway.codec.wrapper import WrapperDecoder, WrapperError, WrapperPdu, encode
-from gateway.wan.limits import Deadline, tune_socket
+from gateway.deadline import Deadline
+from gateway.wan.limits import tune_socket
 from gateway.wan.tls import certificate_subject
 
 if TYPE_CHECKING:

@@ -7,11 +7,14 @@ timer per connection and no per-connection loop.
 
 from __future__ import annotations
 
-import asyncio
 import ipaddress
 import socket
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from typing import TYPE_CHECKING
+
+from gateway.deadline import Deadline
+
+__all__ = ["AllowList", "Deadline", "check_wan", "tune_socket"]
 
 if TYPE_CHECKING:  # config.py calls check_wan: import for annotations only
     from gateway.config import WanConfig
@@ -58,58 +61,6 @@ def tune_socket(sock: socket.socket, *, keepalive_s: float, user_timeout_s: floa
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT, KEEPALIVE_PROBES)
     if user_timeout_s > 0 and hasattr(socket, "TCP_USER_TIMEOUT"):  # Linux only
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT, round(user_timeout_s * 1000))
-
-
-class Deadline:
-    """Calls ``on_expiry`` once ``timeout_s`` passed since the last ``restart()``.
-
-    A restart only records the time; the single armed timer, when it fires early, re-arms
-    itself for the remainder. So a busy connection costs no timer-heap work per PDU.
-    """
-
-    def __init__(self, loop: asyncio.AbstractEventLoop, *, timeout_s: float, on_expiry: Callable[[], None]) -> None:
-        self._loop = loop
-        self._timeout_s = timeout_s
-        self._on_expiry = on_expiry
-        self._since: float | None = None
-        self._handle: asyncio.TimerHandle | None = None
-
-    @property
-    def running(self) -> bool:
-        return self._since is not None
-
-    def restart(self) -> None:
-        """Start counting from now."""
-        self._since = self._loop.time()
-        if self._handle is None:
-            self._handle = self._loop.call_at(self._since + self._timeout_s, self._fire)
-
-    def start(self) -> None:
-        """Start counting from now unless already counting."""
-        if self._since is None:
-            self.restart()
-
-    def clear(self) -> None:
-        """Stop counting (the armed timer, if any, finds nothing to do)."""
-        self._since = None
-
-    def cancel(self) -> None:
-        """Stop for good and release the timer."""
-        self._since = None
-        if self._handle is not None:
-            self._handle.cancel()
-            self._handle = None
-
-    def _fire(self) -> None:
-        self._handle = None
-        if self._since is None:
-            return
-        due = self._since + self._timeout_s
-        if self._loop.time() < due:
-            self._handle = self._loop.call_at(due, self._fire)
-            return
-        self._since = None
-        self._on_expiry()
 
 
 def check_wan(config: WanConfig) -> list[tuple[str, str]]:
