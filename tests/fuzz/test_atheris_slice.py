@@ -15,7 +15,10 @@ SLICE_S = 5
 ROOT = Path(__file__).parents[2]
 
 
-@pytest.mark.skipif(importlib.util.find_spec("atheris") is None, reason="atheris is not installed (pip install -e '.[test]')")
+NO_ATHERIS = importlib.util.find_spec("atheris") is None
+
+
+@pytest.mark.skipif(NO_ATHERIS, reason="atheris is not installed (pip install -e '.[test]')")
 @pytest.mark.timeout(SLICE_S * 6 + 30)
 @pytest.mark.parametrize("name", sorted(TARGETS))
 def test_slice_finds_nothing(name: str, tmp_path: Path) -> None:
