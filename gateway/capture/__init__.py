@@ -1,0 +1,1 @@
+"""Frame capture for Wireshark: both legs of the relay, as the gateway saw them."""
