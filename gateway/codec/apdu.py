@@ -9,6 +9,7 @@ from __future__ import annotations
 from enum import Enum
 
 from gateway.codec.errors import RemoteProtocolError
+from gateway.codec.gateway import GATEWAY_REQUEST, GATEWAY_RESPONSE
 
 
 class ApduError(RemoteProtocolError):
@@ -53,8 +54,8 @@ _KIND_BY_TAG: dict[int, ApduKind] = {
     0xDD: ApduKind.GENERAL_CIPHERED,  # general-ciphering
     0xDF: ApduKind.GENERAL_CIPHERED,  # general-signing
     0xE0: ApduKind.GENERAL_BLOCK_TRANSFER,
-    0xE6: ApduKind.GATEWAY,
-    0xE7: ApduKind.GATEWAY,
+    GATEWAY_REQUEST: ApduKind.GATEWAY,
+    GATEWAY_RESPONSE: ApduKind.GATEWAY,
 }
 for _tag in range(0xC8, 0xD0):  # glo-get/set/event/action request and response
     _KIND_BY_TAG[_tag] = ApduKind.GLO_CIPHERED
