@@ -58,7 +58,7 @@ def test_empty_file_gives_defaults() -> None:
     [
         (("baudrate = 9600", "baudrate = 9600\nbaud = 1"), r"unknown key 'links\[0\].baud' \(line 12\)"),
         (("port = 14059", 'port = "4059"'), r"'wan.port' \(line 2\): expected int, got str"),
-        (("sap = 18", "sap = 17"), r"'meters\[1\].sap' \(line 19\): must be unique"),
+        (("sap = 18", "sap = 17"), r"'meters\[1\].sap' \(line 19\): SAP 17 is already meters\[0\]'s"),
         (('link = "bus0"\nphysical_address = 18', 'link = "bus1"\nphysical_address = 18'),
          r"'meters\[1\].link' \(line 20\): no link named 'bus1'"),
         (("[relay]", "[relais]"), r"unknown key 'relais' \(line 5\)"),
@@ -145,6 +145,6 @@ def test_poll_groups_name_credentials_that_the_polling_keys_file_holds(tmp_path:
     path.write_text(GOOD + poller.replace("{name}", "reader"))
     assert load_config(path).poller.groups[0].credentials == "reader"
     path.write_text(GOOD + poller.replace("{name}", "residential"))
-    with pytest.raises(ConfigError, match=r"'poller.groups\[0\].credentials' \(line 44\): no credentials "
+    with pytest.raises(ConfigError, match=r"'poller.groups\[0\].credentials' \(line 30\): no credentials "
                                           r"'residential' in .*polling-keys.toml \(it holds: reader\)"):
         load_config(path)

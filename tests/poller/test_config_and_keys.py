@@ -59,7 +59,7 @@ def test_polling_is_off_by_default() -> None:
     (('registers = ["1.0.1.8.0.255"]', 'registers = ["1.0.1.8"]'), r"'poller.groups\[0\].registers' \(line 15\)"),
     (("interval_s = 900", "interval_s = 900\nclient_sap = 1"), r"'poller.groups\[0\].client_sap' \(line 15\).*"
                                                                  "management client"),
-    (("interval_s = 900", "interval_s = 900\nwhen = 3"), r"unknown key 'poller.groups.when' \(line 15\)"),
+    (("interval_s = 900", "interval_s = 900\nwhen = 3"), r"unknown key 'poller.groups\[0\].when' \(line 15\)"),
     (('host = "broker.example"', 'host = "broker.example"\nqos = 0'), r"'poller.mqtt.qos' \(line 21\)"),
     (('topic_prefix = "utility/dc"', 'topic_prefix = "utility/#"'), r"'poller.mqtt.topic_prefix' \(line 21\)"),
     (('meters = [17, "SIM0000000000001"]', "meters = [1]"), r"'poller.groups\[0\].meters' \(line 12\)"),
