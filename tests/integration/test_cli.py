@@ -263,7 +263,8 @@ def test_exit_3_with_a_message_when_the_daemon_is_not_running(tmp_path: Path) ->
     nowhere = tmp_path / "control.sock"
     for command in (["status"], ["meters", "--json"], ["meters", "add", "--link", "bus0", "--address", "30"]):
         done = run_cli(*command, socket_path=nowhere)
-        assert done.returncode == EXIT_NOT_RUNNING and done.stdout == ""
+        assert done.returncode == EXIT_NOT_RUNNING
+        assert json.loads(done.stdout)["ok"] is False if "--json" in command else done.stdout == ""
         assert f"the daemon is not running (no answer on {nowhere}" in done.stderr
 
     # a socket file left behind by a killed daemon: nobody listens
