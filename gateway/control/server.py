@@ -2,7 +2,9 @@
 
 One JSON object per line each way. A request is ``{"command": NAME, ...arguments}``; the
 answer is ``{"ok": true, "result": ...}`` or ``{"ok": false, "error": "..."}``, possibly after
-``{"progress": {...}}`` lines for long operations. The socket is group-restricted (0660) and
+``{"progress": {...}}`` lines for long operations. A client that closes the connection (or
+its sending side) before the answer has given up (Ctrl-C): its command is cancelled, so that a
+scan nobody waits for stops holding the line. The socket is group-restricted (0660) and
 the peer's credentials are checked again on accept: root, the service user, or its group.
 """
 
