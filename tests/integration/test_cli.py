@@ -400,6 +400,8 @@ def test_interrupting_a_scan_cancels_it_in_the_daemon(running: Running) -> None:
             running.daemon.log_text()
 
     wait_until(cancelled, timeout=10, what="the daemon to cancel the scan")
+    assert any('"registry.scan_cancelled"' in line and '"first": 44' in line
+               for line in running.daemon.log_text().splitlines())
     assert "socket.send() raised exception" not in running.daemon.log_text()
     assert not any('"registry.scan_done"' in line and '"first": 44' in line
                    for line in running.daemon.log_text().splitlines())
