@@ -126,7 +126,7 @@ def readable(value: Any, key: str = "") -> Any:
         return [readable(v, key) for v in value]
     if isinstance(value, int | float) and not isinstance(value, bool):
         if key in TIME_KEYS:
-            return iso_time(value) if value else None
+            return iso_time(value)
         if isinstance(value, float) and key.endswith(("_ms", "_s")):
             return round(value, 1)
     return value
