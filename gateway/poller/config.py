@@ -22,12 +22,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from gateway.codec.obis import ObisError, obis
-
-if TYPE_CHECKING:
-    from gateway.config import Problems
+from gateway.config_source import Problems, build_table
 
 # Ours: DLMS UA 1000-2 reserves client SAPs 0, 1 (management), 16 (public) and 127; a utility that
 # lets its concentrator poll provisions a reading client with read-only rights, by convention here 32.
@@ -80,8 +78,6 @@ class PollerConfig:
 
 def parse_poller(raw: Mapping[str, Any], problems: Problems) -> PollerConfig:
     """Validate the [poller] table (problems name the key and its line, like the rest of the file)."""
-    from gateway.config import build_table  # noqa: PLC0415 - config imports this module
-
     top = {k: v for k, v in raw.items() if k not in ("groups", "mqtt")}
     groups_raw = raw.get("groups", [])
     mqtt_raw = raw.get("mqtt", {})
