@@ -1,25 +1,24 @@
 """Configuration: one TOML file, validated into frozen objects at start.
 
-Unknown keys and wrong types are errors that name the key and its line, because the person
-reading the error is a technician on a laptop next to a pole, not the author of this file.
+Unknown keys, wrong types and values the daemon could not run with are errors that name the key
+and its line, all of them at once, because the person reading them is a technician on a laptop
+next to a pole, not the author of this file (gateway/config_source.py finds keys and lines).
 """
 
 from __future__ import annotations
 
-import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, TypeVar, get_args, get_origin, get_type_hints
+from typing import Any
 
 from gateway.codec.wrapper import WRAPPER_PORT
+from gateway.config_source import ConfigError as ConfigError  # noqa: PLC0414 - re-exported: callers load here
+from gateway.config_source import ConfigProblem as ConfigProblem  # noqa: PLC0414
+from gateway.config_source import Problems, SourceLines, build_table
 from gateway.poller.config import PollerConfig, parse_poller
 from gateway.wan.limits import check_wan
-
-
-class ConfigError(Exception):
-    """A configuration file we refuse to run with."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,111 +150,52 @@ class GatewayConfig:
     poller: PollerConfig = field(default_factory=PollerConfig)
 
 
-_T = TypeVar("_T")
-_HEADER = re.compile(r"^\s*(\[\[?)\s*([A-Za-z0-9_.\-\"]+)\s*\]\]?")
-_KEY = re.compile(r"^\s*([A-Za-z0-9_\-\"]+)\s*=")
-
-
-class SourceLines:
-    """Finds the line of a key in the TOML text (tomllib keeps no positions)."""
-
-    def __init__(self, text: str) -> None:
-        self._keys: list[tuple[str, int, str, int]] = []  # (table, index, key, line)
-        table, counts = "", dict[str, int]()
-        index = 0
-        for number, line in enumerate(text.splitlines(), start=1):
-            if header := _HEADER.match(line):
-                table = header.group(2).replace('"', "")
-                index = counts.get(table, -1) + 1 if header.group(1) == "[[" else 0
-                counts[table] = index
-                self._keys.append((table, index, "", number))
-            elif key := _KEY.match(line):
-                self._keys.append((table, index, key.group(1).replace('"', ""), number))
-
-    def find(self, table: str, index: int, key: str) -> int | None:
-        for t, i, k, number in self._keys:
-            if t == table and i == index and k == key:
-                return number
-        return None
-
-
-def where(lines: SourceLines, table: str, index: int, key: str) -> str:
-    number = lines.find(table, index, key)
-    if number is None and not table:
-        number = lines.find(key, 0, "")  # a top-level table: its [header] line
-    arrays = ("links", "meters", "scan", "push", "dial_out")
-    name = f"{table}[{index}].{key}" if table in arrays else f"{table}.{key}".lstrip(".")
-    return f"'{name}'" + (f" (line {number})" if number else "")
-
-
-def _convert(value: Any, hint: Any, where: str) -> Any:
-    origin = get_origin(hint)
-    if origin is tuple:
-        (item,) = get_args(hint)[:1]
-        if not isinstance(value, list):
-            raise ConfigError(f"{where}: expected a list, got {type(value).__name__}")
-        return tuple(_convert(v, item, where) for v in value)
-    if hint is float and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
-    if hint in (int, float, str, bool) and (type(value) is not hint):
-        raise ConfigError(f"{where}: expected {hint.__name__}, got {type(value).__name__} {value!r}")
-    return value
-
-
-def build_table(cls: type[_T], raw: Mapping[str, Any], lines: SourceLines, table: str, index: int = 0) -> _T:
-    hints = get_type_hints(cls)
-    known = {f.name for f in fields(cls)}  # type: ignore[arg-type]
-    for key in raw:
-        if key not in known:
-            raise ConfigError(f"unknown key {where(lines, table, index, key)}")
-    values = {}
-    for f in fields(cls):  # type: ignore[arg-type]
-        if f.name in raw:
-            values[f.name] = _convert(raw[f.name], hints[f.name], where(lines, table, index, f.name))
-    try:
-        return cls(**values)
-    except TypeError as exc:
-        missing = re.findall(r"'(\w+)'", str(exc))
-        header = lines.find(table, index, "")
-        at = f" (the table at line {header})" if header else ""
-        raise ConfigError(f"{table}[{index}]{at}: missing required key {', '.join(missing)}") from None
-
-
-def _check(config: GatewayConfig, lines: SourceLines) -> None:
-    def fail(table: str, index: int, key: str, message: str) -> None:
-        raise ConfigError(f"{where(lines, table, index, key)}: {message}")
-
+def _check(config: GatewayConfig, problems: Problems) -> None:
+    fail = problems.fail
     if not 1 <= config.wan.port <= 65535:
-        fail("wan", 0, "port", "must be 1..65535")
+        fail("wan", None, "port", "must be 1..65535")
     for key, message in check_wan(config.wan):
-        fail("wan", 0, key, message)
+        fail("wan", None, key, message)
     if not 8 <= config.wan.max_apdu <= 65535:
-        fail("wan", 0, "max_apdu", "must be 8..65535")
+        fail("wan", None, "max_apdu", "must be 8..65535")
+    if config.relay.exchange_timeout_s <= 0:
+        fail("relay", None, "exchange_timeout_s", "must be > 0")
+    if config.relay.association_idle_s <= 0:
+        fail("relay", None, "association_idle_s", "must be > 0")
     if config.log.level not in ("debug", "info", "warning", "error"):
-        fail("log", 0, "level", "must be debug, info, warning or error")
+        fail("log", None, "level", "must be debug, info, warning or error")
     if config.log.format not in ("json", "console"):
-        fail("log", 0, "format", "must be json or console")
+        fail("log", None, "format", "must be json or console")
     names: set[str] = set()
+    devices: dict[str, int] = {}
     for i, link in enumerate(config.links):
         if link.name in names:
             fail("links", i, "name", f"duplicate link name {link.name!r}")
         names.add(link.name)
+        if link.device in devices:
+            fail("links", i, "device", f"{link.device} is already links[{devices[link.device]}] "
+                 "(one data link per device: put every meter of that port under one [[links]])")
+        devices.setdefault(link.device, i)
         if not 32 <= link.max_info <= 2030:
             fail("links", i, "max_info", "must be 32..2030 (IEC 62056-46)")
         if not 1 <= link.window <= 7:
             fail("links", i, "window", "must be 1..7 (IEC 62056-46)")
-        if link.response_timeout_s <= 0 or link.inter_octet_timeout_s <= 0:
-            fail("links", i, "response_timeout_s", "timeouts must be > 0")
+        if link.response_timeout_s <= 0:
+            fail("links", i, "response_timeout_s", "must be > 0")
+        if link.inter_octet_timeout_s <= 0:
+            fail("links", i, "inter_octet_timeout_s", "must be > 0")
         if not 0 <= link.max_retries <= 10:
             fail("links", i, "max_retries", "must be 0..10")
-    saps: set[int] = set()
+    reg = config.registry
+    saps: dict[int, int] = {}
     places: set[tuple[str, int, int]] = set()
     for i, meter in enumerate(config.meters):
         if meter.link not in names:
             fail("meters", i, "link", f"no link named {meter.link!r}")
-        if not 2 <= meter.sap <= 0xFFFF or meter.sap in saps:
-            fail("meters", i, "sap", "must be unique, 2..65535 (SAP 1 is the gateway itself)")
-        saps.add(meter.sap)
+        if meter.sap in saps:
+            fail("meters", i, "sap", f"SAP {meter.sap} is already meters[{saps[meter.sap]}]'s; each meter needs "
+                 f"its own, {reg.sap_first}..{reg.sap_last}")
+        saps.setdefault(meter.sap, i)
         if not 0x10 <= meter.physical_address <= 0x3FFD:
             fail("meters", i, "physical_address", "must be 16..16381 (IEC 62056-46 device addresses)")
         if not 0 <= meter.logical_device <= 0x3FFF:
@@ -264,13 +204,15 @@ def _check(config: GatewayConfig, lines: SourceLines) -> None:
         if place in places:
             fail("meters", i, "physical_address", "another meter has the same link and address")
         places.add(place)
-        if not config.registry.sap_first <= meter.sap <= config.registry.sap_last:
-            fail("meters", i, "sap", f"outside the SAP range {config.registry.sap_first}..{config.registry.sap_last}")
-    reg = config.registry
+        if not reg.sap_first <= meter.sap <= reg.sap_last:
+            fail("meters", i, "sap", f"outside the SAP range {reg.sap_first}..{reg.sap_last} "
+                 "(SAP 1 is the gateway itself)")
     if not 2 <= reg.sap_first <= reg.sap_last <= 0xFFFF:
-        fail("registry", 0, "sap_first", "need 2 <= sap_first <= sap_last <= 65535")
-    if reg.quarantine_days < 0 or reg.flush_interval_s <= 0:
-        fail("registry", 0, "quarantine_days", "quarantine_days >= 0 and flush_interval_s > 0")
+        fail("registry", None, "sap_first", "need 2 <= sap_first <= sap_last <= 65535")
+    if reg.quarantine_days < 0:
+        fail("registry", None, "quarantine_days", "must be >= 0")
+    if reg.flush_interval_s <= 0:
+        fail("registry", None, "flush_interval_s", "must be > 0")
     for i, scan in enumerate(config.scan):
         if scan.link not in names:
             fail("scan", i, "link", f"no link named {scan.link!r}")
@@ -287,62 +229,112 @@ def _check(config: GatewayConfig, lines: SourceLines) -> None:
             fail("push", i, "host", "a destination needs a host or deliver_to_subscribed = true")
         if not 0 < push.reconnect_min_s <= push.reconnect_max_s:
             fail("push", i, "reconnect_min_s", "need 0 < reconnect_min_s <= reconnect_max_s")
-    if config.push_queue.max_bytes < 1024 or config.push_queue.max_age_days <= 0:
-        fail("push_queue", 0, "max_bytes", "max_bytes >= 1024 and max_age_days > 0")
+    if config.push_queue.max_bytes < 1024:
+        fail("push_queue", None, "max_bytes", "must be >= 1024")
+    if config.push_queue.max_age_days <= 0:
+        fail("push_queue", None, "max_age_days", "must be > 0")
     for i, dial in enumerate(config.dial_out):
         if not 0 < dial.reconnect_min_s <= dial.reconnect_max_s:
             fail("dial_out", i, "reconnect_min_s", "need 0 < reconnect_min_s <= reconnect_max_s")
     name = config.management.name.encode()
     if not 1 <= len(name) <= 32 or not config.management.name.isascii():
-        fail("management", 0, "name", "must be 1..32 ASCII characters")
+        fail("management", None, "name", "must be 1..32 ASCII characters")
     if not 1 <= config.management.client_sap <= 0x7F or config.management.client_sap == 16:
-        fail("management", 0, "client_sap", "must be 1..127 and not 16 (the public client)")
+        fail("management", None, "client_sap", "must be 1..127 and not 16 (the public client)")
+
+
+_TABLES = ("wan", "relay", "log", "paths", "registry", "management", "poller", "push_queue")
+
+
+def _tables(raw: Mapping[str, Any], key: str, problems: Problems) -> list[Any]:
+    """The [[key]] tables of the file (a wrong shape is a problem, and counts as none)."""
+    tables = raw.get(key, [])
+    if not isinstance(tables, list) or not all(isinstance(t, dict) for t in tables):
+        problems.fail("", None, key, f"expected [[{key}]] tables")
+        return []
+    return tables
+
+
+def _table(raw: Mapping[str, Any], key: str, problems: Problems) -> Mapping[str, Any]:
+    table = raw.get(key, {})
+    if not isinstance(table, dict):
+        problems.fail("", None, key, f"expected a [{key}] table")
+        return {}
+    return table
 
 
 def parse_config(text: str) -> GatewayConfig:
-    """Parse and validate configuration text. Raises ConfigError naming the key and line."""
+    """Parse and validate configuration text. Raises ConfigError naming every problem's key and line."""
     try:
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"not valid TOML: {exc}") from None
-    lines = SourceLines(text)
+    problems = Problems(SourceLines(text))
     top = {f.name for f in fields(GatewayConfig)}
     for key in raw:
         if key not in top:
-            raise ConfigError(f"unknown key {where(lines, '', 0, key)}")
-    for key in ("links", "meters", "scan", "push", "dial_out"):
-        if key in raw and not isinstance(raw[key], list):
-            raise ConfigError(f"{where(lines, '', 0, key)}: expected [[{key}]] tables")
-    for key in ("wan", "relay", "log", "paths", "registry", "management", "poller", "push_queue"):
-        if key in raw and not isinstance(raw[key], dict):
-            raise ConfigError(f"{where(lines, '', 0, key)}: expected a [{key}] table")
+            problems.unknown("", None, key)
+    tables = {key: _table(raw, key, problems) for key in _TABLES}
     config = GatewayConfig(
-        wan=build_table(WanConfig, raw.get("wan", {}), lines, "wan"),
-        relay=build_table(RelayConfig, raw.get("relay", {}), lines, "relay"),
-        log=build_table(LogConfig, raw.get("log", {}), lines, "log"),
-        paths=build_table(PathsConfig, raw.get("paths", {}), lines, "paths"),
-        registry=build_table(RegistryConfig, raw.get("registry", {}), lines, "registry"),
-        management=build_table(ManagementConfig, raw.get("management", {}), lines, "management"),
-        links=tuple(build_table(LinkConfig, t, lines, "links", i) for i, t in enumerate(raw.get("links", []))),
-        meters=tuple(build_table(MeterConfig, t, lines, "meters", i) for i, t in enumerate(raw.get("meters", []))),
-        scan=tuple(build_table(ScanConfig, t, lines, "scan", i) for i, t in enumerate(raw.get("scan", []))),
-        push=tuple(build_table(PushConfig, t, lines, "push", i) for i, t in enumerate(raw.get("push", []))),
-        push_queue=build_table(PushQueueConfig, raw.get("push_queue", {}), lines, "push_queue"),
-        dial_out=tuple(build_table(DialOutConfig, t, lines, "dial_out", i)
-                       for i, t in enumerate(raw.get("dial_out", []))),
-        poller=parse_poller(raw.get("poller", {}), lines),
+        wan=build_table(WanConfig, tables["wan"], problems, "wan"),
+        relay=build_table(RelayConfig, tables["relay"], problems, "relay"),
+        log=build_table(LogConfig, tables["log"], problems, "log"),
+        paths=build_table(PathsConfig, tables["paths"], problems, "paths"),
+        registry=build_table(RegistryConfig, tables["registry"], problems, "registry"),
+        management=build_table(ManagementConfig, tables["management"], problems, "management"),
+        links=tuple(build_table(LinkConfig, t, problems, "links", i)
+                    for i, t in enumerate(_tables(raw, "links", problems))),
+        meters=tuple(build_table(MeterConfig, t, problems, "meters", i)
+                     for i, t in enumerate(_tables(raw, "meters", problems))),
+        scan=tuple(build_table(ScanConfig, t, problems, "scan", i)
+                   for i, t in enumerate(_tables(raw, "scan", problems))),
+        push=tuple(build_table(PushConfig, t, problems, "push", i)
+                   for i, t in enumerate(_tables(raw, "push", problems))),
+        push_queue=build_table(PushQueueConfig, tables["push_queue"], problems, "push_queue"),
+        dial_out=tuple(build_table(DialOutConfig, t, problems, "dial_out", i)
+                       for i, t in enumerate(_tables(raw, "dial_out", problems))),
+        poller=parse_poller(tables["poller"], problems),
     )
-    _check(config, lines)
+    _check(config, problems)
+    problems.raise_if_any()
     return config
 
 
+def check_polling_credentials(config: GatewayConfig, text: str) -> None:
+    """Every poll group's credentials are in the polling keys file (when the file can be read here).
+
+    A file that cannot be read is not an error here: the daemon runs without it (groups with
+    credentials fail and say so), and a technician may check the file without the service's rights.
+    """
+    poller = config.poller
+    if not poller.enabled or not any(group.credentials for group in poller.groups):
+        return
+    from gateway.poller.credentials import CredentialsError, load_polling_keys  # noqa: PLC0415 - only with polling
+    from gateway.poller.service import DEFAULT_POLLING_KEYS  # noqa: PLC0415
+
+    path = Path(poller.keys_file) if poller.keys_file else DEFAULT_POLLING_KEYS
+    try:
+        keys = load_polling_keys(path)
+    except CredentialsError:
+        return
+    problems = Problems(SourceLines(text))
+    for i, group in enumerate(poller.groups):
+        if group.credentials and group.credentials not in keys.named:
+            held = ", ".join(sorted(keys.named)) or "nothing"
+            problems.fail("poller.groups", i, "credentials",
+                          f"no credentials {group.credentials!r} in {path} (it holds: {held})")
+    problems.raise_if_any()
+
+
 def load_config(path: Path) -> GatewayConfig:
-    """Read and validate a configuration file."""
+    """Read and validate a configuration file, and the poll groups' credential names against their keys file."""
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError(f"{path}: {exc.strerror}") from None
     try:
-        return parse_config(text)
+        config = parse_config(text)
+        check_polling_credentials(config, text)
     except ConfigError as exc:
-        raise ConfigError(f"{path}: {exc}") from None
+        raise ConfigError(exc.problems, file=str(path)) from None
+    return config

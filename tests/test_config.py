@@ -58,7 +58,7 @@ def test_empty_file_gives_defaults() -> None:
     [
         (("baudrate = 9600", "baudrate = 9600\nbaud = 1"), r"unknown key 'links\[0\].baud' \(line 12\)"),
         (("port = 14059", 'port = "4059"'), r"'wan.port' \(line 2\): expected int, got str"),
-        (("sap = 18", "sap = 17"), r"'meters\[1\].sap' \(line 19\): must be unique"),
+        (("sap = 18", "sap = 17"), r"'meters\[1\].sap' \(line 19\): SAP 17 is already meters\[0\]'s"),
         (('link = "bus0"\nphysical_address = 18', 'link = "bus1"\nphysical_address = 18'),
          r"'meters\[1\].link' \(line 20\): no link named 'bus1'"),
         (("[relay]", "[relais]"), r"unknown key 'relais' \(line 5\)"),
@@ -88,3 +88,63 @@ def test_load_names_the_file(tmp_path: Path) -> None:
         load_config(path)
     with pytest.raises(ConfigError, match="No such file"):
         load_config(tmp_path / "missing.toml")
+
+
+def test_every_error_is_reported_with_its_line() -> None:
+    text = GOOD.replace("baudrate = 9600", "baudrate = 9600\nbaud = 1").replace("port = 14059", 'port = "x"')
+    text = text.replace("exchange_timeout_s = 5", "exchange_timeout_s = -5")
+    with pytest.raises(ConfigError) as caught:
+        parse_config(text)
+    assert [(p.key, p.line) for p in caught.value.problems] == [
+        ("wan.port", 2), ("relay.exchange_timeout_s", 6), ("links[0].baud", 12)]  # in the order of the file
+    assert str(caught.value).splitlines()[2] == "unknown key 'links[0].baud' (line 12)"
+
+
+@pytest.mark.parametrize(
+    ("text", "key", "line"),
+    [
+        ("wan.port = 0\n", "wan.port", 1),
+        ('[wan]\nlisten = ["::"]\ntls.key = 1\n', "wan.tls", 3),
+        ("\n\nwan = { listen = [\"::\"], prot = 1 }\n", "wan.prot", 3),
+        ('[[links]]\nname = "a"\ndevice = "/dev/x"\n\n[[links]]\nname = "b"\ndevice = "/dev/y"\nwindow = 9\n',
+         "links[1].window", 8),
+        ('links = [\n  { name = "a", device = "/dev/x" },\n  { name = "b", device = "/dev/y", window = 9 },\n]\n',
+         "links[1].window", 3),
+        ("[relay]\nexchange_timeout_s = 0\n", "relay.exchange_timeout_s", 2),
+        ("[relay]\nassociation_idle_s = -1\n", "relay.association_idle_s", 2),
+    ],
+)
+def test_dotted_and_inline_keys_have_their_line(text: str, key: str, line: int) -> None:
+    with pytest.raises(ConfigError) as caught:
+        parse_config(text)
+    assert (key, line) in [(p.key, p.line) for p in caught.value.problems], caught.value
+
+
+def test_two_links_on_one_device_are_refused() -> None:
+    text = '[[links]]\nname = "a"\ndevice = "/dev/ttyUSB0"\n[[links]]\nname = "b"\ndevice = "/dev/ttyUSB0"\n'
+    with pytest.raises(ConfigError, match=r"'links\[1\].device' \(line 6\): /dev/ttyUSB0 is already links\[0\]"):
+        parse_config(text)
+
+
+def test_a_duplicate_sap_message_gives_the_configured_range() -> None:
+    text = GOOD.replace("sap = 18", "sap = 17", 1) + "[registry]\nsap_first = 17\nsap_last = 300\n"
+    with pytest.raises(ConfigError, match=r"'meters\[1\].sap' \(line 19\): SAP 17 is already meters\[0\]'s") as caught:
+        parse_config(text)
+    assert "65535" not in str(caught.value)
+    with pytest.raises(ConfigError, match=r"'meters\[1\].sap' \(line 19\): outside the SAP range 17..300"):
+        parse_config(GOOD.replace("sap = 18", "sap = 301", 1) + "[registry]\nsap_last = 300\n")
+
+
+def test_poll_groups_name_credentials_that_the_polling_keys_file_holds(tmp_path: Path) -> None:
+    keys = tmp_path / "polling-keys.toml"
+    keys.write_text('[credentials.reader]\nmechanism = "lls"\npassword = "12345678"\n')
+    keys.chmod(0o600)
+    path = tmp_path / "gw.toml"
+    poller = (f'[poller]\nenabled = true\nkeys_file = "{keys}"\n\n[[poller.groups]]\nname = "g"\nmeters = [17]\n'
+              'credentials = "{name}"\n')
+    path.write_text(GOOD + poller.replace("{name}", "reader"))
+    assert load_config(path).poller.groups[0].credentials == "reader"
+    path.write_text(GOOD + poller.replace("{name}", "residential"))
+    with pytest.raises(ConfigError, match=r"'poller.groups\[0\].credentials' \(line 30\): no credentials "
+                                          r"'residential' in .*polling-keys.toml \(it holds: reader\)"):
+        load_config(path)

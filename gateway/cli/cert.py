@@ -42,7 +42,8 @@ def add_cert_command(commands: Any) -> None:
     request.add_argument("--csr", type=Path, default=Path("gateway.csr"), help="CSR file to create")
     show = actions.add_parser("show", help="subject, issuer, validity, SANs, SHA-256 fingerprint of a certificate")
     show.add_argument("file", type=Path, help="PEM (one certificate or a chain) or DER; a CSR also works")
-    show.add_argument("--json", action="store_true", help="machine-readable output")
+    # --json before or after `cert show`, like every command (the top-level parser has it too)
+    show.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="machine-readable output")
 
 
 def run_cert(args: argparse.Namespace) -> int:
@@ -50,7 +51,7 @@ def run_cert(args: argparse.Namespace) -> int:
     try:
         if args.cert_command == "request":
             return _request(args)
-        return _show(args.file, as_json=args.json)
+        return _show(args.file, as_json=getattr(args, "json", False))
     except CertError as exc:
         print(f"dlms-gateway cert: {exc}", file=sys.stderr)
         return EXIT_REFUSED

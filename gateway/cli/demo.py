@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import shlex
 import signal
 import sys
 import tempfile
@@ -31,6 +32,17 @@ def demo_config(*, meters: int, device: str, host: str, port: int, directory: Pa
             for i, fleet_address in enumerate(range(17, 17 + meters))
         ),
     )
+
+
+def command_as_run() -> str:
+    """How this very command was started, so a banner can show a line that works when pasted.
+
+    A fresh venv's `dlms-gateway` is not on the PATH: `.venv/bin/dlms-gateway` is what runs.
+    """
+    invoked = sys.argv[0] if sys.argv and sys.argv[0] else "dlms-gateway"
+    if invoked.endswith(".py") or invoked == "-m":  # python -m gateway.cli.main
+        return f"{sys.executable} -m gateway.cli.main"
+    return shlex.quote(invoked)
 
 
 async def _until_stopped(duration: float | None) -> None:
@@ -69,7 +81,7 @@ dlms-gateway demo: {meters} simulated meters behind a pty ({pty.slave_path}), no
   objects           0.0.42.0.0.255 name, 0.0.1.0.0.255 clock, 1.0.1.8.0.255 energy,
                     1.0.99.1.0.255 load profile, 0.0.96.3.10.255 disconnect control
 
-  technician CLI    DLMS_GATEWAY_SOCKET={gateway.runtime_directory / "control.sock"} dlms-gateway status
+  technician CLI    DLMS_GATEWAY_SOCKET={gateway.runtime_directory / "control.sock"} {command_as_run()} status
 
 Ctrl-C stops.""",
         file=sys.stderr,

@@ -4,21 +4,43 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import NoReturn
 
 from gateway import __version__
 from gateway.cli.cert import add_cert_command, run_cert
-from gateway.cli.client import EXIT_OK, EXIT_USAGE
+from gateway.cli.client import (
+    EXIT_BROKEN_PIPE,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    EXIT_USAGE,
+    common_options,
+    wants_json,
+)
 from gateway.cli.readings import add_readings_command, run_readings
 from gateway.cli.technician import add_commands, run_command
 from gateway.config import ConfigError, load_config
 from gateway.log import configure
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, with a usage error as a JSON object on stdout too when --json was asked for."""
+
+    json_errors = False
+
+    def error(self, message: str) -> NoReturn:
+        if _Parser.json_errors:
+            print(json.dumps({"ok": False, "error": f"{self.prog}: {message}"}))
+        super().error(message)
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="dlms-gateway", description="DLMS Direct Connect data concentrator")
+    options = common_options(_Parser)
+    parser = _Parser(prog="dlms-gateway", description="DLMS Direct Connect data concentrator", parents=[options])
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -38,57 +60,87 @@ def _parser() -> argparse.ArgumentParser:
     simulate.add_argument("--path-file", type=Path, help="write the pty path here once ready")
     simulate.add_argument("--bit-rate", type=int, default=None, help="emulate a line of this many bit/s")
 
-    add_commands(commands)
+    add_commands(commands, options)
     add_cert_command(commands)
-    add_readings_command(commands)
+    add_readings_command(commands, options)
 
     config = commands.add_parser("config", help="configuration tools")
     config_commands = config.add_subparsers(dest="config_command", required=True, metavar="ACTION")
-    check = config_commands.add_parser("check", help="validate a configuration file")
+    check = config_commands.add_parser("check", help="validate a configuration file (every problem, with its line)",
+                                       parents=[options])
     check.add_argument("file", type=Path)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    """The command line; the exit code says how it went (130 after Ctrl-C, 141 when the reader of stdout quit)."""
+    arguments = list(sys.argv[1:] if argv is None else argv)
+    _Parser.json_errors = "--json" in arguments
     try:
-        if args.command == "run":
-            return _run(args)
-        if args.command == "demo":
-            from gateway.cli.demo import demo  # noqa: PLC0415 - keeps the simulator out of `run`
+        code = _main(arguments)
+        sys.stdout.flush()  # a closed pipe is met here, not at interpreter exit
+    except BrokenPipeError:
+        # `dlms-gateway readings | head`: head has what it wanted. Quiet, as Unix tools are; the
+        # interpreter must not meet the pipe again when it flushes stdout on exit.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return EXIT_BROKEN_PIPE
+    except KeyboardInterrupt:
+        # Closing the control connection (done on the way out) tells the daemon to cancel the command.
+        print("\ndlms-gateway: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    return code
 
-            configure(level=args.log_level, fmt="console", stream=sys.stderr)
-            asyncio.run(demo(meters=args.meters, host=args.host, port=args.port, duration=args.duration))
-            return EXIT_OK
-        if args.command == "simulate":
-            from gateway.cli.demo import simulate  # noqa: PLC0415
 
-            configure(level="info", fmt="console", stream=sys.stderr)
-            asyncio.run(simulate(meters=args.meters, first_serial=args.first_serial, path_file=args.path_file,
-                                 bit_rate=args.bit_rate))
-            return EXIT_OK
-        if args.command == "cert":
-            return run_cert(args)
-        if args.command == "readings":
-            return run_readings(args)
-        if args.command in ("status", "meters", "meter", "sessions", "ping"):
-            return run_command(args)
-        if args.command == "config":
-            load_config(args.file)
-            print(f"{args.file}: OK")
-            return EXIT_OK
+def _main(argv: list[str]) -> int:
+    args = _parser().parse_args(argv)
+    if args.command == "run":
+        return _run(args)
+    if args.command == "demo":
+        from gateway.cli.demo import demo  # noqa: PLC0415 - keeps the simulator out of `run`
+
+        configure(level=args.log_level, fmt="console", stream=sys.stderr)
+        asyncio.run(demo(meters=args.meters, host=args.host, port=args.port, duration=args.duration))
+        return EXIT_OK
+    if args.command == "simulate":
+        from gateway.cli.demo import simulate  # noqa: PLC0415
+
+        configure(level="info", fmt="console", stream=sys.stderr)
+        asyncio.run(simulate(meters=args.meters, first_serial=args.first_serial, path_file=args.path_file,
+                             bit_rate=args.bit_rate))
+        return EXIT_OK
+    if args.command == "cert":
+        return run_cert(args)
+    if args.command == "readings":
+        return run_readings(args)
+    if args.command in ("status", "meters", "meter", "sessions", "ping"):
+        return run_command(args)
+    if args.command == "config":
+        return _config_check(args.file, as_json=wants_json(args))
+    return EXIT_USAGE
+
+
+def _config_check(path: Path, *, as_json: bool) -> int:
+    try:
+        load_config(path)
     except ConfigError as exc:
+        if as_json:
+            problems = [problem.as_dict() for problem in exc.problems]
+            print(json.dumps({"ok": False, "file": str(path), "errors": problems}, indent=2))
         print(f"dlms-gateway: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    except KeyboardInterrupt:
-        return EXIT_OK
-    return EXIT_USAGE
+    print(json.dumps({"ok": True, "file": str(path), "errors": []}) if as_json else f"{path}: OK")
+    return EXIT_OK
 
 
 def _run(args: argparse.Namespace) -> int:
     from gateway.daemon import run  # noqa: PLC0415
 
-    config = load_config(args.config)
+    try:
+        config = load_config(args.config)
+    except ConfigError as exc:
+        print(f"dlms-gateway: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     configure(level=config.log.level, fmt=config.log.format)
     asyncio.run(run(config, config_path=args.config))
     return EXIT_OK

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import csv
 import datetime as dt
+import itertools
 import json
 import re
 import sys
@@ -20,11 +21,14 @@ from gateway.cli.client import (
     EXIT_OK,
     DaemonNotRunningError,
     DaemonRefusedError,
+    ProgressBar,
     call,
+    iso_time,
     print_table,
-    progress_bar,
+    readable,
     report_failure,
     socket_path,
+    wants_json,
 )
 
 PAGE = 5000  # rows per request
@@ -37,14 +41,14 @@ _RELATIVE = re.compile(r"^(\d+(?:\.\d+)?)([smhd])$")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
-def add_readings_command(commands: Any) -> None:
-    """Register `readings` on the top-level parser."""
-    parser = commands.add_parser("readings", help="export the readings of legacy polling")
+def add_readings_command(commands: Any, options: argparse.ArgumentParser) -> None:
+    """Register `readings` on the top-level parser; ``options`` are --socket and --json."""
+    parser = commands.add_parser("readings", help="export the readings of legacy polling", parents=[options])
     parser.add_argument("--meter", help="SAP or logical device name (default: every meter)")
     parser.add_argument("--since", help="UTC date/time (2026-11-21, 2026-11-21T10:00) or an age (90m, 24h, 7d)")
-    parser.add_argument("--format", choices=["table", "csv", "json"], default="table")
+    parser.add_argument("--format", choices=["table", "csv", "json"], default=None,
+                        help="table (the default), csv or json (the same as --json)")
     parser.add_argument("--output", type=Path, default=None, help="write here instead of stdout")
-    parser.add_argument("--socket", type=Path, default=None, help="control socket (default: the daemon's)")
 
 
 def parse_since(text: str, *, now: float) -> float:
@@ -61,16 +65,22 @@ def parse_since(text: str, *, now: float) -> float:
 
 def run_readings(args: argparse.Namespace) -> int:
     """Run `readings`; the exit code says how it went."""
+    as_json = wants_json(args) or args.format == "json"
+    if wants_json(args) and args.format not in (None, "json"):
+        return report_failure(ValueError(f"--json and --format {args.format} disagree"), as_json=True)
     try:
         since = parse_since(args.since, now=dt.datetime.now(dt.UTC).timestamp()) if args.since else None
-    except ValueError as exc:
-        return report_failure(exc)
+        pages = _pages(socket_path(getattr(args, "socket", None)), meter=args.meter, since=since)
+        # The first page before any output: a refused export prints an error, not half a file.
+        first = next(pages, None)
+    except (DaemonNotRunningError, DaemonRefusedError, ValueError) as exc:
+        return report_failure(exc, as_json=as_json)
+    everything = itertools.chain([] if first is None else [first], pages)
     out: TextIO = args.output.open("w", encoding="utf-8", newline="") if args.output else sys.stdout
     try:
-        pages = _pages(socket_path(args.socket), meter=args.meter, since=since)
-        {"table": _table, "csv": _csv, "json": _json}[args.format](pages, out)
+        {"table": _table, "csv": _csv, "json": _json}["json" if as_json else args.format or "table"](everything, out)
     except (DaemonNotRunningError, DaemonRefusedError) as exc:
-        return report_failure(exc)
+        return report_failure(exc)  # a page after the first one failed: the output is cut short
     finally:
         if args.output:
             out.close()
@@ -79,13 +89,14 @@ def run_readings(args: argparse.Namespace) -> int:
 
 def _pages(path: Path, *, meter: str | None, since: float | None) -> Iterator[list[dict[str, Any]]]:
     after, done = 0, 0
+    progress = ProgressBar()
     while True:
         page = call(path, "readings", meter=meter, since=since, after_id=after, limit=PAGE)
         rows = page["rows"]
         total = max(int(page["total"]), done + len(rows))
         done += len(rows)
         if total >= PROGRESS_FROM:
-            progress_bar({"done": done, "total": total, "note": "readings"})
+            progress({"done": done, "total": total, "note": "readings"})
         if rows:
             yield rows
         if not rows or page["last_id"] is None or len(rows) < PAGE:
@@ -94,9 +105,7 @@ def _pages(path: Path, *, meter: str | None, since: float | None) -> Iterator[li
 
 
 def _utc(seconds: float | None) -> str:
-    if seconds is None:
-        return ""
-    return dt.datetime.fromtimestamp(seconds, dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return "" if seconds is None else iso_time(seconds)
 
 
 def _text(value: Any) -> str:
@@ -125,6 +134,6 @@ def _json(pages: Iterator[list[dict[str, Any]]], out: TextIO) -> None:
     first = True
     for page in pages:
         for row in page:
-            out.write(("\n" if first else ",\n") + json.dumps(row, sort_keys=True))
+            out.write(("\n" if first else ",\n") + json.dumps(readable(row), sort_keys=True))
             first = False
     out.write("\n]\n")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import json
 from pathlib import Path
 from typing import Any
@@ -12,60 +11,72 @@ from gateway.cli.client import (
     EXIT_OK,
     DaemonNotRunningError,
     DaemonRefusedError,
+    ProgressBar,
     call,
     print_table,
-    progress_bar,
+    readable,
     report_failure,
     socket_path,
+    wants_json,
 )
 
 METER_COLUMNS = [("sap", "SAP"), ("name", "NAME"), ("link", "LINK"), ("address", "ADDRESS"), ("state", "STATE"),
                  ("registered_by", "BY"), ("last_seen", "LAST SEEN")]
+STATES = ["registered", "online", "offline", "removed"]
 
 
-def add_commands(commands: Any) -> None:
-    """Register the technician's subcommands on the top-level parser."""
+def add_commands(commands: Any, options: argparse.ArgumentParser) -> None:
+    """Register the technician's subcommands; ``options`` (--socket, --json) go on each of them."""
 
-    def with_socket(parser: argparse.ArgumentParser, *, json_flag: bool = True) -> argparse.ArgumentParser:
-        parser.add_argument("--socket", type=Path, default=None, help="control socket (default: the daemon's)")
-        if json_flag:
-            parser.add_argument("--json", action="store_true", help="machine-readable output")
+    def command(parent: Any, name: str, help_text: str) -> argparse.ArgumentParser:
+        parser: argparse.ArgumentParser = parent.add_parser(name, help=help_text, parents=[options])
         return parser
 
-    with_socket(commands.add_parser("status", help="what the gateway is doing"))
-    meters = with_socket(commands.add_parser("meters", help="list, add, remove or scan for meters"))
-    meters.add_argument("--state", choices=["registered", "online", "offline", "removed"])
+    command(commands, "status", "what the gateway is doing")
+    meters = command(commands, "meters", "list, add, remove or scan for meters")
+    # given before the action (meters --state removed list) or after it: both count
+    meters.add_argument("--state", choices=STATES, default=argparse.SUPPRESS)
     actions = meters.add_subparsers(dest="meters_command", metavar="ACTION")
-    with_socket(actions.add_parser("list", help="list meters (the default)")).add_argument(
-        "--state", choices=["registered", "online", "offline", "removed"])
-    add = with_socket(actions.add_parser("add", help="register a meter at a link address"))
+    command(actions, "list", "list meters (the default)").add_argument(
+        "--state", choices=STATES, default=argparse.SUPPRESS)
+    add = command(actions, "add", "register a meter at a link address")
     add.add_argument("--link", required=True)
     add.add_argument("--address", type=int, required=True, help="HDLC physical address")
     add.add_argument("--sap", type=int, default=None, help="the SAP to give it (default: the next free one)")
-    remove = with_socket(actions.add_parser("remove", help="remove a meter (its SAP is quarantined)"))
-    remove.add_argument("sap", type=int)
-    scan = with_socket(actions.add_parser("scan", help="probe a range of addresses and register who answers"))
+    remove = command(actions, "remove", "remove a meter (its SAP is quarantined)")
+    remove.add_argument("meter", help="SAP or logical device name")
+    scan = command(actions, "scan", "probe a range of addresses and register who answers")
     scan.add_argument("--link", required=True)
     scan.add_argument("--range", required=True, metavar="A-B", help="physical addresses, e.g. 16-64")
-    meter = with_socket(commands.add_parser("meter", help="one meter in detail"))
-    meter.add_argument("meter", help="SAP or logical device name")
-    with_socket(commands.add_parser("sessions", help="HES associations being relayed"))
-    ping = with_socket(commands.add_parser("ping", help="read a meter's name through the public client"))
-    ping.add_argument("meter", help="SAP or logical device name")
+    command(commands, "meter", "one meter in detail").add_argument("meter", help="SAP or logical device name")
+    command(commands, "sessions", "HES associations being relayed")
+    command(commands, "ping", "read a meter's name through the public client").add_argument(
+        "meter", help="SAP or logical device name")
 
 
 def run_command(args: argparse.Namespace) -> int:
     """Run a technician command; the exit code says how it went."""
-    path = socket_path(args.socket)
+    path = socket_path(getattr(args, "socket", None))
     try:
         result, render = _dispatch(args, path)
     except (DaemonNotRunningError, DaemonRefusedError, ValueError) as exc:
-        return report_failure(exc)
-    if getattr(args, "json", False):
+        return report_failure(exc, as_json=wants_json(args))
+    result = readable(result)
+    if wants_json(args):
         print(json.dumps(result, indent=2, sort_keys=True))
     else:
         render(result)
     return EXIT_OK
+
+
+def scan_range(text: str) -> tuple[int, int]:
+    """'16-64' as (16, 64); a reversed or malformed range is a usage error (ValueError)."""
+    first, _, last = text.partition("-")
+    if not (first.strip().isdigit() and last.strip().isdigit()):
+        raise ValueError(f"--range {text!r}: expected A-B, e.g. 16-64")
+    if int(first) > int(last):
+        raise ValueError(f"--range {text} is reversed (did you mean {int(last)}-{int(first)}?)")
+    return int(first), int(last)
 
 
 def _dispatch(args: argparse.Namespace, path: Path) -> tuple[Any, Any]:
@@ -83,31 +94,20 @@ def _dispatch(args: argparse.Namespace, path: Path) -> tuple[Any, Any]:
                                        f"association + GET + release {r['association_ms']:.1f} ms")
     action = args.meters_command or "list"
     if action == "list":
-        rows = call(path, "meters", state=args.state)
-        return rows, lambda r: print_table([_when(row) for row in r], METER_COLUMNS)
+        rows = call(path, "meters", state=getattr(args, "state", None))
+        return rows, lambda r: print_table([{**row, "last_seen": row["last_seen"] or "never"} for row in r],
+                                           METER_COLUMNS)
     if action == "add":
         return call(path, "meters.add", link=args.link, address=args.address, sap=args.sap), \
             lambda r: print(f"registered: SAP {r['sap']} at {r['link']} address {r['address']}")
     if action == "remove":
-        return call(path, "meters.remove", sap=args.sap), \
+        return call(path, "meters.remove", meter=args.meter), \
             lambda r: print(f"removed SAP {r['sap']} ({r['name'] or 'unnamed'}); the SAP is in quarantine")
-    first, _, last = args.range.partition("-")
-    if not (first.isdigit() and last.isdigit()):
-        raise ValueError(f"--range {args.range!r}: expected A-B, e.g. 16-64")
-    rows = call(path, "meters.scan", link=args.link, first=int(first), last=int(last),
-                on_progress=None if args.json else progress_bar, timeout_s=3600)
+    first, last = scan_range(args.range)
+    rows = call(path, "meters.scan", link=args.link, first=first, last=last,
+                on_progress=None if wants_json(args) else ProgressBar(), timeout_s=3600)
     return rows, lambda r: print_table(r, [("address", "ADDRESS"), ("sap", "SAP"), ("name", "NAME"),
                                            ("note", "RESULT")])
-
-
-def _when(row: dict[str, Any]) -> dict[str, Any]:
-    """Epoch seconds as UTC times people read."""
-    out = dict(row)
-    for key in ("last_seen", "first_seen"):
-        if key in row:
-            seen = row[key]
-            out[key] = dt.datetime.fromtimestamp(seen, dt.UTC).strftime("%Y-%m-%d %H:%M:%SZ") if seen else "never"
-    return out
 
 
 def _render_status(status: dict[str, Any]) -> None:
@@ -136,5 +136,6 @@ def _render_status(status: dict[str, Any]) -> None:
 
 def _render_detail(meter: dict[str, Any]) -> None:
     width = max(len(k) for k in meter)
-    for key, value in _when(meter).items():
-        print(f"{key.ljust(width)}  {'' if value is None else value}")
+    for key, value in meter.items():
+        shown = ("never" if key in ("last_seen", "first_seen") else "") if value is None else value
+        print(f"{key.ljust(width)}  {shown}")

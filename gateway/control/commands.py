@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
@@ -30,8 +31,12 @@ def meter_detail(meter: Meter) -> dict[str, Any]:
         "system_title": meter.system_title.hex().upper() if meter.system_title else None,
         "first_seen": meter.first_seen,
         "frames": meter.stats.frames, "retries": meter.stats.retries, "crc_errors": meter.stats.crc_errors,
-        "last_rtt_ms": meter.stats.last_rtt_ms,
+        "last_rtt_ms": None if meter.stats.last_rtt_ms is None else round(meter.stats.last_rtt_ms, 1),
     }
+
+
+def _iso(seconds: float) -> str:
+    return dt.datetime.fromtimestamp(seconds, dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _int(request: Mapping[str, Any], key: str) -> int:
@@ -93,14 +98,19 @@ class Commands:
             raise CommandError(f"unknown state {state!r}; one of {', '.join(s.value for s in MeterState)}") from None
         return [meter_summary(m) for m in self.gateway.registry.meters(state=wanted)]
 
-    def _find(self, request: Mapping[str, Any]) -> Meter:
-        key = request.get("meter")
+    def _lookup(self, key: object) -> Meter | None:
+        """A live meter by SAP or logical device name."""
         registry = self.gateway.registry
         meter = None
-        if isinstance(key, int) or (isinstance(key, str) and key.isdigit()):
+        if (isinstance(key, int) and not isinstance(key, bool)) or (isinstance(key, str) and key.isdigit()):
             meter = registry.get(int(key))
         if meter is None and isinstance(key, str):
             meter = registry.by_name(key.encode())
+        return meter
+
+    def _find(self, request: Mapping[str, Any]) -> Meter:
+        key = request.get("meter")
+        meter = self._lookup(key)
         if meter is None:
             raise CommandError(f"no meter {key!r} (give a SAP or a logical device name)")
         return meter
@@ -144,13 +154,30 @@ class Commands:
         return meter_summary(meter)
 
     async def remove(self, request: Mapping[str, Any], progress: Progress) -> dict[str, Any]:
+        """Remove a meter given by SAP or logical device name ("sap" still works, as older CLIs send it)."""
+        key = request["meter"] if "meter" in request else _int(request, "sap")
+        meter = self._lookup(key)
+        if meter is None:
+            raise CommandError(self._why_not_live(key))
         try:
-            return meter_summary(self.gateway.registry.remove(_int(request, "sap")))
+            return meter_summary(self.gateway.registry.remove(meter.sap))
         except RegistryError as exc:
             raise CommandError(str(exc)) from None
 
+    def _why_not_live(self, key: object) -> str:
+        """A meter that is not live: already removed (its SAP in quarantine), or never known."""
+        numeric = isinstance(key, int) or (isinstance(key, str) and key.isdigit())
+        for removed in reversed(self.gateway.registry.meters(state=MeterState.REMOVED)):
+            if (numeric and removed.sap == int(str(key))) or (not numeric and removed.name_text == key):
+                when = f", at {_iso(removed.removed_at)}" if removed.removed_at else ""
+                return f"SAP {removed.sap} is already removed ({removed.name_text or 'unnamed'}{when}); " \
+                       "the SAP is in quarantine"
+        return f"no meter with SAP {key}" if numeric else f"no meter {key!r} (give a SAP or a logical device name)"
+
     async def scan(self, request: Mapping[str, Any], progress: Progress) -> list[dict[str, Any]]:
         first, last = _int(request, "first"), _int(request, "last")
+        if first > last:
+            raise CommandError(f"the range {first}-{last} is reversed (did you mean {last}-{first}?)")
         if not 0x10 <= first <= last <= 0x3FFD:
             raise CommandError("the range must lie within 16..16381")
         try:

@@ -82,10 +82,16 @@ async def scan(gateway: Gateway, *, link: str, first: int, last: int,
     settings = replace(link_settings(line.config), max_retries=1)  # an empty address costs two timeouts
     found: list[ScanResult] = []
     total = last - first + 1
+    if progress is not None:  # what the technician is in for: silent addresses dominate a scan
+        progress({"done": 0, "total": total, "link": link,
+                  "seconds_per_silent_address": (settings.max_retries + 1) * settings.response_timeout_s})
     for done, address in enumerate(range(first, last + 1), start=1):
         server = HdlcAddress.server(logical_device=1, physical_address=address)
         try:
             identity = await read_identity(line, server_address=server, settings=settings)
+        except asyncio.CancelledError:  # the technician gave up (Ctrl-C): the line is free again at once
+            log.info("registry.scan_cancelled", link=link, first=first, last=last, at=address, found=len(found))
+            raise
         except LinkClientError as exc:
             note = str(exc)
             if "busy" in note:  # a HES holds the public client there: the meter is alive and known
@@ -95,12 +101,14 @@ async def scan(gateway: Gateway, *, link: str, first: int, last: int,
         except IdentityError as exc:
             found.append(ScanResult(address, None, "", f"answered, no identity: {exc}"))
         else:
+            known = gateway.registry.by_place(link=link, physical_address=address)
             try:
                 meter = gateway.registry.register(link=link, physical_address=address,
                                                   name=identity.logical_device_name, registered_by="discovery")
                 gateway.registry.set_state(meter.sap, MeterState.ONLINE)
                 gateway.registry.seen(meter.sap, rtt_ms=identity.round_trip_ms)
-                found.append(ScanResult(address, meter.sap, meter.name_text, "registered"))
+                note = "already registered" if known is not None and known.sap == meter.sap else "registered"
+                found.append(ScanResult(address, meter.sap, meter.name_text, note))
             except RegistryError as exc:
                 found.append(ScanResult(address, None, identity.logical_device_name.hex(), str(exc)))
         if progress is not None:

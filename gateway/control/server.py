@@ -2,7 +2,9 @@
 
 One JSON object per line each way. A request is ``{"command": NAME, ...arguments}``; the
 answer is ``{"ok": true, "result": ...}`` or ``{"ok": false, "error": "..."}``, possibly after
-``{"progress": {...}}`` lines for long operations. The socket is group-restricted (0660) and
+``{"progress": {...}}`` lines for long operations. A client that closes the connection (or
+its sending side) before the answer has given up (Ctrl-C): its command is cancelled, so that a
+scan nobody waits for stops holding the line. The socket is group-restricted (0660) and
 the peer's credentials are checked again on accept: root, the service user, or its group.
 """
 
@@ -50,6 +52,23 @@ def peer_allowed(sock: socket.socket) -> bool:
         return False
 
 
+def _has_request(next_line: asyncio.Future[bytes]) -> bool:
+    """Whether the client sent another request (pipelined) rather than hanging up."""
+    return next_line.done() and not next_line.cancelled() and next_line.exception() is None \
+        and bool(next_line.result())
+
+
+async def _cancel(answering: asyncio.Future[dict[str, Any]], line: bytes) -> None:
+    answering.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await answering
+    try:
+        command = json.loads(line).get("command")
+    except (ValueError, AttributeError):
+        command = None
+    log.info("control.cancelled", command=command, reason="the client went away")
+
+
 class ControlServer:
     """Serves CLI requests on a Unix socket."""
 
@@ -91,8 +110,20 @@ class ControlServer:
             if sock is None or not peer_allowed(sock):
                 await self._send(writer, {"ok": False, "error": "permission denied"})
                 return
-            while line := await reader.readline():
-                await self._send(writer, await self._answer(line, writer))
+            line = await reader.readline()
+            while line:
+                answering = asyncio.ensure_future(self._answer(line, writer))
+                next_line = asyncio.ensure_future(reader.readline())
+                try:
+                    await asyncio.wait({answering, next_line}, return_when=asyncio.FIRST_COMPLETED)
+                    if not answering.done() and not _has_request(next_line):
+                        await _cancel(answering, line)  # the client hung up (Ctrl-C): its command stops now
+                        return
+                    await self._send(writer, await answering)
+                    line = await next_line
+                finally:
+                    for task in (answering, next_line):
+                        task.cancel()
         except (ValueError, ConnectionError, asyncio.LimitOverrunError):
             pass  # an oversized or broken request ends that client only
         finally:
@@ -111,7 +142,8 @@ class ControlServer:
                 raise CommandError(f"unknown command {request['command']!r}")
 
             def progress(update: Mapping[str, Any]) -> None:
-                writer.write(json.dumps({"progress": dict(update)}).encode() + b"\n")
+                if not writer.is_closing():  # a client gone meanwhile: its command is being cancelled
+                    writer.write(json.dumps({"progress": dict(update)}).encode() + b"\n")
 
             return {"ok": True, "result": await handler(request, progress)}
         except CommandError as exc:

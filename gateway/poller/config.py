@@ -22,12 +22,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from gateway.codec.obis import ObisError, obis
-
-if TYPE_CHECKING:
-    from gateway.config import SourceLines
+from gateway.config_source import Problems, build_table
 
 # Ours: DLMS UA 1000-2 reserves client SAPs 0, 1 (management), 16 (public) and 127; a utility that
 # lets its concentrator poll provisions a reading client with read-only rights, by convention here 32.
@@ -78,41 +76,28 @@ class PollerConfig:
     mqtt: MqttConfig = field(default_factory=MqttConfig)
 
 
-class _Errors:
-    def __init__(self, lines: SourceLines) -> None:
-        self.lines = lines
-
-    def fail(self, table: str, index: int | None, key: str, message: str) -> None:
-        from gateway.config import ConfigError  # noqa: PLC0415 - config imports this module
-
-        number = self.lines.find(table, index or 0, key) or self.lines.find(table, index or 0, "")
-        name = f"{table}[{index}].{key}" if index is not None else f"{table}.{key}"
-        raise ConfigError(f"'{name}'" + (f" (line {number})" if number else "") + f": {message}")
-
-
-def parse_poller(raw: Mapping[str, Any], lines: SourceLines) -> PollerConfig:
-    """Validate the [poller] table (errors name the key and its line, like the rest of the file)."""
-    from gateway.config import ConfigError, build_table  # noqa: PLC0415 - config imports this module
-
-    errors = _Errors(lines)
+def parse_poller(raw: Mapping[str, Any], problems: Problems) -> PollerConfig:
+    """Validate the [poller] table (problems name the key and its line, like the rest of the file)."""
     top = {k: v for k, v in raw.items() if k not in ("groups", "mqtt")}
     groups_raw = raw.get("groups", [])
     mqtt_raw = raw.get("mqtt", {})
     if not isinstance(groups_raw, list) or not all(isinstance(g, dict) for g in groups_raw):
-        raise ConfigError("'poller.groups': expected [[poller.groups]] tables")
+        problems.fail("poller", None, "groups", "expected [[poller.groups]] tables")
+        groups_raw = []
     if not isinstance(mqtt_raw, dict):
-        raise ConfigError("'poller.mqtt': expected a [poller.mqtt] table")
-    base = build_table(PollerConfig, top, lines, "poller")
-    groups = tuple(build_table(PollGroup, g, lines, "poller.groups", i) for i, g in enumerate(groups_raw))
-    mqtt = build_table(MqttConfig, mqtt_raw, lines, "poller.mqtt")
+        problems.fail("poller", None, "mqtt", "expected a [poller.mqtt] table")
+        mqtt_raw = {}
+    base = build_table(PollerConfig, top, problems, "poller")
+    groups = tuple(build_table(PollGroup, g, problems, "poller.groups", i) for i, g in enumerate(groups_raw))
+    mqtt = build_table(MqttConfig, mqtt_raw, problems, "poller.mqtt")
     config = PollerConfig(enabled=base.enabled, keys_file=base.keys_file, retention_days=base.retention_days,
                           retention_max_mb=base.retention_max_mb, polls_per_line=base.polls_per_line,
                           groups=groups, mqtt=mqtt)
-    _check(config, errors)
+    _check(config, problems)
     return config
 
 
-def _check(config: PollerConfig, errors: _Errors) -> None:
+def _check(config: PollerConfig, errors: Problems) -> None:
     if config.retention_days <= 0:
         errors.fail("poller", None, "retention_days", "must be > 0")
     if config.retention_max_mb < 1:
@@ -135,7 +120,7 @@ def _check(config: PollerConfig, errors: _Errors) -> None:
         errors.fail("poller.mqtt", None, "keepalive_s", "must be >= 5")
 
 
-def _check_group(group: PollGroup, i: int, names: set[str], errors: _Errors) -> None:
+def _check_group(group: PollGroup, i: int, names: set[str], errors: Problems) -> None:
     table = "poller.groups"
     if not group.name or group.name in names:
         errors.fail(table, i, "name", f"must be unique and not empty ({group.name!r})")

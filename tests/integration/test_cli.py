@@ -1,18 +1,21 @@
 """The technician's `dlms-gateway` commands against a real daemon and a real simulator, both subprocesses.
 
-One daemon serves the whole module. Simulated meters answer at physical addresses 17..21;
+One daemon serves the whole module. Simulated meters answer at physical addresses 17..23;
 each test works on its own addresses so the order of the tests does not matter:
-17, 18 seeded (SAPs 17, 18) · 19 add/remove · 20-21 scan · 40 nobody answers.
+17, 18 seeded (SAPs 17, 18) · 19 add/remove · 20-22 scan · 23 remove by name · 40.. nobody answers.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
 import re
+import signal
 import socket
 import stat
 import subprocess
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,9 +24,9 @@ from typing import Any
 import pytest
 from gurux_dlms.objects import GXDLMSData
 
-from gateway.cli.client import call
+from gateway.cli.client import DaemonRefusedError, call
 from tests.hes import GuruxHes, HesCredentials, TcpChannel
-from tests.integration.daemon_proc import DaemonProcess, SimulatorProcess, run_cli, wait_until
+from tests.integration.daemon_proc import DaemonProcess, SimulatorProcess, gateway_command, run_cli, wait_until
 
 SEEDED = {17: "SIM0000000000001", 18: "SIM0000000000002"}
 EXIT_OK, EXIT_REFUSED, EXIT_USAGE, EXIT_NOT_RUNNING = 0, 1, 2, 3
@@ -51,7 +54,7 @@ class Running:
 @pytest.fixture(scope="module")
 def running(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Running]:
     directory = tmp_path_factory.mktemp("cli")
-    with SimulatorProcess(directory, meters=5) as simulator:
+    with SimulatorProcess(directory, meters=7) as simulator:
         simulator.start()
         with DaemonProcess(directory, device=simulator.device, meters=[(sap, sap) for sap in SEEDED]) as daemon:
             daemon.start()
@@ -200,16 +203,35 @@ def test_the_daemon_says_no_with_exit_1_and_usage_errors_exit_2(running: Running
 def test_scan_shows_progress_and_registers_who_answers(running: Running) -> None:
     done = running.cli("meters", "scan", "--link", "bus0", "--range", "20-22")
     assert done.returncode == EXIT_OK, done.stderr
+    assert re.search(r"^scanning 3 addresses on bus0: up to about \d+:\d\d \(\d+\.\d s per silent address\)$",
+                     done.stderr, re.M), done.stderr
     progress = [line for line in done.stderr.splitlines() if line.startswith("[")]
-    assert progress[-1].startswith("[" + "#" * 30 + "] 3/3 address 22, found 2")
     assert len(progress) == 3  # one line per address (not a terminal: one per tenth, here every one)
+    assert re.fullmatch(r"\[#{30}\] 3/3 address 22, found 3, \d+:\d\d elapsed", progress[-1]), progress[-1]
+    assert re.fullmatch(r"\[#{10}\.{20}\] 1/3 address 20, found 1, \d+:\d\d elapsed, about \d+:\d\d left",
+                        progress[0]), progress[0]
     rows = [line.split() for line in done.stdout.splitlines()[2:]]
     assert [(r[0], r[2], r[3]) for r in rows] == [("20", "SIM0000000000004", "registered"),
-                                                 ("21", "SIM0000000000005", "registered")]
+                                                 ("21", "SIM0000000000005", "registered"),
+                                                 ("22", "SIM0000000000006", "registered")]
     scanned = {int(r[1]) for r in rows}
     listed = {m["sap"]: m for m in running.json("meters")}
-    assert {listed[sap]["address"] for sap in scanned} == {20, 21}
+    assert {listed[sap]["address"] for sap in scanned} == {20, 21, 22}
     assert all(listed[sap]["registered_by"] == "discovery" for sap in scanned)
+
+
+def test_a_scan_says_which_meters_it_already_knew(running: Running) -> None:
+    rows = running.json("meters", "scan", "--link", "bus0", "--range", "17-18")
+    assert [(r["address"], r["sap"], r["note"]) for r in rows] == [(17, 17, "already registered"),
+                                                                  (18, 18, "already registered")]
+
+
+def test_a_reversed_scan_range_is_called_reversed(running: Running) -> None:
+    done = running.cli("meters", "scan", "--link", "bus0", "--range", "64-16")
+    assert done.returncode == EXIT_USAGE
+    assert "--range 64-16 is reversed (did you mean 16-64?)" in done.stderr
+    with pytest.raises(DaemonRefusedError, match="reversed"):  # the daemon says it too
+        call(running.sock, "meters.scan", link="bus0", first=64, last=16)
 
 
 def test_config_check_accepts_a_good_file_and_names_key_and_line_of_a_bad_one(
@@ -241,7 +263,8 @@ def test_exit_3_with_a_message_when_the_daemon_is_not_running(tmp_path: Path) ->
     nowhere = tmp_path / "control.sock"
     for command in (["status"], ["meters", "--json"], ["meters", "add", "--link", "bus0", "--address", "30"]):
         done = run_cli(*command, socket_path=nowhere)
-        assert done.returncode == EXIT_NOT_RUNNING and done.stdout == ""
+        assert done.returncode == EXIT_NOT_RUNNING
+        assert json.loads(done.stdout)["ok"] is False if "--json" in command else done.stdout == ""
         assert f"the daemon is not running (no answer on {nowhere}" in done.stderr
 
     # a socket file left behind by a killed daemon: nobody listens
@@ -308,3 +331,141 @@ def test_the_socket_is_group_restricted_and_other_users_are_refused(running: Run
         assert json.loads(stranger.stdout) == {"ok": False, "error": "permission denied"}, stranger.stderr
     finally:
         os.chmod(running.sock, 0o660)
+
+
+# -- rough edges a technician met (issue 12) --------------------------------------------------
+
+
+def _is_iso_time(text: object) -> bool:
+    return isinstance(text, str) and dt.datetime.fromisoformat(text).tzinfo is not None
+
+
+def test_options_given_to_meters_before_its_action_are_obeyed(running: Running) -> None:
+    running.cli("meters", "add", "--link", "bus0", "--address", "43", "--sap", "403")
+    assert running.cli("meters", "remove", "403").returncode == EXIT_OK
+    done = running.cli("meters", "--state", "removed", "--json", "list")
+    assert done.returncode == EXIT_OK, done.stderr
+    removed = json.loads(done.stdout)
+    assert 403 in {m["sap"] for m in removed} and {m["state"] for m in removed} == {"removed"}
+    table = running.cli("meters", "--state", "removed", "list").stdout.splitlines()
+    assert table[0].split()[:2] == ["SAP", "NAME"] and all(" removed " in f" {row} " for row in table[2:])
+
+
+def test_global_options_work_before_and_after_the_command(running: Running) -> None:
+    for argv in (["--socket", str(running.sock), "--json", "status"],
+                 ["status", "--socket", str(running.sock), "--json"],
+                 ["--socket", str(running.sock), "meters", "--json", "list"]):
+        done = subprocess.run([*gateway_command(), *argv], capture_output=True, text=True, timeout=60, check=False)
+        assert done.returncode == EXIT_OK, (argv, done.stderr)
+        assert json.loads(done.stdout), argv
+
+
+def test_a_failing_command_prints_a_json_error_under_json(running: Running) -> None:
+    for argv in (["readings", "--format", "json"], ["readings", "--json"], ["meter", "9999", "--json"]):
+        done = running.cli(*argv)
+        assert done.returncode == EXIT_REFUSED, (argv, done.stderr)
+        answer = json.loads(done.stdout)  # valid JSON, not a lone "["
+        assert answer["ok"] is False and answer["error"], argv
+    assert "legacy polling is off" in json.loads(running.cli("readings", "--json").stdout)["error"]
+    csv_export = running.cli("readings", "--format", "csv")
+    assert (csv_export.returncode, csv_export.stdout) == (EXIT_REFUSED, "")  # no header for an export that failed
+
+
+def test_a_closed_pipe_ends_the_output_quietly(running: Running) -> None:
+    reader, writer = os.pipe()
+    os.close(reader)  # `| head` that has already quit
+    try:
+        done = subprocess.run([*gateway_command(), "meters", "--socket", str(running.sock)], stdout=writer,
+                              stderr=subprocess.PIPE, text=True, timeout=60, check=False)
+    finally:
+        os.close(writer)
+    assert done.stderr == ""
+    assert done.returncode == 128 + signal.SIGPIPE  # what a shell reports for a tool that met a closed pipe
+
+
+def test_interrupting_a_scan_cancels_it_in_the_daemon(running: Running) -> None:
+    scan = subprocess.Popen([*gateway_command(), "meters", "scan", "--link", "bus0", "--range", "44-63",
+                             "--socket", str(running.sock)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    assert scan.stderr is not None
+    while not (line := scan.stderr.readline()).startswith("["):  # the daemon is scanning
+        assert line, "the scan ended before it showed progress"
+    scan.send_signal(signal.SIGINT)
+    _, rest = scan.communicate(timeout=30)
+    assert scan.returncode == 130, rest
+    assert "Traceback" not in rest
+
+    def cancelled() -> bool:
+        return '"command": "meters.scan"' in running.daemon.log_text() and "control.cancelled" in \
+            running.daemon.log_text()
+
+    wait_until(cancelled, timeout=10, what="the daemon to cancel the scan")
+    assert any('"registry.scan_cancelled"' in line and '"first": 44' in line
+               for line in running.daemon.log_text().splitlines())
+    assert "socket.send() raised exception" not in running.daemon.log_text()
+    assert not any('"registry.scan_done"' in line and '"first": 44' in line
+                   for line in running.daemon.log_text().splitlines())
+    assert running.cli("ping", "17").returncode == EXIT_OK  # the line is free again
+
+
+def test_remove_takes_a_name_and_says_when_a_meter_is_already_removed(running: Running) -> None:
+    added = running.json("meters", "add", "--link", "bus0", "--address", "23")
+    wait_until(lambda: call(running.sock, "meter", meter=str(added["sap"]))["name"] == "SIM0000000000007",
+               timeout=10, what="the meter at address 23 to be identified")
+    removed = running.cli("meters", "remove", "SIM0000000000007")
+    assert removed.returncode == EXIT_OK, removed.stderr
+    assert removed.stdout.startswith(f"removed SAP {added['sap']} (SIM0000000000007)")
+
+    again = running.cli("meters", "remove", str(added["sap"]))
+    assert again.returncode == EXIT_REFUSED
+    assert f"SAP {added['sap']} is already removed" in again.stderr and "no meter" not in again.stderr
+
+
+def test_times_are_iso_with_a_zone_and_numbers_are_rounded(running: Running) -> None:
+    detail = running.json("meter", "17")
+    assert _is_iso_time(detail["last_seen"]) and _is_iso_time(detail["first_seen"])
+    assert detail["last_rtt_ms"] == round(detail["last_rtt_ms"], 1)
+    text = running.cli("meter", "17").stdout
+    fields = dict(line.split(None, 1) for line in text.splitlines() if len(line.split(None, 1)) == 2)
+    assert re.fullmatch(r"\d+\.\d", fields["last_rtt_ms"]), fields["last_rtt_ms"]
+    assert _is_iso_time(fields["last_seen"])
+    assert all(_is_iso_time(m["last_seen"]) for m in running.json("meters", "--state", "online"))
+
+    hes = GuruxHes(TcpChannel("127.0.0.1", running.daemon.port), credentials=HesCredentials(client_sap=16),
+                   server_sap=17)
+    hes.associate()
+    try:
+        (session,) = running.json("sessions")
+        assert _is_iso_time(session["since"])
+        row = running.cli("sessions").stdout.splitlines()[2]
+        assert _is_iso_time(row.split()[5]), row
+    finally:
+        hes.release()
+        hes.close()
+    wait_until(lambda: call(running.sock, "sessions") == [], timeout=10, what="the session to end")
+
+
+def test_config_check_reports_every_error_with_json(running: Running, tmp_path: Path) -> None:
+    text = running.daemon.config_file.read_text()
+    bad = tmp_path / "bad.toml"
+    bad.write_text(text.replace("baudrate = 115200", "baud_rate = 115200")
+                   + "\n[relay]\nexchange_timeout_s = -1\n")
+    done = run_cli("config", "check", str(bad), "--json")
+    assert done.returncode == EXIT_USAGE
+    report = json.loads(done.stdout)
+    assert report["ok"] is False and report["file"] == str(bad)
+    assert [(e["key"], e["line"]) for e in report["errors"]] == [
+        ("links[0].baud_rate", text.splitlines().index("baudrate = 115200") + 1),
+        ("relay.exchange_timeout_s", len(text.splitlines()) + 3)]
+    good = run_cli("config", "check", str(running.daemon.config_file), "--json")
+    assert good.returncode == EXIT_OK
+    assert json.loads(good.stdout) == {"ok": True, "file": str(running.daemon.config_file), "errors": []}
+
+
+def test_the_demo_banner_names_the_command_as_it_will_run(tmp_path: Path) -> None:
+    command = gateway_command()
+    done = subprocess.run([*command, "demo", "--meters", "1", "--port", "0", "--duration", "0"],
+                          capture_output=True, text=True, timeout=60, check=False, cwd=tmp_path)
+    assert done.returncode == EXIT_OK, done.stderr
+    shown = command[0] if len(command) == 1 else f"{sys.executable} -m gateway.cli.main"
+    assert re.search(rf"DLMS_GATEWAY_SOCKET=\S+ {re.escape(shown)} status$", done.stderr, re.M), done.stderr

@@ -59,7 +59,7 @@ def test_polling_is_off_by_default() -> None:
     (('registers = ["1.0.1.8.0.255"]', 'registers = ["1.0.1.8"]'), r"'poller.groups\[0\].registers' \(line 15\)"),
     (("interval_s = 900", "interval_s = 900\nclient_sap = 1"), r"'poller.groups\[0\].client_sap' \(line 15\).*"
                                                                  "management client"),
-    (("interval_s = 900", "interval_s = 900\nwhen = 3"), r"unknown key 'poller.groups.when' \(line 15\)"),
+    (("interval_s = 900", "interval_s = 900\nwhen = 3"), r"unknown key 'poller.groups\[0\].when' \(line 15\)"),
     (('host = "broker.example"', 'host = "broker.example"\nqos = 0'), r"'poller.mqtt.qos' \(line 21\)"),
     (('topic_prefix = "utility/dc"', 'topic_prefix = "utility/#"'), r"'poller.mqtt.topic_prefix' \(line 21\)"),
     (('meters = [17, "SIM0000000000001"]', "meters = [1]"), r"'poller.groups\[0\].meters' \(line 12\)"),
@@ -114,3 +114,15 @@ def test_keys_never_reach_the_log(tmp_path: Path) -> None:
     text = stream.getvalue()
     assert "poll.keys_loaded" in text
     assert READER_BLOCK_CIPHER_KEY.hex() not in text.lower() and READER_AUTHENTICATION_KEY.hex() not in text.lower()
+
+
+def test_the_example_configuration_documents_a_polling_keys_file_that_loads(tmp_path: Path) -> None:
+    example = Path(__file__).parents[2] / "systemd" / "gateway.toml.example"
+    documented = [line[len("##   "):] for line in example.read_text().splitlines() if line.startswith("##   ")]
+    keys = tmp_path / "polling-keys.toml"
+    keys.write_text("\n".join(documented) + "\n")
+    keys.chmod(0o600)
+    loaded = load_polling_keys(keys)
+    assert set(loaded.named) == {"residential", "old_meters"} and set(loaded.per_meter) == {"SIM0000000000001"}
+    assert loaded.named["residential"].mechanism is Mechanism.HLS_GMAC
+    assert loaded.named["old_meters"].password == b"12345678"

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from gateway.cli.client import common_options, readable
 from gateway.cli.readings import add_readings_command, parse_since, run_readings
 from gateway.config import MeterConfig
 from gateway.control.server import ControlServer
@@ -21,7 +22,7 @@ from tests.poller.conftest import START, Gateways, PolledLine, poller_gateway_co
 
 def _args(*argv: str) -> argparse.Namespace:
     parser = argparse.ArgumentParser()
-    add_readings_command(parser.add_subparsers(dest="command"))
+    add_readings_command(parser.add_subparsers(dest="command"), common_options(argparse.ArgumentParser))
     return parser.parse_args(["readings", *argv])
 
 
@@ -60,7 +61,8 @@ async def test_export_formats_filters_and_progress(tmp_path: Path, reader_line: 
                                                            "--socket", str(socket)))
         assert code == 0
         exported = json.loads(out.read_text())
-        assert exported == store.readings(limit=10_000) and len(exported) == 4 * 98
+        assert exported == [readable(row) for row in store.readings(limit=10_000)] and len(exported) == 4 * 98
+        assert exported[0]["captured_at"] == "2026-11-21T12:07:30Z"  # ISO times, as in CSV
 
         # A large export: pages of 5000 with a progress bar on stderr.
         many = tuple(Reading(source="1.0.99.2.0.255", obis="1.0.1.29.0.255", captured_at=float(i), value=i,
