@@ -1,4 +1,4 @@
-"""hw/install.sh into a scratch root, twice: the files, owners and modes the service relies on, and nothing overwritten."""
+"""hw/install.sh into a scratch root, twice: owners and modes the service relies on, nothing overwritten."""
 
 from __future__ import annotations
 
