@@ -150,8 +150,8 @@ class Gateway:
     # -- pushes -------------------------------------------------------------------------------
 
     def push_subscriber(self) -> HesPeer | None:
-        """A HES connection that holds an association with the gateway (SAP 1) takes pushes."""
-        return next(iter(self.router.management_owners.values()), None)
+        """The HES connection of the authenticated management client (SAP 1) takes pushes; nobody else."""
+        return self.router.push_subscriber()
 
     def _wake_forwarders(self) -> None:
         for forwarder in self.forwarders:

@@ -47,6 +47,10 @@ class HesPeer(Protocol):
 
     def send(self, pdu: WrapperPdu) -> None: ...
 
+    def unsent_bytes(self) -> int | None:
+        """Bytes written but not yet handed to the kernel; None once the connection is gone (pushes ask)."""
+        ...
+
 
 class SessionState(Enum):
     CONNECTING = "connecting"  # SNRM sent, waiting for UA

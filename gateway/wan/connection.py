@@ -233,6 +233,13 @@ class HesConnection(asyncio.Protocol):
         if unsent > MAX_UNSENT_BYTES:
             self._cut(CUT_NOT_READING, "wan.not_reading", unsent=unsent)
 
+    def unsent_bytes(self) -> int | None:
+        """Bytes written but not yet handed to the kernel; None once the connection is gone."""
+        transport = self._transport
+        if transport is None or transport.is_closing() or self._tls_pending:
+            return None
+        return transport.get_write_buffer_size()
+
     def pause_writing(self) -> None:
         # The HES is not reading its answers: take no new requests from it until it does.
         self._write_paused = True
