@@ -169,6 +169,7 @@ class Router:
             # the HDLC inactivity timeout of the line, or the relay's association limit, whichever is first
             idle_timeout_s=min(self.relay.association_idle_s, line.config.inactivity_timeout_s),
             on_closed=self._session_closed,
+            peer_log=self._log_limit,
             observer=self._observer,
         )
         self.sessions[(meter_sap, client_sap)] = session

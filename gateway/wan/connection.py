@@ -35,6 +35,7 @@ CUT_PROTOCOL_ERROR = "protocol-error"
 CUT_PDU_TIMEOUT = "pdu-timeout"
 CUT_IDLE = "idle"
 CUT_NOT_READING = "not-reading"
+CUT_INTERNAL_ERROR = "internal-error"  # routing its PDU raised: a defect, logged without a traceback
 
 
 def peer_names(peername: Any) -> tuple[str, str]:
@@ -89,7 +90,8 @@ class HesConnection(asyncio.Protocol):
             refusal = self._server.admit(self)
             if refusal is not None:  # before the first read: the socket is not even being watched yet
                 self._server.refused[refusal] += 1
-                log.warning("wan.refused", peer=self.peer, reason=refusal)
+                self._server.peer_log.emit(log.warning, "wan.refused", key=self.peer_address, peer=self.peer,
+                                           reason=refusal)
                 self._transport = None
                 transport.abort()
                 return
@@ -107,7 +109,7 @@ class HesConnection(asyncio.Protocol):
             self._server.start_tls(self, transport)
             return
         transport.set_write_buffer_limits(high=WRITE_HIGH_WATER)
-        log.info("wan.connected", peer=self.peer)
+        self._server.peer_log.emit(log.info, "wan.connected", key=self.peer_address, peer=self.peer)
 
     def tls_ready(self, transport: asyncio.Transport) -> None:
         """The handshake succeeded: the HES showed a certificate from our CA."""
@@ -118,8 +120,8 @@ class HesConnection(asyncio.Protocol):
         transport.set_write_buffer_limits(high=WRITE_HIGH_WATER)
         self.certificate_subject = certificate_subject(transport.get_extra_info("peercert"))
         cipher = transport.get_extra_info("cipher")
-        log.info("wan.connected", peer=self.peer, tls=cipher[1] if cipher else "?",
-                 subject=self.certificate_subject)
+        self._server.peer_log.emit(log.info, "wan.connected", key=self.peer_address, peer=self.peer,
+                                   tls=cipher[1] if cipher else "?", subject=self.certificate_subject)
         if self._early:
             early, self._early = b"".join(self._early), []
             self.data_received(early)
@@ -127,7 +129,8 @@ class HesConnection(asyncio.Protocol):
     def tls_refused(self, reason: str) -> None:
         """The handshake failed: not one byte from this peer was decoded."""
         self._tls_pending = False
-        log.warning("wan.tls_refused", peer=self.peer, reason=reason)
+        self._server.peer_log.emit(log.warning, "wan.tls_refused", key=self.peer_address, peer=self.peer,
+                                   reason=reason)
         self._forget()
 
     def close(self) -> None:
@@ -138,7 +141,8 @@ class HesConnection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         if self._admitted and not self._tls_pending:
-            log.info("wan.disconnected", peer=self.peer, pdus_in=self.pdus_in, pdus_out=self.pdus_out)
+            self._server.peer_log.emit(log.info, "wan.disconnected", key=self.peer_address, peer=self.peer,
+                                       pdus_in=self.pdus_in, pdus_out=self.pdus_out)
         self._forget()
 
     def _forget(self) -> None:
@@ -196,7 +200,12 @@ class HesConnection(asyncio.Protocol):
             for pdu in pdus:
                 if self._transport is None:  # cut off while answering an earlier PDU
                     return
-                sink.pdu_from_hes(self, pdu)
+                try:
+                    sink.pdu_from_hes(self, pdu)
+                except Exception as exc:  # a defect reached from the WAN: this connection only, one bounded line
+                    self._cut(CUT_INTERNAL_ERROR, "wan.internal_error", error=type(exc).__name__,
+                              source=pdu.source, destination=pdu.destination, tag=pdu.apdu[:1].hex())
+                    return
         if self._unfed is None:  # all that arrived is decoded: is a PDU left half-way?
             if not self._decoder.buffered:
                 self._pdu.clear()
@@ -274,5 +283,5 @@ class HesConnection(asyncio.Protocol):
         if self._transport is None:
             return
         self._server.cut_off[reason] += 1
-        log.warning(event, peer=self.peer, **details)
+        self._server.peer_log.emit(log.warning, event, key=self.peer_address, peer=self.peer, **details)
         self.close()

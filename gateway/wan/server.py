@@ -16,6 +16,7 @@ import structlog
 
 from gateway.codec.wrapper import WrapperPdu
 from gateway.config import WanConfig
+from gateway.loglimit import LogLimiter
 from gateway.wan.connection import MAX_UNSENT_BYTES, HesConnection
 from gateway.wan.limits import AllowList
 from gateway.wan.tls import refusal_reason, server_context
@@ -53,6 +54,7 @@ class WanServer:
         self.cut_off: Counter[str] = Counter()  # by connection.CUT_* reason
         self.pdus_in = 0
         self.pdus_out = 0
+        self.peer_log = LogLimiter()  # every wan.* line a peer triggers: per HES address and event, and in all
         self._servers: list[asyncio.Server] = []
         self._handshakes: set[asyncio.Task[None]] = set()
 

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import io
 from collections.abc import Callable
 from pathlib import Path
 
 from gateway.codec import acse
+from gateway.codec.wrapper import WrapperPdu, encode
 from gateway.config import GatewayConfig
 from gateway.daemon import Gateway
 from gateway.keys import create_keys
@@ -15,6 +17,7 @@ from tests.integration.management_hes import MANAGEMENT_CLIENT_SAP, ManagementHe
 from tests.integration.rawhes import GET_LDN, PUBLIC_AARQ, RawHes
 from tests.integration.test_push import STRANGER_AARQ
 from tests.integration.test_relay import associate_and_read_name
+from tests.wan.support import log_events
 
 # PUBLIC_AARQ asking for short-name referencing: the gateway's public client is LN only.
 SN_AARQ = PUBLIC_AARQ[:10] + bytes([acse.APPLICATION_CONTEXT_SN_NO_CIPHERING]) + PUBLIC_AARQ[11:]
@@ -76,4 +79,23 @@ async def test_an_aarq_with_a_context_name_that_cannot_be_echoed_gets_a_rejectio
     assert decoded.application_context == acse.APPLICATION_CONTEXT_LN_NO_CIPHERING
     answer = await hes.request(client_sap=16, meter_sap=999, apdu=GET_LDN)
     assert answer.apdu[0] == 0xD8  # still connected, still answered
+    await hes.close()
+
+
+async def test_a_hes_pipelining_past_the_limit_gets_an_answer_each_and_a_bounded_number_of_log_lines(
+    gateway: Gateway, captured_logs: io.StringIO
+) -> None:
+    hes = await RawHes.connect(*gateway.wan.addresses[0])
+    assert await associate_and_read_name(hes, meter_sap=17)
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    flood = 400
+    hes.writer.write(encode(WrapperPdu(source=16, destination=17, apdu=GET_LDN)) * flood)
+    answers = [await hes.receive() for _ in range(flood)]
+    seconds = loop.time() - started
+    refused = sum(answer.apdu[0] == 0xD8 for answer in answers)
+    assert refused > flood // 2  # MAX_OUTSTANDING were relayed at a time, the rest refused one by one
+    lines = log_events(captured_logs, "session.too_many_outstanding")
+    assert 1 <= len(lines) <= seconds + 1  # one line per HES address and second, not one per refusal
+    assert len(lines) + sum(line["suppressed_before"] for line in lines) <= refused
     await hes.close()

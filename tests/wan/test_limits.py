@@ -15,6 +15,7 @@ import pytest
 from gateway.codec.wrapper import WrapperPdu, encode
 from gateway.config import GatewayConfig, WanConfig
 from gateway.daemon import Gateway
+from gateway.loglimit import EVENT_BUDGET
 from gateway.wan.connection import MAX_UNSENT_BYTES
 from gateway.wan.limits import SEND_BUFFER_BYTES, AllowList, Deadline, check_wan, tune_socket
 from tests.integration.conftest import SimLine, gateway_config
@@ -268,3 +269,25 @@ async def test_an_oversized_length_closes_the_connection(
     assert await hung_up(hes)
     assert gateway.wan.cut_off == {"protocol-error": 1}
     await hes.close()
+
+
+async def test_a_connection_flood_writes_a_bounded_number_of_log_lines(
+    sim_line: SimLine, gateway_factory: Callable[[GatewayConfig], Gateway], captured_logs: io.StringIO
+) -> None:
+    gateway = await gateway_with(sim_line, gateway_factory, allow=("127.0.0.1/32",))
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    for _ in range(40):  # one HES reconnecting as fast as it can
+        hes = await connect_from("127.0.0.1", gateway.wan.addresses[0])
+        await hes.close()
+    strangers = [await connect_from(f"127.0.1.{n}", gateway.wan.addresses[0]) for n in range(1, 41)]
+    for stranger in strangers:  # forty addresses outside the allow-list
+        assert await hung_up(stranger)
+        await stranger.close()
+    await until(lambda: not gateway.wan.connections)
+    seconds = loop.time() - started
+    assert gateway.wan.refused["not-allowed"] == 40  # each one counted...
+    # ...but one line per address and second, and at most EVENT_BUDGET a second for all addresses
+    assert 1 <= len(log_events(captured_logs, "wan.connected")) <= seconds + 1
+    assert 1 <= len(log_events(captured_logs, "wan.disconnected")) <= seconds + 1
+    assert 1 <= len(log_events(captured_logs, "wan.refused")) <= EVENT_BUDGET * (seconds + 1) < 40
