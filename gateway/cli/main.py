@@ -10,7 +10,7 @@ from pathlib import Path
 
 from gateway import __version__
 from gateway.cli.cert import add_cert_command, run_cert
-from gateway.cli.client import EXIT_OK, EXIT_USAGE
+from gateway.cli.client import EXIT_OK, EXIT_REFUSED, EXIT_USAGE
 from gateway.cli.readings import add_readings_command, run_readings
 from gateway.cli.technician import add_commands, run_command
 from gateway.config import ConfigError, load_config
@@ -87,10 +87,15 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _run(args: argparse.Namespace) -> int:
     from gateway.daemon import run  # noqa: PLC0415
+    from gateway.wan.server import WanListenError  # noqa: PLC0415
 
     config = load_config(args.config)
     configure(level=config.log.level, fmt=config.log.format)
-    asyncio.run(run(config, config_path=args.config))
+    try:
+        asyncio.run(run(config, config_path=args.config))
+    except WanListenError as exc:  # the port is taken, or the address is not ours: one line, no traceback
+        print(f"dlms-gateway: {exc}", file=sys.stderr)
+        return EXIT_REFUSED
     return EXIT_OK
 
 
