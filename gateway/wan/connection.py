@@ -35,6 +35,7 @@ CUT_PROTOCOL_ERROR = "protocol-error"
 CUT_PDU_TIMEOUT = "pdu-timeout"
 CUT_IDLE = "idle"
 CUT_NOT_READING = "not-reading"
+CUT_FIRST_PDU = "first-pdu"
 CUT_INTERNAL_ERROR = "internal-error"  # routing its PDU raised: a defect, logged without a traceback
 
 
@@ -77,6 +78,8 @@ class HesConnection(asyncio.Protocol):
         loop = asyncio.get_running_loop()
         self._loop = loop
         self._idle = Deadline(loop, timeout_s=config.idle_timeout_s, on_expiry=self._idle_expired)
+        # a slot held by a peer that never sent a whole PDU is freed long before the idle timeout
+        self._first_pdu = Deadline(loop, timeout_s=config.first_pdu_timeout_s, on_expiry=self._first_pdu_expired)
         self._pdu = Deadline(loop, timeout_s=config.pdu_timeout_s, on_expiry=self._pdu_expired)
         self._unread = Deadline(loop, timeout_s=config.pdu_timeout_s, on_expiry=self._unread_expired)
 
@@ -98,6 +101,8 @@ class HesConnection(asyncio.Protocol):
         else:
             self._server.adopt(self)
         self._admitted = True
+        if self._inbound:  # the gateway dialled out itself: the HES may take its time
+            self._first_pdu.restart()
         sock = transport.get_extra_info("socket")
         if sock is not None:
             tune_socket(sock, keepalive_s=self._server.config.tcp_keepalive_s,
@@ -153,6 +158,7 @@ class HesConnection(asyncio.Protocol):
             self._feed_handle.cancel()
             self._feed_handle = None
         self._idle.cancel()
+        self._first_pdu.cancel()
         self._pdu.cancel()
         self._unread.cancel()
         if not self._admitted:
@@ -193,6 +199,7 @@ class HesConnection(asyncio.Protocol):
             return
         if pdus:
             self._pdus_this_read += len(pdus)
+            self._first_pdu.cancel()
             self._idle.restart()
             self.pdus_in += len(pdus)
             self._server.pdus_in += len(pdus)
@@ -267,6 +274,13 @@ class HesConnection(asyncio.Protocol):
 
     def _idle_expired(self) -> None:
         self._cut(CUT_IDLE, "wan.idle_timeout", idle_s=self._server.config.idle_timeout_s)
+
+    def _first_pdu_expired(self) -> None:
+        if self._unfed is not None or self._write_paused:  # what it sent is here, waiting on us
+            self._first_pdu.restart()
+            return
+        self._cut(CUT_FIRST_PDU, "wan.first_pdu_timeout", buffered=self._decoder.buffered,
+                  first_pdu_timeout_s=self._server.config.first_pdu_timeout_s)
 
     def _pdu_expired(self) -> None:
         if self._unfed is not None or self._write_paused:  # the rest may be here already, waiting on us

@@ -291,3 +291,21 @@ async def test_a_connection_flood_writes_a_bounded_number_of_log_lines(
     assert 1 <= len(log_events(captured_logs, "wan.connected")) <= seconds + 1
     assert 1 <= len(log_events(captured_logs, "wan.disconnected")) <= seconds + 1
     assert 1 <= len(log_events(captured_logs, "wan.refused")) <= EVENT_BUDGET * (seconds + 1) < 40
+
+
+async def test_a_connection_that_never_sends_a_whole_pdu_loses_its_slot_at_the_first_pdu_deadline(
+    sim_line: SimLine, gateway_factory: Callable[[GatewayConfig], Gateway], captured_logs: io.StringIO
+) -> None:
+    gateway = await gateway_with(sim_line, gateway_factory, first_pdu_timeout_s=0.3, idle_timeout_s=600.0)
+    talker = await RawHes.connect(*gateway.wan.addresses[0])
+    assert (await talker.request(client_sap=16, meter_sap=17, apdu=GET_LDN)).apdu[0] == 0xD8  # answered
+    silent = await RawHes.connect(*gateway.wan.addresses[0])
+    assert await hung_up(silent)  # not after the 600 s idle timeout
+    assert gateway.wan.cut_off == {"first-pdu": 1}
+    (event,) = log_events(captured_logs, "wan.first_pdu_timeout")
+    assert event["first_pdu_timeout_s"] == 0.3
+    # the talker, connected longer, is not concerned: once a PDU came, only the idle timeout applies
+    assert (await talker.request(client_sap=16, meter_sap=17, apdu=GET_LDN)).apdu[0] == 0xD8
+    assert len(gateway.wan.connections) == 1
+    await silent.close()
+    await talker.close()
