@@ -17,7 +17,7 @@ from tests.integration.management_hes import MANAGEMENT_CLIENT_SAP, ManagementHe
 from tests.integration.rawhes import GET_LDN, PUBLIC_AARQ, RawHes
 from tests.integration.test_push import STRANGER_AARQ
 from tests.integration.test_relay import associate_and_read_name
-from tests.wan.support import log_events
+from tests.wan.support import log_events, until
 
 # PUBLIC_AARQ asking for short-name referencing: the gateway's public client is LN only.
 SN_AARQ = PUBLIC_AARQ[:10] + bytes([acse.APPLICATION_CONTEXT_SN_NO_CIPHERING]) + PUBLIC_AARQ[11:]
@@ -44,6 +44,8 @@ async def test_a_refused_management_aarq_holds_nothing_the_manager_associates_wh
     await asyncio.to_thread(manager.associate_with_hls)  # not rejected-transient as "held by another"
     assert gateway.router.push_subscriber() is not None
     manager.close()
+    await until(lambda: MANAGEMENT_CLIENT_SAP not in gateway.router.management_owners)  # released on disconnect
+    assert gateway.router.push_subscriber() is None
     await stranger.close()
 
 

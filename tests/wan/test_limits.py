@@ -16,8 +16,9 @@ from gateway.codec.wrapper import WrapperPdu, encode
 from gateway.config import GatewayConfig, WanConfig
 from gateway.daemon import Gateway
 from gateway.loglimit import EVENT_BUDGET
-from gateway.wan.connection import MAX_UNSENT_BYTES
+from gateway.wan.connection import MAX_UNSENT_BYTES, HesConnection
 from gateway.wan.limits import SEND_BUFFER_BYTES, AllowList, Deadline, check_wan, tune_socket
+from gateway.wan.server import WanServer
 from tests.integration.conftest import SimLine, gateway_config
 from tests.integration.rawhes import GET_LDN, RawHes
 from tests.integration.test_relay import associate_and_read_name
@@ -309,3 +310,29 @@ async def test_a_connection_that_never_sends_a_whole_pdu_loses_its_slot_at_the_f
     assert len(gateway.wan.connections) == 1
     await silent.close()
     await talker.close()
+
+
+class BrokenSink:
+    """A router with a defect a HES can reach: routing any PDU raises."""
+
+    def pdu_from_hes(self, owner: HesConnection, pdu: WrapperPdu) -> None:
+        raise KeyError(pdu.destination)
+
+    def hes_disconnected(self, owner: HesConnection) -> None:
+        pass
+
+
+async def test_a_pdu_whose_routing_raises_costs_its_connection_only_with_one_line_and_no_traceback(
+    captured_logs: io.StringIO,
+) -> None:
+    server = WanServer(config=WanConfig(listen=("127.0.0.1",), port=0), sink=BrokenSink())
+    await server.start()
+    hes = await RawHes.connect(*server.addresses[0])
+    hes.send(client_sap=16, meter_sap=17, apdu=GET_LDN)
+    assert await hung_up(hes)
+    assert server.cut_off == {"internal-error": 1}
+    (event,) = log_events(captured_logs, "wan.internal_error")
+    assert (event["error"], event["destination"], event["tag"]) == ("KeyError", 17, "c0")
+    assert "Traceback" not in captured_logs.getvalue()
+    await hes.close()
+    await server.stop()
