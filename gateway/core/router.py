@@ -102,7 +102,7 @@ class Router:
         self._settings = {name: link_settings(line.config) for name, line in lines.items()}
         self.rejections = 0
         self.max_associations_per_peer: int | None = None  # per HES address (wan.max_associations_per_peer)
-        self.on_subscriber: Callable[[], None] | None = None  # a HES associated with SAP 1 (takes pushes)
+        self.on_subscriber: Callable[[], None] | None = None  # the management client passed HLS: it takes pushes
         self._drained: asyncio.Event | None = None
         self._log_limit = LogLimiter()
         self._waiting: dict[tuple[int, int], _Waiting] = {}  # AARQs waiting for a busy data link
