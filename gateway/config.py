@@ -32,6 +32,7 @@ class WanConfig:
     max_associations_per_peer: int = 256  # meter associations one HES address may hold at once
     allow: tuple[str, ...] = ()  # HES addresses/networks allowed in ("10.1.0.0/16"); empty = any
     idle_timeout_s: float = 600.0  # a HES connection with no PDU for this long is closed
+    first_pdu_timeout_s: float = 30.0  # a new connection must send a whole PDU within this, or lose its slot
     pdu_timeout_s: float = 10.0  # a wrapper PDU, once started, must arrive whole within this (slowloris)
     tcp_keepalive_s: float = 60.0  # idle time before TCP keepalive probes
     tcp_user_timeout_s: float = 30.0  # unacknowledged data for this long: the peer is gone (half-open)

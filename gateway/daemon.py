@@ -39,7 +39,7 @@ from gateway.registry.database import open_database
 from gateway.registry.store import MeterRegistry, MeterState, RegistryError, SapPolicy
 from gateway.sdnotify import notify
 from gateway.wan.dialout import DialOut
-from gateway.wan.server import WanServer
+from gateway.wan.server import WanListenError, WanServer
 
 log = structlog.get_logger(__name__)
 
@@ -150,8 +150,8 @@ class Gateway:
     # -- pushes -------------------------------------------------------------------------------
 
     def push_subscriber(self) -> HesPeer | None:
-        """A HES connection that holds an association with the gateway (SAP 1) takes pushes."""
-        return next(iter(self.router.management_owners.values()), None)
+        """The HES connection of the authenticated management client (SAP 1) takes pushes; nobody else."""
+        return self.router.push_subscriber()
 
     def _wake_forwarders(self) -> None:
         for forwarder in self.forwarders:
@@ -337,7 +337,11 @@ def _reload_from(gateway: Gateway, path: Path) -> None:
 async def run(config: GatewayConfig, *, config_path: Path | None = None) -> None:
     """Run until SIGTERM or SIGINT; SIGHUP reloads ``config_path``."""
     gateway = Gateway(config)
-    await gateway.start()
+    try:
+        await gateway.start()
+    except WanListenError:
+        await gateway.stop()  # lines and stores opened before the listener are closed cleanly
+        raise
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):

@@ -17,6 +17,7 @@ from gateway.cli.client import (
     EXIT_BROKEN_PIPE,
     EXIT_INTERRUPTED,
     EXIT_OK,
+    EXIT_REFUSED,
     EXIT_USAGE,
     common_options,
     wants_json,
@@ -135,6 +136,7 @@ def _config_check(path: Path, *, as_json: bool) -> int:
 
 def _run(args: argparse.Namespace) -> int:
     from gateway.daemon import run  # noqa: PLC0415
+    from gateway.wan.server import WanListenError  # noqa: PLC0415
 
     try:
         config = load_config(args.config)
@@ -142,7 +144,11 @@ def _run(args: argparse.Namespace) -> int:
         print(f"dlms-gateway: {exc}", file=sys.stderr)
         return EXIT_USAGE
     configure(level=config.log.level, fmt=config.log.format)
-    asyncio.run(run(config, config_path=args.config))
+    try:
+        asyncio.run(run(config, config_path=args.config))
+    except WanListenError as exc:  # the port is taken, or the address is not ours: one line, no traceback
+        print(f"dlms-gateway: {exc}", file=sys.stderr)
+        return EXIT_REFUSED
     return EXIT_OK
 
 

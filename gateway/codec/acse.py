@@ -318,6 +318,14 @@ def decode_aare(apdu: bytes) -> Aare:
     )
 
 
+def association_accepted(aare: bytes) -> bool:
+    """True when ``aare`` is a well-formed AARE whose result is accepted; anything else accepts nothing."""
+    try:
+        return decode_aare(aare).result is AssociationResult.ACCEPTED
+    except AcseError:
+        return False
+
+
 def _decode_context(fields: dict[int, bytes]) -> int:
     if 0xA1 not in fields:
         raise AcseError("no application-context-name")

@@ -80,6 +80,11 @@ def classify(apdu: bytes) -> ApduKind:
     return kind
 
 
+def kind_of(apdu: bytes) -> ApduKind | None:
+    """The kind of an APDU from its tag byte, None when empty or unknown (for peeking at peer input)."""
+    return _KIND_BY_TAG.get(apdu[0]) if apdu else None
+
+
 def is_push(apdu: bytes) -> bool:
     """True for an APDU a meter sends unsolicited (event/data notification, plain or ciphered)."""
     if not apdu:

@@ -21,7 +21,7 @@ from gateway.codec.security import SecurityContext
 from gateway.codec.xdlms import ActionResult
 from gateway.cosem.association import ClientPolicy
 from gateway.cosem.association_ln import AssociationLN
-from gateway.cosem.objects import Clock, DataObject, SapAssignment, access
+from gateway.cosem.objects import AssociationStatus, Clock, DataObject, SapAssignment, access
 from gateway.cosem.server import LogicalDevice
 from gateway.keys import GatewayKeys
 from gateway.registry.counters import ReservedCounter
@@ -101,6 +101,14 @@ class ManagementDevice:
 
     def release(self, *, client_sap: int) -> None:
         self.device.release(client_sap=client_sap)
+
+    def takes_pushes(self, *, client_sap: int) -> bool:
+        """True once the management client has passed HLS-GMAC with the gateway's own keys (pushes are its)."""
+        if client_sap != self._management_sap:
+            return False
+        association = self.device.association(client_sap)
+        return (association is not None and association.policy.mechanism is Mechanism.HLS_GMAC
+                and association.status is AssociationStatus.ASSOCIATED)
 
     def _connect_logical_device(self, sap: int, name: bytes) -> ActionResult:
         """Blue Book IC 17 method 1: connect the named logical device to ``sap``; SAP 0 disconnects it."""

@@ -1,10 +1,20 @@
 """Meter pushes (alarms, notifications) to the HES: accepted from the meter line, stored, forwarded.
 
 A push is taken from an unsolicited HDLC frame (UI, or an I-frame outside any relayed
-association), queued durably, then delivered in order to each configured destination: over a
-HES connection that holds an association with the gateway (SAP 1) when there is one, else over
-the destination's own outbound TCP connection, reconnecting with a capped exponential back-off.
-The APDU is never opened: ciphered pushes stay ciphered end to end.
+association), queued durably, then delivered in order to each configured destination: over the
+HES connection of the management client once its association with the gateway (SAP 1) is
+accepted and authenticated, else over the destination's own outbound TCP connection,
+reconnecting with a capped exponential back-off that nothing cuts short (a new push only waits
+for it; a subscriber appearing is served at once). The APDU is never opened: ciphered pushes
+stay ciphered end to end.
+
+A push leaves the queue only once written to a connection entitled to it. On a subscriber, at
+most SUBSCRIBER_BATCH pushes are written at a time, only into an empty send buffer, and the batch
+is deleted once that buffer has drained to the kernel; if the connection dies first, the batch
+stays queued and is delivered again (at least once: a HES may see a push twice, never lose one
+we still held). DLMS notifications are unconfirmed, so what the kernel had accepted when the
+connection died is the loss window: at most one batch per connection, no later batch being
+written before the previous one drained. Outbound, a batch is deleted once drain() returned.
 """
 
 from __future__ import annotations
@@ -27,6 +37,7 @@ log = structlog.get_logger(__name__)
 # general-glo/ded/ciphering and general-block-transfer (which may wrap a notification).
 PUSH_TAGS = frozenset({0x0F, 0xC2, 0xCA, 0xD2, 0xDB, 0xDC, 0xDD, 0xE0})
 BATCH = 64
+SUBSCRIBER_BATCH = 8  # pushes written to a subscriber before its buffer must drain: bounds the loss window
 CONNECT_TIMEOUT_S = 10.0
 SEND_TIMEOUT_S = 30.0  # a HES that takes no data for this long is reconnected
 
@@ -51,6 +62,8 @@ class PushForwarder:
         self._wake = asyncio.Event()
         self._writer: asyncio.StreamWriter | None = None
         self._reader_task: asyncio.Task[None] | None = None
+        self._written: tuple[HesPeer, list[QueuedPush]] | None = None  # on a subscriber, not yet drained
+        self._retry_at = float("-inf")  # no outbound connection attempt before this (loop time)
         self.delivered = 0
         self.connected = False
         self._log = log.bind(destination=config.name)
@@ -60,31 +73,65 @@ class PushForwarder:
         self._wake.set()
 
     async def run(self) -> None:
+        loop = asyncio.get_running_loop()
         backoff = self.config.reconnect_min_s
         try:
             while True:
+                if self._written is not None and not self._written_drained():
+                    await self._sleep(self.config.reconnect_min_s)  # the subscriber is slow to read
+                    continue
                 batch = self._store.pending(self.config.name, limit=BATCH)
                 if not batch:
                     await self._sleep(None)
                     continue
-                pdus = [WrapperPdu(source=p.meter_sap, destination=p.client_sap, apdu=p.apdu) for p in batch]
                 subscriber = self._subscriber() if self.config.deliver_to_subscribed else None
                 if subscriber is not None:
-                    for pdu in pdus:
-                        subscriber.send(pdu)
-                    self._done(batch, via=subscriber.peer)
+                    if not self._write_to(subscriber, batch[:SUBSCRIBER_BATCH]):
+                        await self._sleep(self.config.reconnect_min_s)
                     continue
                 if not self.config.host:
                     await self._sleep(None)  # only a subscriber can take these
                     continue
+                if loop.time() < self._retry_at:  # woken by a push during the back-off: it waits too
+                    await self._sleep(self._retry_at - loop.time())
+                    continue
+                pdus = [self._pdu(p) for p in batch]
                 if await self._send_outbound(pdus):
                     self._done(batch, via=f"{self.config.host}:{self.config.port}")
                     backoff = self.config.reconnect_min_s
                 else:
-                    await self._sleep(backoff)
+                    self._retry_at = loop.time() + backoff
                     backoff = min(backoff * 2, self.config.reconnect_max_s)
         finally:
             self._disconnect()
+
+    @staticmethod
+    def _pdu(push: QueuedPush) -> WrapperPdu:
+        return WrapperPdu(source=push.meter_sap, destination=push.client_sap, apdu=push.apdu)
+
+    def _write_to(self, subscriber: HesPeer, batch: list[QueuedPush]) -> bool:
+        """Write a batch into the subscriber's empty send buffer; False when it is gone or still busy."""
+        if subscriber.unsent_bytes() != 0:
+            return False
+        for push in batch:
+            subscriber.send(self._pdu(push))
+        self._written = (subscriber, batch)
+        self._written_drained()
+        return True
+
+    def _written_drained(self) -> bool:
+        """Settle the batch last written to a subscriber: False while it is still in our send buffer."""
+        assert self._written is not None
+        subscriber, batch = self._written
+        unsent = subscriber.unsent_bytes()
+        if unsent:
+            return False
+        self._written = None
+        if unsent is None:  # the connection died first: the batch is still queued, delivered again
+            self._log.info("push.redelivery", count=len(batch), via=subscriber.peer)
+        else:
+            self._done(batch, via=subscriber.peer)
+        return True
 
     def _done(self, batch: list[QueuedPush], *, via: str) -> None:
         self._store.delivered(batch)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from gateway.codec import acse
 from gateway.codec.errors import RemoteProtocolError
 
@@ -15,12 +17,14 @@ def application_context_of(aarq: bytes) -> int:
 
 
 def aare_rejected(*, aarq: bytes, transient: bool) -> bytes:
-    """An AARE refusing ``aarq``: permanent (no such meter) or transient (busy, link failed)."""
+    """An AARE refusing ``aarq`` (any bytes): permanent (no such meter) or transient (busy, link failed)."""
     result = acse.AssociationResult.REJECTED_TRANSIENT if transient else acse.AssociationResult.REJECTED_PERMANENT
-    return acse.encode_aare(
-        acse.Aare(
-            application_context=application_context_of(aarq),
-            result=result,
-            diagnostic=acse.AcseServiceUser.NO_REASON_GIVEN,
-        )
+    refusal = acse.Aare(
+        application_context=application_context_of(aarq),
+        result=result,
+        diagnostic=acse.AcseServiceUser.NO_REASON_GIVEN,
     )
+    try:
+        return acse.encode_aare(refusal)
+    except acse.AcseEncodeError:  # a context name we cannot echo (an arc >= 0x80): answer in the standard one
+        return acse.encode_aare(replace(refusal, application_context=acse.APPLICATION_CONTEXT_LN_NO_CIPHERING))

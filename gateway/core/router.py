@@ -9,20 +9,22 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
 import structlog
 
+from gateway.codec import acse
 from gateway.codec import apdu as apdus
-from gateway.codec.hdlc import HdlcAddress, HdlcClientLink, HdlcParameters, LinkSettings
+from gateway.codec.apdu import ApduKind
+from gateway.codec.hdlc import HdlcAddress, HdlcClientLink, HdlcParameters, LinkSettings, client_sap_fits
 from gateway.codec.wrapper import WrapperPdu
 from gateway.config import LinkConfig, RelayConfig
 from gateway.core.rejections import aare_rejected
 from gateway.core.session import HesPeer, MeterObserver, MeterSession, SessionState
 from gateway.link.line import MeterLine
+from gateway.loglimit import LogLimiter
 
 log = structlog.get_logger(__name__)
 
@@ -46,6 +48,8 @@ class ApduServer(Protocol):
 
     def release(self, *, client_sap: int) -> None: ...
 
+    def takes_pushes(self, *, client_sap: int) -> bool: ...
+
 
 RouteLookup = Callable[[int], "MeterRoute | None"]
 
@@ -60,27 +64,6 @@ class _Waiting:
     server: HdlcAddress
     pdus: list[WrapperPdu]
     timer: asyncio.TimerHandle
-
-
-class LogLimiter:
-    """At most one log line per key per interval; says how many were left out in between."""
-
-    def __init__(self, *, interval_s: float, clock: Callable[[], float] = time.monotonic) -> None:
-        self._interval_s = interval_s
-        self._clock = clock
-        self._last: dict[object, tuple[float, int]] = {}
-
-    def allow(self, key: object) -> int | None:
-        """None: stay quiet; else log now, noting how many were suppressed since the last line."""
-        now = self._clock()
-        last, suppressed = self._last.get(key, (float("-inf"), 0))
-        if now - last < self._interval_s:
-            self._last[key] = (last, suppressed + 1)
-            return None
-        if len(self._last) > 1024:  # bounded whatever the peers do
-            self._last.clear()
-        self._last[key] = (now, 0)
-        return suppressed
 
 
 def link_settings(config: LinkConfig) -> LinkSettings:
@@ -119,9 +102,9 @@ class Router:
         self._settings = {name: link_settings(line.config) for name, line in lines.items()}
         self.rejections = 0
         self.max_associations_per_peer: int | None = None  # per HES address (wan.max_associations_per_peer)
-        self.on_subscriber: Callable[[], None] | None = None  # a HES associated with SAP 1 (takes pushes)
+        self.on_subscriber: Callable[[], None] | None = None  # the management client passed HLS: it takes pushes
         self._drained: asyncio.Event | None = None
-        self._log_limit = LogLimiter(interval_s=1.0)
+        self._log_limit = LogLimiter()
         self._waiting: dict[tuple[int, int], _Waiting] = {}  # AARQs waiting for a busy data link
         for name, line in lines.items():
             line.on_link_released(functools.partial(self._link_released, name))
@@ -139,7 +122,7 @@ class Router:
         session = self.sessions.get((meter_sap, client_sap))
         if session is not None:
             if session.owner is owner:
-                if session.state is SessionState.CLOSING and pdu.apdu[:1] == b"\x60":
+                if session.state is SessionState.CLOSING and apdus.kind_of(pdu.apdu) is ApduKind.AARQ:
                     # released and re-associating at once: wait for the DISC to finish
                     self._wait_for_link(owner, pdu, line=session.line.name, server=session.server_address)
                     return
@@ -154,8 +137,11 @@ class Router:
         if route is None:
             self._reject(owner, pdu, "unknown SAP", transient=False)
             return
-        if pdu.apdu[:1] != b"\x60":
+        if apdus.kind_of(pdu.apdu) is not ApduKind.AARQ:
             self._reject(owner, pdu, "no association: send an AARQ first", transient=False)
+            return
+        if not client_sap_fits(client_sap):
+            self._reject(owner, pdu, "client SAP does not fit an HDLC client address", transient=False)
             return
         line = self.lines[route.line]
         if not line.is_open:
@@ -183,6 +169,7 @@ class Router:
             # the HDLC inactivity timeout of the line, or the relay's association limit, whichever is first
             idle_timeout_s=min(self.relay.association_idle_s, line.config.inactivity_timeout_s),
             on_closed=self._session_closed,
+            peer_log=self._log_limit,
             observer=self._observer,
         )
         self.sessions[(meter_sap, client_sap)] = session
@@ -222,21 +209,33 @@ class Router:
                 del self.management_owners[client_sap]
 
     def _to_management(self, owner: HesPeer, pdu: WrapperPdu, management: ApduServer) -> None:
-        """SAP 1: one association per client SAP at a time, like a meter."""
+        """SAP 1: one association per client SAP at a time, like a meter; held only once accepted."""
         client_sap = pdu.source
         holder = self.management_owners.get(client_sap)
         if holder is not None and holder is not owner:
             self._reject(owner, pdu, "management association held by another HES connection", transient=True)
             return
+        subscribed = holder is not None and management.takes_pushes(client_sap=client_sap)
         answer = management.handle(client_sap=client_sap, apdu=pdu.apdu)
-        if pdu.apdu[:1] == b"\x60" and answer is not None and answer[:1] == b"\x61":
-            self.management_owners[client_sap] = owner
-            if self.on_subscriber is not None:
-                self.on_subscriber()
-        elif answer is not None and answer[:1] == b"\x63":  # RLRE: released
+        if answer is None:
+            return
+        if apdus.kind_of(pdu.apdu) is ApduKind.AARQ and acse.association_accepted(answer):
+            self.management_owners[client_sap] = owner  # a refused AARQ holds nothing (nor drops what was held)
+        elif apdus.kind_of(answer) is ApduKind.RLRE:
             self.management_owners.pop(client_sap, None)
-        if answer is not None:
-            owner.send(pdu.reply(answer))
+        owner.send(pdu.reply(answer))
+        if (not subscribed and client_sap in self.management_owners and management.takes_pushes(client_sap=client_sap)
+                and self.on_subscriber is not None):
+            self.on_subscriber()  # after the answer: the HES learns it is associated before any push
+
+    def push_subscriber(self) -> HesPeer | None:
+        """The HES connection entitled to pushes: the management client, association accepted and authenticated."""
+        if self._management is None:
+            return None
+        for client_sap, holder in self.management_owners.items():
+            if self._management.takes_pushes(client_sap=client_sap):
+                return holder
+        return None
 
     def _session_closed(self, session: MeterSession) -> None:
         key = (session.meter_sap, session.client_sap)
@@ -261,11 +260,11 @@ class Router:
 
     def _reject(self, owner: HesPeer, pdu: WrapperPdu, reason: str, *, transient: bool) -> None:
         self.rejections += 1
-        suppressed = self._log_limit.allow((owner.peer, reason))
-        if suppressed is not None:  # one line per peer and reason per second: a flood cannot fill the journal
-            log.warning("router.reject", peer=owner.peer, meter_sap=pdu.destination, client_sap=pdu.source,
-                        reason=reason, tag=f"{pdu.apdu[:1].hex()}", suppressed_before=suppressed)
-        if pdu.apdu[:1] == b"\x60":
+        # one line per HES address and reason per second, a budget for all: a flood cannot fill the journal
+        self._log_limit.emit(log.warning, "router.reject", key=(owner.peer_address, reason), peer=owner.peer,
+                             meter_sap=pdu.destination, client_sap=pdu.source, reason=reason,
+                             tag=pdu.apdu[:1].hex())
+        if apdus.kind_of(pdu.apdu) is ApduKind.AARQ:
             answer = aare_rejected(aarq=pdu.apdu, transient=transient)
         else:
             answer = apdus.exception_response(

@@ -25,6 +25,7 @@ from gateway.codec.wrapper import WrapperPdu
 from gateway.core.rejections import aare_rejected
 from gateway.deadline import Deadline
 from gateway.link.line import MeterLine
+from gateway.loglimit import LogLimiter
 
 log = structlog.get_logger(__name__)
 
@@ -46,6 +47,10 @@ class HesPeer(Protocol):
     peer_address: str  # the HES's address alone: per-peer limits count this
 
     def send(self, pdu: WrapperPdu) -> None: ...
+
+    def unsent_bytes(self) -> int | None:
+        """Bytes written but not yet handed to the kernel; None once the connection is gone (pushes ask)."""
+        ...
 
 
 class SessionState(Enum):
@@ -77,6 +82,7 @@ class MeterSession:
         exchange_timeout_s: float,
         idle_timeout_s: float,
         on_closed: Callable[[MeterSession], None],
+        peer_log: LogLimiter,
         observer: MeterObserver | None = None,
     ) -> None:
         self.owner = owner
@@ -89,12 +95,14 @@ class MeterSession:
         self.counters = SessionCounters()
         self._exchange_timeout_s = exchange_timeout_s
         self._on_closed = on_closed
+        self._peer_log = peer_log  # every line here is one a HES can trigger at will: bounded per HES and event
         self._observer = observer
         self._waiting: deque[bytes] = deque()  # queued until the link is up
         self._outstanding: deque[bytes] = deque()  # requests awaiting an answer (AARQs kept whole)
         self._exchange_timer: asyncio.TimerHandle | None = None
         self._idle = Deadline(asyncio.get_running_loop(), timeout_s=idle_timeout_s, on_expiry=self._idle_expired)
         self._log = log.bind(peer=owner.peer, client_sap=client_sap, meter_sap=meter_sap, line=line.name)
+        self._key = (owner.peer_address, meter_sap)  # life-cycle lines: per HES address and meter
 
     def start(self) -> None:
         """Attach to the line and bring the data link up (SNRM)."""
@@ -114,14 +122,14 @@ class MeterSession:
             ))
             return
         if not apdu or len(apdu) > MAX_RELAYED_APDU:
-            self._log.warning("session.apdu_refused", size=len(apdu))
+            self._peer_log.emit(self._log.warning, "session.apdu_refused", key=self.owner.peer_address, size=len(apdu))
             self._answer(apdus.exception_response(
                 state_error=apdus.STATE_ERROR_SERVICE_NOT_ALLOWED,
                 service_error=apdus.SERVICE_ERROR_PDU_TOO_LONG if apdu else apdus.SERVICE_ERROR_OTHER_REASON,
             ))
             return
         if len(self._outstanding) >= MAX_OUTSTANDING:
-            self._log.warning("session.too_many_outstanding")
+            self._peer_log.emit(self._log.warning, "session.too_many_outstanding", key=self.owner.peer_address)
             self._answer(apdus.exception_response(
                 state_error=apdus.STATE_ERROR_SERVICE_NOT_ALLOWED,
                 service_error=apdus.SERVICE_ERROR_OTHER_REASON,
@@ -176,10 +184,11 @@ class MeterSession:
         if reason in UNREACHABLE and self._observer is not None:
             self._observer.meter_unreachable(self.meter_sap)
         if self._outstanding:
-            self._log.warning("session.link_down", reason=reason, outstanding=len(self._outstanding))
+            self._peer_log.emit(self._log.warning, "session.link_down", key=self._key, reason=reason,
+                          outstanding=len(self._outstanding))
             self._fail_outstanding()
         else:
-            self._log.info("session.closed", reason=reason)
+            self._peer_log.emit(self._log.info, "session.closed", key=self._key, reason=reason)
         self._close()
 
     # -- timers -------------------------------------------------------------------------------
@@ -195,7 +204,8 @@ class MeterSession:
 
     def _exchange_expired(self) -> None:
         self._exchange_timer = None
-        self._log.warning("session.meter_silent", timeout_s=self._exchange_timeout_s)
+        self._peer_log.emit(self._log.warning, "session.meter_silent", key=self._key,
+                            timeout_s=self._exchange_timeout_s)
         self._fail_outstanding()
         self._close()  # the link is reset: detached without waiting for a DISC exchange
 
@@ -224,7 +234,7 @@ class MeterSession:
     def _disconnect(self, reason: str) -> None:
         if self.state in (SessionState.CLOSING, SessionState.CLOSED):
             return
-        self._log.info("session.release", reason=reason)
+        self._peer_log.emit(self._log.info, "session.release", key=self._key, reason=reason)
         self._outstanding.clear()
         self._waiting.clear()
         self._cancel_exchange_timer()

@@ -35,6 +35,8 @@ CUT_PROTOCOL_ERROR = "protocol-error"
 CUT_PDU_TIMEOUT = "pdu-timeout"
 CUT_IDLE = "idle"
 CUT_NOT_READING = "not-reading"
+CUT_FIRST_PDU = "first-pdu"
+CUT_INTERNAL_ERROR = "internal-error"  # routing its PDU raised: a defect, logged without a traceback
 
 
 def peer_names(peername: Any) -> tuple[str, str]:
@@ -76,6 +78,8 @@ class HesConnection(asyncio.Protocol):
         loop = asyncio.get_running_loop()
         self._loop = loop
         self._idle = Deadline(loop, timeout_s=config.idle_timeout_s, on_expiry=self._idle_expired)
+        # a slot held by a peer that never sent a whole PDU is freed long before the idle timeout
+        self._first_pdu = Deadline(loop, timeout_s=config.first_pdu_timeout_s, on_expiry=self._first_pdu_expired)
         self._pdu = Deadline(loop, timeout_s=config.pdu_timeout_s, on_expiry=self._pdu_expired)
         self._unread = Deadline(loop, timeout_s=config.pdu_timeout_s, on_expiry=self._unread_expired)
 
@@ -89,13 +93,16 @@ class HesConnection(asyncio.Protocol):
             refusal = self._server.admit(self)
             if refusal is not None:  # before the first read: the socket is not even being watched yet
                 self._server.refused[refusal] += 1
-                log.warning("wan.refused", peer=self.peer, reason=refusal)
+                self._server.peer_log.emit(log.warning, "wan.refused", key=self.peer_address, peer=self.peer,
+                                           reason=refusal)
                 self._transport = None
                 transport.abort()
                 return
         else:
             self._server.adopt(self)
         self._admitted = True
+        if self._inbound:  # the gateway dialled out itself: the HES may take its time
+            self._first_pdu.restart()
         sock = transport.get_extra_info("socket")
         if sock is not None:
             tune_socket(sock, keepalive_s=self._server.config.tcp_keepalive_s,
@@ -107,7 +114,7 @@ class HesConnection(asyncio.Protocol):
             self._server.start_tls(self, transport)
             return
         transport.set_write_buffer_limits(high=WRITE_HIGH_WATER)
-        log.info("wan.connected", peer=self.peer)
+        self._server.peer_log.emit(log.info, "wan.connected", key=self.peer_address, peer=self.peer)
 
     def tls_ready(self, transport: asyncio.Transport) -> None:
         """The handshake succeeded: the HES showed a certificate from our CA."""
@@ -118,8 +125,8 @@ class HesConnection(asyncio.Protocol):
         transport.set_write_buffer_limits(high=WRITE_HIGH_WATER)
         self.certificate_subject = certificate_subject(transport.get_extra_info("peercert"))
         cipher = transport.get_extra_info("cipher")
-        log.info("wan.connected", peer=self.peer, tls=cipher[1] if cipher else "?",
-                 subject=self.certificate_subject)
+        self._server.peer_log.emit(log.info, "wan.connected", key=self.peer_address, peer=self.peer,
+                                   tls=cipher[1] if cipher else "?", subject=self.certificate_subject)
         if self._early:
             early, self._early = b"".join(self._early), []
             self.data_received(early)
@@ -127,7 +134,8 @@ class HesConnection(asyncio.Protocol):
     def tls_refused(self, reason: str) -> None:
         """The handshake failed: not one byte from this peer was decoded."""
         self._tls_pending = False
-        log.warning("wan.tls_refused", peer=self.peer, reason=reason)
+        self._server.peer_log.emit(log.warning, "wan.tls_refused", key=self.peer_address, peer=self.peer,
+                                   reason=reason)
         self._forget()
 
     def close(self) -> None:
@@ -138,7 +146,8 @@ class HesConnection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         if self._admitted and not self._tls_pending:
-            log.info("wan.disconnected", peer=self.peer, pdus_in=self.pdus_in, pdus_out=self.pdus_out)
+            self._server.peer_log.emit(log.info, "wan.disconnected", key=self.peer_address, peer=self.peer,
+                                       pdus_in=self.pdus_in, pdus_out=self.pdus_out)
         self._forget()
 
     def _forget(self) -> None:
@@ -149,6 +158,7 @@ class HesConnection(asyncio.Protocol):
             self._feed_handle.cancel()
             self._feed_handle = None
         self._idle.cancel()
+        self._first_pdu.cancel()
         self._pdu.cancel()
         self._unread.cancel()
         if not self._admitted:
@@ -189,6 +199,7 @@ class HesConnection(asyncio.Protocol):
             return
         if pdus:
             self._pdus_this_read += len(pdus)
+            self._first_pdu.cancel()
             self._idle.restart()
             self.pdus_in += len(pdus)
             self._server.pdus_in += len(pdus)
@@ -196,7 +207,12 @@ class HesConnection(asyncio.Protocol):
             for pdu in pdus:
                 if self._transport is None:  # cut off while answering an earlier PDU
                     return
-                sink.pdu_from_hes(self, pdu)
+                try:
+                    sink.pdu_from_hes(self, pdu)
+                except Exception as exc:  # a defect reached from the WAN: this connection only, one bounded line
+                    self._cut(CUT_INTERNAL_ERROR, "wan.internal_error", error=type(exc).__name__,
+                              source=pdu.source, destination=pdu.destination, tag=pdu.apdu[:1].hex())
+                    return
         if self._unfed is None:  # all that arrived is decoded: is a PDU left half-way?
             if not self._decoder.buffered:
                 self._pdu.clear()
@@ -233,6 +249,13 @@ class HesConnection(asyncio.Protocol):
         if unsent > MAX_UNSENT_BYTES:
             self._cut(CUT_NOT_READING, "wan.not_reading", unsent=unsent)
 
+    def unsent_bytes(self) -> int | None:
+        """Bytes written but not yet handed to the kernel; None once the connection is gone."""
+        transport = self._transport
+        if transport is None or transport.is_closing() or self._tls_pending:
+            return None
+        return transport.get_write_buffer_size()
+
     def pause_writing(self) -> None:
         # The HES is not reading its answers: take no new requests from it until it does.
         self._write_paused = True
@@ -252,6 +275,13 @@ class HesConnection(asyncio.Protocol):
     def _idle_expired(self) -> None:
         self._cut(CUT_IDLE, "wan.idle_timeout", idle_s=self._server.config.idle_timeout_s)
 
+    def _first_pdu_expired(self) -> None:
+        if self._unfed is not None or self._write_paused:  # what it sent is here, waiting on us
+            self._first_pdu.restart()
+            return
+        self._cut(CUT_FIRST_PDU, "wan.first_pdu_timeout", buffered=self._decoder.buffered,
+                  first_pdu_timeout_s=self._server.config.first_pdu_timeout_s)
+
     def _pdu_expired(self) -> None:
         if self._unfed is not None or self._write_paused:  # the rest may be here already, waiting on us
             self._pdu.restart()
@@ -267,5 +297,5 @@ class HesConnection(asyncio.Protocol):
         if self._transport is None:
             return
         self._server.cut_off[reason] += 1
-        log.warning(event, peer=self.peer, **details)
+        self._server.peer_log.emit(log.warning, event, key=self.peer_address, peer=self.peer, **details)
         self.close()

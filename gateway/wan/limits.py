@@ -80,7 +80,7 @@ def check_wan(config: WanConfig) -> list[tuple[str, str]]:
     for key in ("max_connections", "max_connections_per_peer", "max_associations_per_peer"):
         if getattr(config, key) < 1:
             problems.append((key, "must be >= 1"))
-    for key in ("idle_timeout_s", "pdu_timeout_s"):
+    for key in ("idle_timeout_s", "first_pdu_timeout_s", "pdu_timeout_s"):
         if not getattr(config, key) > 0:
             problems.append((key, "must be > 0"))
     if not (config.tcp_keepalive_s == 0 or 1 <= config.tcp_keepalive_s <= KEEPALIVE_IDLE_MAX_S):

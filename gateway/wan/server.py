@@ -8,6 +8,7 @@ required) runs before a HesConnection sees any byte; a failed one never reaches 
 from __future__ import annotations
 
 import asyncio
+import os
 import ssl
 from collections import Counter
 from typing import Protocol
@@ -16,11 +17,12 @@ import structlog
 
 from gateway.codec.wrapper import WrapperPdu
 from gateway.config import WanConfig
+from gateway.loglimit import LogLimiter
 from gateway.wan.connection import MAX_UNSENT_BYTES, HesConnection
 from gateway.wan.limits import AllowList
 from gateway.wan.tls import refusal_reason, server_context
 
-__all__ = ["MAX_UNSENT_BYTES", "HesConnection", "PduSink", "WanServer"]
+__all__ = ["MAX_UNSENT_BYTES", "HesConnection", "PduSink", "WanListenError", "WanServer"]
 
 log = structlog.get_logger(__name__)
 
@@ -29,6 +31,10 @@ REFUSED_NOT_ALLOWED = "not-allowed"
 REFUSED_CONNECTION_LIMIT = "connection-limit"
 REFUSED_PEER_LIMIT = "peer-connection-limit"
 REFUSED_TLS = "tls-handshake"
+
+
+class WanListenError(Exception):
+    """An address to listen on cannot be bound (taken, or not an address of this host)."""
 
 
 class PduSink(Protocol):
@@ -53,22 +59,28 @@ class WanServer:
         self.cut_off: Counter[str] = Counter()  # by connection.CUT_* reason
         self.pdus_in = 0
         self.pdus_out = 0
+        self.peer_log = LogLimiter()  # every wan.* line a peer triggers: per HES address and event, and in all
         self._servers: list[asyncio.Server] = []
         self._handshakes: set[asyncio.Task[None]] = set()
 
     async def start(self) -> None:
-        """Load TLS files (raises TlsConfigError) and listen."""
+        """Load TLS files (raises TlsConfigError) and listen (raises WanListenError)."""
         self.tls = server_context(self.config)
         loop = asyncio.get_running_loop()
         port = self.config.port
         for host in self.config.listen:
-            server = await loop.create_server(
-                lambda: HesConnection(server=self), host=host, port=port, reuse_address=True,
-                backlog=max(128, self.config.max_connections),
-            )
+            try:
+                server = await loop.create_server(
+                    lambda: HesConnection(server=self), host=host, port=port, reuse_address=True,
+                    backlog=max(128, self.config.max_connections),
+                )
+            except OSError as exc:
+                where = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+                reason = os.strerror(exc.errno) if exc.errno else str(exc)  # asyncio's text repeats the address
+                raise WanListenError(f"cannot listen on {where}: {reason}") from None
             self._servers.append(server)
             port = port or server.sockets[0].getsockname()[1]  # port 0: every address on the one chosen
-        log.info("wan.listening", addresses=[f"{a}" for a in self.addresses], tls=self.tls is not None,
+        log.info("wan.listening", addresses=[f"{host}:{port}" for host, port in self.addresses], tls=self.tls is not None,
                  allow=list(self.config.allow) or "any")
 
     @property

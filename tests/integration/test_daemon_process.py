@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
 import sqlite3
 import threading
 import time
@@ -18,7 +19,7 @@ from gateway.sim.bus import SimMeter, SimulatedBus
 from gateway.sim.meter import build_meter
 from gateway.sim.pty import open_pty
 from tests.integration.conftest import fixed_clock, meter_settings
-from tests.integration.daemon_proc import DaemonProcess, SimulatorProcess, run_cli, wait_until
+from tests.integration.daemon_proc import DaemonProcess, SimulatorProcess, run_cli, wait_until, write_config
 from tests.integration.rawhes import GET_LDN, PUBLIC_AARQ, RawHes
 
 SHUTDOWN_LIMIT_S = 5.0  # issue 4: SIGTERM shuts down cleanly within 5 s
@@ -122,6 +123,19 @@ def test_sigterm_stops_a_daemon_whose_modem_is_missing(tmp_path: Path) -> None:
         status, elapsed = daemon.terminate(timeout=SHUTDOWN_LIMIT_S + 1)
         assert status == 0 and elapsed < SHUTDOWN_LIMIT_S
         assert '"event": "gateway.stopped"' in daemon.log_text()
+
+
+def test_a_wan_port_already_taken_stops_the_daemon_with_one_line_naming_it(tmp_path: Path) -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        config = write_config(tmp_path / "gateway.toml", port=port, device=str(tmp_path / "ttyUSB-absent"),
+                              state_directory=tmp_path / "state", runtime_directory=tmp_path / "run")
+        result = run_cli("run", "--config", str(config))
+    assert result.returncode != 0
+    assert "Traceback" not in result.stderr
+    assert result.stderr.splitlines()[-1].startswith(f"dlms-gateway: cannot listen on 127.0.0.1:{port}: ")
 
 
 # -- restart keeps every SAP ------------------------------------------------------------------

@@ -14,11 +14,12 @@ from gurux_dlms import GXByteBuffer, GXReplyData
 from gurux_dlms.enums import InterfaceType, Security
 from gurux_dlms.secure import GXDLMSSecureClient
 
-from gateway.codec import axdr, security, xdlms
+from gateway.codec import acse, axdr, security, xdlms
 from gateway.codec.obis import obis
 from gateway.codec.wrapper import WrapperDecoder, WrapperPdu
 from gateway.config import GatewayConfig, PushConfig
 from gateway.daemon import Gateway
+from gateway.keys import create_keys
 from gateway.sim.meter import system_title_of
 from tests.integration.conftest import (
     TEST_AUTHENTICATION_KEY,
@@ -26,7 +27,9 @@ from tests.integration.conftest import (
     SimLine,
     gateway_config,
 )
-from tests.integration.rawhes import PUBLIC_AARQ, RawHes
+from tests.integration.management_hes import MANAGEMENT_CLIENT_SAP, ManagementHes
+from tests.integration.rawhes import GET_LDN, PUBLIC_AARQ, RawHes
+from tests.wan.support import log_events, until
 
 PUSH_CLIENT_SAP = 0x66  # DLMS UA 1000-2: a common pre-established push client
 
@@ -164,19 +167,78 @@ async def test_fifty_pushes_survive_a_hes_outage_and_a_daemon_restart_in_order(
     assert second.pushes.depth == 0
 
 
-async def test_a_subscribed_hes_connection_takes_the_pushes(
+# A stranger's AARQ to SAP 1 as the management client: no authentication, so rejected-permanent (issue 9, D1).
+STRANGER_AARQ = bytes.fromhex("601DA109060760857405080101BE10040E01000000065F1F0400007E1FFFFF")
+
+async def test_the_authenticated_management_client_takes_the_pushes(
     sim_line: SimLine, gateway_factory: Callable[[GatewayConfig], Gateway], tmp_path: Path
 ) -> None:
+    keys = create_keys(tmp_path / "keys.toml")
     config = gateway_config(sim_line.pty.slave_path, directory=tmp_path)
     gateway = gateway_factory(replace(config, push=(PushConfig(name="hes"),)))
     await gateway.start()
+    host, port = gateway.wan.addresses[0]
+    manager = await asyncio.to_thread(ManagementHes.connect, host, port, keys)
+    await asyncio.to_thread(manager.associate_with_hls)
     sim_line.bus.push(physical_address=19, client_sap=PUSH_CLIENT_SAP, apdu=data_notification(1))
-    hes = await RawHes.connect(*gateway.wan.addresses[0])
-    aare = await hes.request(client_sap=16, meter_sap=1, apdu=PUBLIC_AARQ)  # associate with the gateway
-    assert aare.apdu[0] == 0x61
-    pushed = await hes.receive()
+    (pushed,) = await asyncio.to_thread(manager.receive_pushes, 1)
     assert (pushed.source, pushed.destination, pushed.apdu) == (19, PUSH_CLIENT_SAP, data_notification(1))
-    await hes.close()
+    await until(lambda: gateway.pushes.depth == 0)  # taken off the queue once written whole to the kernel
+    manager.close()
+
+
+async def test_a_rejected_stranger_and_a_public_reader_of_sap_1_never_receive_a_push(
+    sim_line: SimLine, gateway_factory: Callable[[GatewayConfig], Gateway], tmp_path: Path, listener: HesListener
+) -> None:
+    create_keys(tmp_path / "keys.toml")
+    config = push_config(sim_line.pty.slave_path, tmp_path, listener.port)
+    gateway = gateway_factory(replace(config, push=(replace(config.push[0], deliver_to_subscribed=True),)))
+    await gateway.start()
+    host, port = gateway.wan.addresses[0]
+    stranger = await RawHes.connect(host, port)
+    refused = await stranger.request(client_sap=MANAGEMENT_CLIENT_SAP, meter_sap=1, apdu=STRANGER_AARQ)
+    assert acse.decode_aare(refused.apdu).result is acse.AssociationResult.REJECTED_PERMANENT
+    reader = await RawHes.connect(host, port)
+    accepted = await reader.request(client_sap=16, meter_sap=1, apdu=PUBLIC_AARQ)
+    assert acse.decode_aare(accepted.apdu).result is acse.AssociationResult.ACCEPTED
+
+    for n in range(20):
+        sim_line.bus.push(physical_address=17, client_sap=PUSH_CLIENT_SAP, apdu=data_notification(n))
+    received = await listener.take(20, timeout=10.0)  # the configured destination gets every one
+    assert [pdu.apdu for pdu in received] == [data_notification(n) for n in range(20)]
+    # neither peer got a push in between: the next thing each reads is the answer to its own request
+    answer = await reader.request(client_sap=16, meter_sap=1, apdu=GET_LDN)
+    assert (answer.source, answer.apdu[:1]) == (1, b"\xc4")
+    answer = await stranger.request(client_sap=MANAGEMENT_CLIENT_SAP, meter_sap=1, apdu=GET_LDN)
+    assert (answer.source, answer.apdu[:1]) == (1, b"\xd8")  # no association: an exception-response
+    await stranger.close()
+    await reader.close()
+
+
+async def test_a_push_during_the_reconnect_back_off_waits_for_it_and_a_subscriber_is_served_at_once(
+    sim_line: SimLine, gateway_factory: Callable[[GatewayConfig], Gateway], tmp_path: Path,
+    listener: HesListener, captured_logs: io.StringIO
+) -> None:
+    keys = create_keys(tmp_path / "keys.toml")
+    port = listener.port
+    await listener.stop()  # the destination is down and stays down
+    config = push_config(sim_line.pty.slave_path, tmp_path, port)
+    backoff = replace(config.push[0], deliver_to_subscribed=True, reconnect_min_s=600.0, reconnect_max_s=600.0)
+    gateway = gateway_factory(replace(config, push=(backoff,)))
+    await gateway.start()
+    sim_line.bus.push(physical_address=17, client_sap=PUSH_CLIENT_SAP, apdu=data_notification(0))
+    await until(lambda: len(log_events(captured_logs, "push.connect_failed")) == 1)
+    for n in range(1, 21):  # each one wakes the forwarder during its back-off
+        sim_line.bus.push(physical_address=17, client_sap=PUSH_CLIENT_SAP, apdu=data_notification(n))
+    await until(lambda: gateway.pushes.depth == 21)
+
+    host, wan_port = gateway.wan.addresses[0]
+    manager = await asyncio.to_thread(ManagementHes.connect, host, wan_port, keys)
+    await asyncio.to_thread(manager.associate_with_hls)
+    received = await asyncio.to_thread(manager.receive_pushes, 21)  # not held back by the back-off
+    assert [pdu.apdu for pdu in received] == [data_notification(n) for n in range(21)]
+    manager.close()
+    assert len(log_events(captured_logs, "push.connect_failed")) == 1  # one attempt: the back-off was honoured
 
 
 async def test_a_push_from_an_unknown_meter_registers_it_and_is_delivered(

@@ -15,8 +15,10 @@ import pytest
 from gateway.codec.wrapper import WrapperPdu, encode
 from gateway.config import GatewayConfig, WanConfig
 from gateway.daemon import Gateway
-from gateway.wan.connection import MAX_UNSENT_BYTES
+from gateway.loglimit import EVENT_BUDGET
+from gateway.wan.connection import MAX_UNSENT_BYTES, HesConnection
 from gateway.wan.limits import SEND_BUFFER_BYTES, AllowList, Deadline, check_wan, tune_socket
+from gateway.wan.server import WanServer
 from tests.integration.conftest import SimLine, gateway_config
 from tests.integration.rawhes import GET_LDN, RawHes
 from tests.integration.test_relay import associate_and_read_name
@@ -268,3 +270,69 @@ async def test_an_oversized_length_closes_the_connection(
     assert await hung_up(hes)
     assert gateway.wan.cut_off == {"protocol-error": 1}
     await hes.close()
+
+
+async def test_a_connection_flood_writes_a_bounded_number_of_log_lines(
+    sim_line: SimLine, gateway_factory: Callable[[GatewayConfig], Gateway], captured_logs: io.StringIO
+) -> None:
+    gateway = await gateway_with(sim_line, gateway_factory, allow=("127.0.0.1/32",))
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    for _ in range(40):  # one HES reconnecting as fast as it can
+        hes = await connect_from("127.0.0.1", gateway.wan.addresses[0])
+        await hes.close()
+    strangers = [await connect_from(f"127.0.1.{n}", gateway.wan.addresses[0]) for n in range(1, 41)]
+    for stranger in strangers:  # forty addresses outside the allow-list
+        assert await hung_up(stranger)
+        await stranger.close()
+    await until(lambda: not gateway.wan.connections)
+    seconds = loop.time() - started
+    assert gateway.wan.refused["not-allowed"] == 40  # each one counted...
+    # ...but one line per address and second, and at most EVENT_BUDGET a second for all addresses
+    assert 1 <= len(log_events(captured_logs, "wan.connected")) <= seconds + 1
+    assert 1 <= len(log_events(captured_logs, "wan.disconnected")) <= seconds + 1
+    assert 1 <= len(log_events(captured_logs, "wan.refused")) <= EVENT_BUDGET * (seconds + 1) < 40
+
+
+async def test_a_connection_that_never_sends_a_whole_pdu_loses_its_slot_at_the_first_pdu_deadline(
+    sim_line: SimLine, gateway_factory: Callable[[GatewayConfig], Gateway], captured_logs: io.StringIO
+) -> None:
+    gateway = await gateway_with(sim_line, gateway_factory, first_pdu_timeout_s=0.3, idle_timeout_s=600.0)
+    talker = await RawHes.connect(*gateway.wan.addresses[0])
+    assert (await talker.request(client_sap=16, meter_sap=17, apdu=GET_LDN)).apdu[0] == 0xD8  # answered
+    silent = await RawHes.connect(*gateway.wan.addresses[0])
+    assert await hung_up(silent)  # not after the 600 s idle timeout
+    assert gateway.wan.cut_off == {"first-pdu": 1}
+    (event,) = log_events(captured_logs, "wan.first_pdu_timeout")
+    assert event["first_pdu_timeout_s"] == 0.3
+    # the talker, connected longer, is not concerned: once a PDU came, only the idle timeout applies
+    assert (await talker.request(client_sap=16, meter_sap=17, apdu=GET_LDN)).apdu[0] == 0xD8
+    assert len(gateway.wan.connections) == 1
+    await silent.close()
+    await talker.close()
+
+
+class BrokenSink:
+    """A router with a defect a HES can reach: routing any PDU raises."""
+
+    def pdu_from_hes(self, owner: HesConnection, pdu: WrapperPdu) -> None:
+        raise KeyError(pdu.destination)
+
+    def hes_disconnected(self, owner: HesConnection) -> None:
+        pass
+
+
+async def test_a_pdu_whose_routing_raises_costs_its_connection_only_with_one_line_and_no_traceback(
+    captured_logs: io.StringIO,
+) -> None:
+    server = WanServer(config=WanConfig(listen=("127.0.0.1",), port=0), sink=BrokenSink())
+    await server.start()
+    hes = await RawHes.connect(*server.addresses[0])
+    hes.send(client_sap=16, meter_sap=17, apdu=GET_LDN)
+    assert await hung_up(hes)
+    assert server.cut_off == {"internal-error": 1}
+    (event,) = log_events(captured_logs, "wan.internal_error")
+    assert (event["error"], event["destination"], event["tag"]) == ("KeyError", 17, "c0")
+    assert "Traceback" not in captured_logs.getvalue()
+    await hes.close()
+    await server.stop()

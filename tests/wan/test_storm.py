@@ -70,8 +70,9 @@ async def test_misbehaving_connections_are_cut_off_while_a_good_hes_reads_on(
     assert all(IDLE_TIMEOUT_S * 0.95 <= t < IDLE_TIMEOUT_S + 1.5 for t in cut["silent"])
     assert all(t < PDU_TIMEOUT_S + 3.0 for t in cut["unread"])
     assert gateway.wan.cut_off == {"pdu-timeout": 34, "protocol-error": 33, "idle": 29, "not-reading": 4}
-    assert len(log_events(captured_logs, "wan.pdu_timeout")) == 34
-    assert len(log_events(captured_logs, "wan.not_reading")) == 4
+    for event, cut_off in (("wan.pdu_timeout", 34), ("wan.not_reading", 4)):  # logged, at a bounded rate
+        lines = log_events(captured_logs, event)
+        assert 1 <= len(lines) + sum(line["suppressed_before"] for line in lines) <= cut_off
     assert gateway.wan.refused == {}
     assert len(gateway.wan.connections) == 1  # the good HES, still there
     assert gateway.wan.per_peer == {"127.0.0.1": 1}

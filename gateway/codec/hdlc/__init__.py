@@ -1,6 +1,6 @@
 """HDLC (IEC 62056-46), pure and sans-IO: frames, addresses, parameters, client and server links."""
 
-from gateway.codec.hdlc.address import HdlcAddress, decode_address
+from gateway.codec.hdlc.address import HdlcAddress, client_sap_fits, decode_address
 from gateway.codec.hdlc.client import (
     ApduReceived,
     HdlcClientLink,
@@ -44,6 +44,7 @@ __all__ = [
     "LinkUp",
     "ServerEvent",
     "ServerSettings",
+    "client_sap_fits",
     "crc16_x25",
     "decode_address",
     "decode_parameters",

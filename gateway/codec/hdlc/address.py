@@ -9,6 +9,12 @@ from gateway.codec.hdlc.errors import HdlcError
 
 _SIZES = (1, 2, 4)  # IEC 62056-46, address field: a server address is 1, 2 or 4 bytes; a client address 1
 _LAST_BYTE = 0x01  # IEC 62056-46, address field: the address extension bit ends the field
+MAX_CLIENT_SAP = 0x7F  # IEC 62056-46, address field: a client address is one byte, 7 bits of it
+
+
+def client_sap_fits(sap: int) -> bool:
+    """True when ``sap`` can be an HDLC client address (a wrapper wPort may be up to 0xFFFF)."""
+    return 0 <= sap <= MAX_CLIENT_SAP
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,6 +37,8 @@ class HdlcAddress:
     @classmethod
     def client(cls, sap: int) -> HdlcAddress:
         """Return the one-byte address of client `sap`."""
+        if not client_sap_fits(sap):
+            raise LocalProtocolError(f"client SAP {sap} does not fit a one-byte HDLC address")
         return cls(upper=sap, lower=None, size=1)
 
     @classmethod
