@@ -284,3 +284,14 @@ def test_resume_keeps_our_own_processing_time_from_counting_as_a_line_gap() -> N
     assert idle.feed(frame[:4], now=0.0) == []
     assert idle.feed(frame[4:], now=1.05) == []  # a real gap on the line: the partial frame is dropped
     assert idle.timeouts == 1
+
+
+@pytest.mark.parametrize("control", range(256))
+def test_every_control_byte_is_classified_without_raising(control: int) -> None:
+    frame = HdlcFrame(destination=CLIENT_16, source=SERVER_1, control=control, info=b"\x0f\x01")
+    kind = frame.defined_kind
+    if kind is None:
+        with pytest.raises(HdlcError):
+            _ = frame.kind
+    else:
+        assert frame.kind is kind
