@@ -91,6 +91,7 @@ class MeterLine:
         self._released_listeners: list[Callable[[int, int, int | None], None]] = []
         self._log = log.bind(line=config.name, device=config.device)
         self._fault_logged_at: float | None = None
+        self._relay_active_at: float | None = None  # when a relay link last sent or heard on the line
 
     # -- life cycle ---------------------------------------------------------------------------
 
@@ -172,6 +173,12 @@ class MeterLine:
         """Be told (client SAP, logical device, physical address) when a link leaves the line."""
         self._released_listeners.append(listener)
 
+    def relay_idle_s(self) -> float:
+        """How long no relay (HES) exchange has wanted or used the medium; 0 while one does."""
+        if self._holder in self._order or any(self._links[key][0].wants_medium for key in self._order):
+            return 0.0
+        return float("inf") if self._relay_active_at is None else self._clock() - self._relay_active_at
+
     def has_link(self, *, client_sap: int, upper: int, lower: int | None) -> bool:
         return _key(client_sap=client_sap, upper=upper, lower=lower) in self._links
 
@@ -211,6 +218,8 @@ class MeterLine:
 
     def _settle(self, key: _Key, link: HdlcClientLink) -> None:
         """After any event of a link: who holds the medium, and when the link needs ``expire``."""
+        if key not in self._background:
+            self._relay_active_at = self._clock()
         if link.awaiting_response:
             self._holder = key
         elif self._holder == key:
