@@ -35,6 +35,7 @@ from gateway.link.line import MeterLine, Opener
 from gateway.link.serial_port import LineOpenError, open_serial
 from gateway.log import configure
 from gateway.poller.service import build_poller
+from gateway.private_files import private_directory
 from gateway.registry.counters import ReservedCounter
 from gateway.registry.database import open_database
 from gateway.registry.store import Meter, MeterRegistry, MeterState, RegistryError, SapPolicy
@@ -79,7 +80,8 @@ class Gateway:
         self.runtime_directory = _directory(config.paths.runtime_directory, "RUNTIME_DIRECTORY",
                                             DEFAULT_RUNTIME_DIRECTORY)
         self.lines = {link.name: MeterLine(config=link, opener=serial_opener(link)) for link in config.links}
-        self.state_directory.mkdir(parents=True, exist_ok=True)
+        private_directory(self.state_directory)
+        private_directory(self.runtime_directory)
         self.database = open_database(self.state_directory / "registry.db")
         policy = SapPolicy(first=config.registry.sap_first, last=config.registry.sap_last,
                            quarantine_s=config.registry.quarantine_days * 86400.0)

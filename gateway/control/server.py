@@ -21,6 +21,8 @@ from typing import Any
 
 import structlog
 
+from gateway.private_files import private_directory
+
 log = structlog.get_logger(__name__)
 
 MAX_REQUEST_BYTES = 64 * 1024
@@ -126,7 +128,7 @@ class ControlServer:
         self._clients: set[asyncio.Task[None]] = set()
 
     async def start(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        private_directory(self.path.parent)
         with contextlib.suppress(FileNotFoundError):
             self.path.unlink()  # a stale socket from a killed daemon
         old_umask = os.umask(0o117)  # created 0660: never a moment when others could connect

@@ -14,6 +14,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from gateway.private_files import connect_private
+
 SCHEMA_VERSION = 1
 _SCHEMA = (
     "CREATE TABLE IF NOT EXISTS pushes (id INTEGER PRIMARY KEY AUTOINCREMENT, destination TEXT NOT NULL,"
@@ -45,7 +47,7 @@ class PushStore:
         self._max_age_s = max_age_s
         self._clock = clock
         try:
-            self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+            self._db = connect_private(path)
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=FULL")  # an alarm accepted is an alarm kept
             (check,) = self._db.execute("PRAGMA integrity_check").fetchone()
