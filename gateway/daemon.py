@@ -176,9 +176,9 @@ class Gateway:
         if apdu is None:
             return
         server = frame.source
-        if server.lower is None:
-            log.warning("push.unaddressable", line=line.name, address=server.upper)
-            self.pushes_unrouted += 1
+        if server.lower is None:  # a 1-byte address: no physical address, no meter can sit there
+            self.push_registrations.refuse(PushRefusal.ADDRESS)
+            self._log_refusal(line, PushRefusal.ADDRESS, logical_device=server.upper, physical_address=None)
             return
         meter = self.registry.by_place(link=line.name, physical_address=server.lower, logical_device=server.upper)
         if meter is None:  # a meter we did not know: register it (bounded), find out who it is, deliver anyway
@@ -202,25 +202,30 @@ class Gateway:
         now = time.monotonic()
         refusal = self.push_registrations.admit(logical_device=logical_device, physical_address=physical_address,
                                                 now=now, pending=self._pending_push_registrations)
-        meter = None
         if refusal is None:
             try:
                 meter = self.registry.register(link=line.name, physical_address=physical_address,
                                                logical_device=logical_device, registered_by="push")
-            except RegistryError:
-                refusal = PushRefusal.REGISTRY
-                self.push_registrations.refuse(refusal)
-        if meter is None:
-            if self._push_refusal_logged_at is None or now - self._push_refusal_logged_at >= REFUSAL_LOG_INTERVAL_S:
-                self._push_refusal_logged_at = now  # a forger on the line cannot flood the log either
-                log.warning("push.registration_refused", line=line.name, address=physical_address,
-                            logical_device=logical_device, reason=str(refusal),
-                            refused={str(k): v for k, v in self.push_registrations.refused.items()})
+            except RegistryError:  # no free SAP
+                refusal = self.push_registrations.registry_refused()
+        if refusal is not None:
+            self._log_refusal(line, refusal, logical_device=logical_device, physical_address=physical_address)
             return None
         log.info("registry.registered_by_push", sap=meter.sap, line=line.name, address=physical_address)
         if self.config.registry.identify:
             self.identify_queue.put_nowait(meter.sap)
         return meter
+
+    def _log_refusal(self, line: MeterLine, refusal: PushRefusal, *, logical_device: int,
+                     physical_address: int | None) -> None:
+        """One line a minute at most: a forger on the meter line cannot flood the log either."""
+        now = time.monotonic()
+        if self._push_refusal_logged_at is not None and now - self._push_refusal_logged_at < REFUSAL_LOG_INTERVAL_S:
+            return
+        self._push_refusal_logged_at = now
+        log.warning("push.registration_refused", line=line.name, address=physical_address,
+                    logical_device=logical_device, reason=str(refusal),
+                    refused={str(k): v for k, v in self.push_registrations.refused.items()})
 
     def _pending_push_registrations(self) -> int:
         return sum(1 for m in self.registry.meters() if m.registered_by == "push" and m.logical_device_name is None)

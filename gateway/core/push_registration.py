@@ -68,8 +68,14 @@ class PushRegistrationGate:
         return refusal
 
     def refuse(self, refusal: PushRefusal) -> None:
-        """Count a refusal decided elsewhere (the registry's)."""
+        """Count a push refused before it reached the gate (a 1-byte source address)."""
         self.refused[refusal] += 1
+
+    def registry_refused(self) -> PushRefusal:
+        """The registration admitted last was refused by the registry: count it as refused instead."""
+        self.registered -= 1
+        self.refused[PushRefusal.REGISTRY] += 1
+        return PushRefusal.REGISTRY
 
     def _check(self, *, logical_device: int, physical_address: int, now: float,
                pending: Callable[[], int]) -> PushRefusal | None:

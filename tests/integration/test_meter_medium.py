@@ -34,9 +34,10 @@ async def listener() -> AsyncIterator[HesListener]:
         await hes.stop()
 
 
-def pushed_from(physical_address: int, n: int, *, logical_device: int = 1) -> bytes:
+def pushed_from(physical_address: int | None, n: int, *, logical_device: int = 1) -> bytes:
     """A UI frame carrying a data-notification, with whatever source address a forger likes."""
-    source = HdlcAddress.server(logical_device=logical_device, physical_address=physical_address, size=4)
+    source = HdlcAddress(upper=logical_device, lower=None, size=1) if physical_address is None else \
+        HdlcAddress.server(logical_device=logical_device, physical_address=physical_address, size=4)
     return encode_frame(HdlcFrame(destination=HdlcAddress.client(PUSH_CLIENT_SAP), source=source, control=UI,
                                   info=b"\xe6\xe7\x00" + data_notification(n)))
 
@@ -72,7 +73,8 @@ async def test_forged_pushes_register_a_bounded_number_of_meters_and_the_hes_kee
     assert (await hes.request(client_sap=16, meter_sap=17, apdu=PUBLIC_AARQ)).apdu[0] == 0x61
     frames_to_nobody = sim_line.bus.frames_ignored
     forged = [pushed_from(address, address) for address in range(100, 250)]  # 150 addresses nobody holds
-    reserved = [pushed_from(16383, 1), pushed_from(5, 2), pushed_from(300, 3, logical_device=0)]
+    reserved = [pushed_from(16383, 1), pushed_from(5, 2), pushed_from(300, 3, logical_device=0),
+                pushed_from(None, 4)]  # a 1-byte source: no physical address at all
     genuine = pushed_from(17, 17)
     await write_line(sim_line.pty.master_fd, b"".join(forged + reserved) + genuine)
     for _ in range(30):  # the forged frames were read before the first answer came back
@@ -86,11 +88,11 @@ async def test_forged_pushes_register_a_bounded_number_of_meters_and_the_hes_kee
     assert gateway.pushes_unrouted == 0  # refused pushes are counted as refused registrations, not queued
 
     status = await asyncio.to_thread(call, gateway.runtime_directory / "control.sock", "status")
-    assert status["push_registrations"] == {"registered": 4, "refused": {"address": 3, "rate": 146}}
+    assert status["push_registrations"] == {"registered": 4, "refused": {"address": 4, "rate": 146}}
     text = io.StringIO()
     with contextlib.redirect_stdout(text):
         _render_status(status)
-    assert "Registered by push: 4; refused: address 3, rate 146" in text.getvalue()
+    assert "Registered by push: 4; refused: address 4, rate 146" in text.getvalue()
     await hes.close()
 
 
