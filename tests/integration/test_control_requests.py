@@ -12,9 +12,13 @@ from typing import Any
 
 import pytest
 
+from gateway.codec import acse
 from gateway.config import GatewayConfig, RegistryConfig
 from gateway.daemon import Gateway
+from gateway.registry.database import open_database
+from gateway.registry.store import MeterState
 from tests.integration.conftest import SimLine, gateway_config
+from tests.integration.rawhes import PUBLIC_AARQ, RawHes
 
 
 async def ask(gateway: Gateway, line: bytes) -> dict[str, Any]:
@@ -90,3 +94,28 @@ async def test_meters_add_refuses_what_the_configuration_refuses_and_identificat
     await asyncio.wait_for(gateway.identify_queue.join(), 30)  # the identity worker is alive and done
     meter = gateway.registry.get(added["result"]["sap"])
     assert meter is not None and meter.name_text == "SIM0000000000003"
+
+
+def old_registry_row(state: Path, *, sap: int, physical_address: int) -> None:
+    """A registry written by a gateway that did not check addresses yet."""
+    state.mkdir(parents=True)
+    database = open_database(state / "registry.db")
+    database.execute("INSERT INTO meters (sap, link, physical_address, logical_device, state, registered_by)"
+                     " VALUES (?, 'bus0', ?, 1, 'registered', 'provisioning')", (sap, physical_address))
+    database.close()
+
+
+async def test_a_row_from_before_the_address_rule_is_refused_to_a_hes_not_a_crash(
+    sim_line: SimLine, gateway_factory: Callable[[GatewayConfig], Gateway], tmp_path: Path
+) -> None:
+    config = gateway_config(sim_line.pty.slave_path, meters=2, directory=tmp_path)
+    old_registry_row(Path(config.paths.state_directory), sap=50, physical_address=999999)
+    gateway = gateway_factory(replace(config, registry=RegistryConfig(identify=True)))
+    await gateway.start()
+    hes = await RawHes.connect(*gateway.wan.addresses[0])
+    aare = await hes.request(client_sap=16, meter_sap=50, apdu=PUBLIC_AARQ)
+    assert acse.decode_aare(aare.apdu).result is acse.AssociationResult.REJECTED_PERMANENT
+    assert (await hes.request(client_sap=16, meter_sap=17, apdu=PUBLIC_AARQ)).apdu[0] == 0x61  # same connection
+    await hes.close()
+    await asyncio.wait_for(gateway.identify_queue.join(), 30)  # its identity read failed, the worker goes on
+    assert {m.sap for m in gateway.registry.meters(state=MeterState.ONLINE)} == {17, 18}
