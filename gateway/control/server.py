@@ -159,10 +159,17 @@ class ControlServer:
             if sock is None or not peer_allowed(sock):
                 await self._send(writer, {"ok": False, "error": "permission denied"})
                 return
-            while line := await reader.readline():
+            while True:
+                try:
+                    line = await reader.readline()
+                except ValueError:  # over MAX_REQUEST_BYTES: say so, then end that client only
+                    await self._send(writer, {"ok": False, "error": f"request longer than {MAX_REQUEST_BYTES} bytes"})
+                    return
+                if not line:
+                    return
                 await self._send(writer, await self._answer(line, writer))
-        except (ValueError, ConnectionError, asyncio.LimitOverrunError):
-            pass  # an oversized or broken request ends that client only
+        except ConnectionError:
+            pass  # a broken connection ends that client only
         finally:
             self._clients.discard(task)
             writer.close()

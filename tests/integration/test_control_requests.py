@@ -57,6 +57,7 @@ MALFORMED = [  # (request line, what the error must name)
     (b'{"command": "status"\x00}', "JSON"),
     (b"\x00" * 100, "JSON"),
     (b"[1, 2]", "object"),
+    (b'{"command": "meter", "meter": "' + b"x" * 70000 + b'"}', "longer than 65536 bytes"),
 ]
 
 
