@@ -13,6 +13,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from gateway.codec.hdlc import meter_address_problem
 from gateway.codec.wrapper import WRAPPER_PORT
 from gateway.config_source import ConfigError as ConfigError  # noqa: PLC0414 - re-exported: callers load here
 from gateway.config_source import ConfigProblem as ConfigProblem  # noqa: PLC0414
@@ -84,6 +85,11 @@ class RegistryConfig:
     quarantine_days: float = 30.0  # a HES may cache the SAP list for a billing period
     flush_interval_s: float = 30.0  # hot values (last seen, counters) reach the disk this often
     identify: bool = True  # read the logical device name on first contact
+    # A push from an unknown address registers a meter (the meter medium is not authenticated: bounded)
+    push_registration: bool = True
+    push_registrations_per_hour: float = 12.0  # new meters registered by pushes, refilled at this rate
+    push_registration_burst: int = 4  # ... and at most this many at once
+    push_registration_max_pending: int = 16  # push-registered meters still waiting for their identity read
 
 
 @dataclass(frozen=True, slots=True)
@@ -197,10 +203,9 @@ def _check(config: GatewayConfig, problems: Problems) -> None:
             fail("meters", i, "sap", f"SAP {meter.sap} is already meters[{saps[meter.sap]}]'s; each meter needs "
                  f"its own, {reg.sap_first}..{reg.sap_last}")
         saps.setdefault(meter.sap, i)
-        if not 0x10 <= meter.physical_address <= 0x3FFD:
-            fail("meters", i, "physical_address", "must be 16..16381 (IEC 62056-46 device addresses)")
-        if not 0 <= meter.logical_device <= 0x3FFF:
-            fail("meters", i, "logical_device", "must be 0..16383")
+        problem = meter_address_problem(logical_device=meter.logical_device, physical_address=meter.physical_address)
+        if problem is not None:
+            fail("meters", i, problem.field, problem.message)
         place = (meter.link, meter.physical_address, meter.logical_device)
         if place in places:
             fail("meters", i, "physical_address", "another meter has the same link and address")
@@ -214,6 +219,12 @@ def _check(config: GatewayConfig, problems: Problems) -> None:
         fail("registry", None, "quarantine_days", "must be >= 0")
     if reg.flush_interval_s <= 0:
         fail("registry", None, "flush_interval_s", "must be > 0")
+    if reg.push_registrations_per_hour < 0:
+        fail("registry", None, "push_registrations_per_hour", "must be >= 0")
+    if not 0 <= reg.push_registration_burst <= 1000:
+        fail("registry", None, "push_registration_burst", "must be 0..1000")
+    if not 0 <= reg.push_registration_max_pending <= 10000:
+        fail("registry", None, "push_registration_max_pending", "must be 0..10000")
     for i, scan in enumerate(config.scan):
         if scan.link not in names:
             fail("scan", i, "link", f"no link named {scan.link!r}")

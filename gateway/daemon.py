@@ -11,20 +11,21 @@ import functools
 import os
 import signal
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
 import structlog
 
 from gateway import __version__
-from gateway.codec.hdlc import HdlcFrame
+from gateway.codec.hdlc import HdlcFrame, meter_address_problem
 from gateway.config import ConfigError, GatewayConfig, LinkConfig, load_config
 from gateway.control.commands import control_server
 from gateway.control.discovery import identify_worker, scan_schedule
 from gateway.control.server import ControlServer
 from gateway.core.management import ManagementDevice
 from gateway.core.push import PushForwarder, push_apdu
+from gateway.core.push_registration import PushRefusal, PushRegistrationGate, PushRegistrationPolicy
 from gateway.core.pushstore import PushStore
 from gateway.core.router import MeterRoute, Router
 from gateway.core.session import HesPeer
@@ -34,10 +35,12 @@ from gateway.link.line import MeterLine, Opener
 from gateway.link.serial_port import LineOpenError, open_serial
 from gateway.log import configure
 from gateway.poller.service import build_poller
+from gateway.private_files import private_directory
 from gateway.registry.counters import ReservedCounter
 from gateway.registry.database import open_database
-from gateway.registry.store import MeterRegistry, MeterState, RegistryError, SapPolicy
+from gateway.registry.store import Meter, MeterRegistry, MeterState, RegistryError, SapPolicy
 from gateway.sdnotify import notify
+from gateway.supervisor import Supervisor, Worker
 from gateway.wan.dialout import DialOut
 from gateway.wan.server import WanListenError, WanServer
 
@@ -48,6 +51,7 @@ SHUTDOWN_TASKS_S = 1.0  # then for background tasks to end once cancelled (SIGTE
 DEFAULT_STATE_DIRECTORY = Path("/var/lib/dlms-gateway")
 DEFAULT_RUNTIME_DIRECTORY = Path("/run/dlms-gateway")
 DEFAULT_KEYS_FILE = Path("/etc/dlms-gateway/keys.toml")
+REFUSAL_LOG_INTERVAL_S = 60.0  # one log line a minute at most for pushes refused a registration
 
 
 def serial_opener(config: LinkConfig) -> Opener:
@@ -76,7 +80,8 @@ class Gateway:
         self.runtime_directory = _directory(config.paths.runtime_directory, "RUNTIME_DIRECTORY",
                                             DEFAULT_RUNTIME_DIRECTORY)
         self.lines = {link.name: MeterLine(config=link, opener=serial_opener(link)) for link in config.links}
-        self.state_directory.mkdir(parents=True, exist_ok=True)
+        private_directory(self.state_directory)
+        private_directory(self.runtime_directory)
         self.database = open_database(self.state_directory / "registry.db")
         policy = SapPolicy(first=config.registry.sap_first, last=config.registry.sap_last,
                            quarantine_s=config.registry.quarantine_days * 86400.0)
@@ -94,6 +99,12 @@ class Gateway:
         self.pushes = PushStore(self.state_directory / "pushes.db", max_bytes=config.push_queue.max_bytes,
                                 max_age_s=config.push_queue.max_age_days * 86400.0)
         self.pushes_unrouted = 0  # pushes with nowhere to go (no destination configured): counted, logged
+        registry = config.registry
+        self.push_registrations = PushRegistrationGate(PushRegistrationPolicy(
+            enabled=registry.push_registration, per_hour=registry.push_registrations_per_hour,
+            burst=registry.push_registration_burst, max_pending=registry.push_registration_max_pending,
+        ), now=time.monotonic())
+        self._push_refusal_logged_at: float | None = None
         self._push_burst: list[tuple[int, int, bytes]] = []  # received in this loop turn, not yet committed
         self.forwarders = [PushForwarder(config=push, store=self.pushes, subscriber=self.push_subscriber)
                            for push in config.push]
@@ -106,6 +117,7 @@ class Gateway:
         self.identify_queue: asyncio.Queue[int] = asyncio.Queue()
         self._reopen = {name: asyncio.Event() for name in self.lines}
         self.hotplug_monitor = HotplugMonitor(handler=self.hotplug)
+        self.supervisor = Supervisor()
         self._tasks: list[asyncio.Task[None]] = []
         self._scans: list[asyncio.Task[None]] = []
         self.control: ControlServer | None = None
@@ -133,6 +145,8 @@ class Gateway:
         meter = self.registry.get(sap)
         if meter is None or meter.link not in self.lines:
             return None
+        if meter_address_problem(logical_device=meter.logical_device, physical_address=meter.physical_address):
+            return None  # a row from before the registry checked addresses: refused like an unknown SAP
         return MeterRoute(sap=meter.sap, line=meter.link, physical_address=meter.physical_address,
                           logical_device=meter.logical_device)
 
@@ -162,21 +176,18 @@ class Gateway:
         if apdu is None:
             return
         server = frame.source
-        if server.lower is None:
-            log.warning("push.unaddressable", line=line.name, address=server.upper)
-            self.pushes_unrouted += 1
+        if server.lower is None:  # a 1-byte address: no physical address, no meter can sit there
+            self.push_registrations.refuse(PushRefusal.ADDRESS)
+            self._log_refusal(line, PushRefusal.ADDRESS, logical_device=server.upper, physical_address=None)
             return
         meter = self.registry.by_place(link=line.name, physical_address=server.lower, logical_device=server.upper)
-        if meter is None:  # a meter we did not know: register it, find out who it is, deliver anyway
-            try:
-                meter = self.registry.register(link=line.name, physical_address=server.lower,
-                                               logical_device=server.upper, registered_by="push")
-            except RegistryError as exc:
-                log.warning("push.unregistrable", line=line.name, address=server.lower, reason=str(exc))
-                self.pushes_unrouted += 1
+        if meter is None:  # a meter we did not know: register it (bounded), find out who it is, deliver anyway
+            meter = self._register_from_push(line, logical_device=server.upper, physical_address=server.lower)
+            if meter is None:
                 return
-            self.identify_queue.put_nowait(meter.sap)
-        self.meter_seen(meter.sap)
+            self.registry.seen(meter.sap, frames=1)  # not "online" on a push alone: its identity read says so
+        else:
+            self.meter_seen(meter.sap)
         if not self.forwarders:
             log.warning("push.no_destination", sap=meter.sap, tag=f"{apdu[0]:02X}")
             self.pushes_unrouted += 1
@@ -185,6 +196,39 @@ class Gateway:
             asyncio.get_running_loop().call_soon(self._commit_pushes)
         self._push_burst.append((meter.sap, frame.destination.upper, apdu))
         log.info("push.queued", sap=meter.sap, tag=f"{apdu[0]:02X}", size=len(apdu))
+
+    def _register_from_push(self, line: MeterLine, *, logical_device: int, physical_address: int) -> Meter | None:
+        """A meter for a push from an unknown address, or None: the push is then dropped and counted."""
+        now = time.monotonic()
+        refusal = self.push_registrations.admit(logical_device=logical_device, physical_address=physical_address,
+                                                now=now, pending=self._pending_push_registrations)
+        if refusal is None:
+            try:
+                meter = self.registry.register(link=line.name, physical_address=physical_address,
+                                               logical_device=logical_device, registered_by="push")
+            except RegistryError:  # no free SAP
+                refusal = self.push_registrations.registry_refused()
+        if refusal is not None:
+            self._log_refusal(line, refusal, logical_device=logical_device, physical_address=physical_address)
+            return None
+        log.info("registry.registered_by_push", sap=meter.sap, line=line.name, address=physical_address)
+        if self.config.registry.identify:
+            self.identify_queue.put_nowait(meter.sap)
+        return meter
+
+    def _log_refusal(self, line: MeterLine, refusal: PushRefusal, *, logical_device: int,
+                     physical_address: int | None) -> None:
+        """One line a minute at most: a forger on the meter line cannot flood the log either."""
+        now = time.monotonic()
+        if self._push_refusal_logged_at is not None and now - self._push_refusal_logged_at < REFUSAL_LOG_INTERVAL_S:
+            return
+        self._push_refusal_logged_at = now
+        log.warning("push.registration_refused", line=line.name, address=physical_address,
+                    logical_device=logical_device, reason=str(refusal),
+                    refused={str(k): v for k, v in self.push_registrations.refused.items()})
+
+    def _pending_push_registrations(self) -> int:
+        return sum(1 for m in self.registry.meters() if m.registered_by == "push" and m.logical_device_name is None)
 
     def _commit_pushes(self) -> None:
         burst, self._push_burst = self._push_burst, []
@@ -198,19 +242,19 @@ class Gateway:
             self.hotplug_monitor.start()
         for line in self.lines.values():
             await self._try_open(line)
-            self._spawn(self._keep_open(line), f"line-{line.name}")
+            self._spawn(functools.partial(self._keep_open, line), f"line-{line.name}")
         await self.wan.start()
         server = control_server(self)
         await server.start()
         self.control = server
-        self._spawn(self._flush_loop(), "registry-flush")
+        self._spawn(self._flush_loop, "registry-flush")
         for forwarder in self.forwarders:
-            self._spawn(forwarder.run(), f"push-{forwarder.config.name}")
+            self._spawn(forwarder.run, f"push-{forwarder.config.name}")
         for dial in self.dial_outs:
-            self._spawn(dial.run(), f"dialout-{dial.config.host}")
+            self._spawn(dial.run, f"dialout-{dial.config.host}")
         if self.poller is not None:
             await self.poller.start()
-        self._spawn(identify_worker(self), "identify")
+        self._spawn(functools.partial(identify_worker, self), "identify")
         self._start_scans()
         if self.config.registry.identify:
             for meter in self.registry.meters():
@@ -249,7 +293,8 @@ class Gateway:
     def _start_scans(self) -> None:
         for task in self._scans:
             task.cancel()
-        self._scans = [asyncio.create_task(scan_schedule(self, scan), name=f"scan-{scan.link}")
+        self._scans = [asyncio.create_task(self.supervisor.supervise(functools.partial(scan_schedule, self, scan),
+                                                                     f"scan-{scan.link}"), name=f"scan-{scan.link}")
                        for scan in self.config.scan]
 
     def reload(self, new: GatewayConfig) -> list[str]:
@@ -268,8 +313,9 @@ class Gateway:
                  needs_restart=needs_restart)
         return needs_restart
 
-    def _spawn(self, coroutine: Coroutine[None, None, None], name: str) -> None:
-        self._tasks.append(asyncio.create_task(coroutine, name=name))
+    def _spawn(self, work: Worker, name: str) -> None:
+        """Run a long-lived worker for the daemon's life, restarted (and logged) whenever it fails."""
+        self._tasks.append(asyncio.create_task(self.supervisor.supervise(work, name), name=name))
 
     async def _try_open(self, line: MeterLine) -> None:
         try:
@@ -351,7 +397,7 @@ async def run(config: GatewayConfig, *, config_path: Path | None = None) -> None
     notify(f"READY=1\nSTATUS=relaying for {len(gateway.registry)} meters")
     interval = watchdog_interval()
     if interval is not None:
-        gateway._spawn(_watchdog(gateway, interval), "watchdog")
+        gateway._spawn(functools.partial(_watchdog, gateway, interval), "watchdog")
     try:
         await stop.wait()
     finally:

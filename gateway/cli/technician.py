@@ -123,9 +123,13 @@ def _render_status(status: dict[str, Any]) -> None:
     print("Links:")
     print_table(status["links"], [("name", "NAME"), ("device", "DEVICE"), ("open", "OPEN"),
                                   ("frames_sent", "SENT"), ("frames_received", "RECEIVED"),
-                                  ("timeouts", "TIMEOUTS"), ("bad_crc", "BAD CRC")])
+                                  ("timeouts", "TIMEOUTS"), ("bad_crc", "BAD CRC"),
+                                  ("frames_undefined", "UNDEFINED")])
     meters = status["meters"]
     print("Meters: " + ", ".join(f"{count} {state}" for state, count in meters.items()))
+    by_push = status.get("push_registrations", {})
+    refused = ", ".join(f"{reason} {count}" for reason, count in by_push.get("refused", {}).items()) or "none"
+    print(f"Registered by push: {by_push.get('registered', 0)}; refused: {refused}")
     queue = status["push_queue"]
     oldest = f", oldest {queue['oldest_age_s']:.0f} s" if queue["oldest_age_s"] is not None else ""
     print(f"Sessions: {status['sessions']}; rejections: {status['rejections']}")

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from gateway import __version__
 from gateway.control.discovery import identify, scan
-from gateway.control.server import CommandError, ControlServer, Handler, Progress
+from gateway.control.server import CommandError, ControlServer, Handler, Progress, number, sap_or_name, text
 from gateway.poller.control import readings_handlers
 from gateway.registry.store import Meter, MeterState, RegistryError
 
@@ -37,13 +37,6 @@ def meter_detail(meter: Meter) -> dict[str, Any]:
 
 def _iso(seconds: float) -> str:
     return dt.datetime.fromtimestamp(seconds, dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def _int(request: Mapping[str, Any], key: str) -> int:
-    value = request.get(key)
-    if not isinstance(value, int) or isinstance(value, bool):
-        raise CommandError(f"'{key}' must be a number")
-    return value
 
 
 class Commands:
@@ -77,10 +70,15 @@ class Commands:
                 {"name": line.name, "device": line.config.device, "open": line.is_open,
                  "frames_sent": line.counters.frames_sent, "frames_received": line.counters.frames_received,
                  "timeouts": line.counters.timeouts, "bad_crc": line.decoder.bad_crc,
-                 "discarded_bytes": line.decoder.discarded_bytes}
+                 "discarded_bytes": line.decoder.discarded_bytes,
+                 "frames_undefined": line.counters.frames_undefined, "frames_failed": line.counters.frames_failed}
                 for line in gw.lines.values()
             ],
             "meters": by_state,
+            "push_registrations": {"registered": gw.push_registrations.registered,
+                                   "refused": {str(reason): count for reason, count
+                                               in sorted(gw.push_registrations.refused.items())}},
+            "worker_restarts": dict(gw.supervisor.restarts),
             "sessions": len(gw.router.sessions),
             "rejections": gw.router.rejections,
             "push_queue": {"depth": gw.pushes.depth, "oldest_age_s": gw.pushes.oldest_age_s(),
@@ -91,28 +89,26 @@ class Commands:
         }
 
     async def meters(self, request: Mapping[str, Any], progress: Progress) -> list[dict[str, Any]]:
-        state = request.get("state")
+        state = text(request, "state", default="")
         try:
             wanted = MeterState(state) if state else None
         except ValueError:
             raise CommandError(f"unknown state {state!r}; one of {', '.join(s.value for s in MeterState)}") from None
         return [meter_summary(m) for m in self.gateway.registry.meters(state=wanted)]
 
-    def _lookup(self, key: object) -> Meter | None:
-        """A live meter by SAP or logical device name."""
+    def _lookup(self, key: int | str) -> Meter | None:
+        """A live meter by SAP or logical device name (a name may be all digits too)."""
         registry = self.gateway.registry
-        meter = None
-        if (isinstance(key, int) and not isinstance(key, bool)) or (isinstance(key, str) and key.isdigit()):
-            meter = registry.get(int(key))
-        if meter is None and isinstance(key, str):
-            meter = registry.by_name(key.encode())
+        meter = registry.get(key) if isinstance(key, int) else None
+        if meter is None:
+            meter = registry.by_name(str(key).encode())
         return meter
 
     def _find(self, request: Mapping[str, Any]) -> Meter:
-        key = request.get("meter")
+        key = sap_or_name(request, "meter")
         meter = self._lookup(key)
         if meter is None:
-            raise CommandError(f"no meter {key!r} (give a SAP or a logical device name)")
+            raise CommandError(f"no meter {str(key)[:40]!r} (give a SAP or a logical device name)")
         return meter
 
     async def meter(self, request: Mapping[str, Any], progress: Progress) -> dict[str, Any]:
@@ -138,14 +134,14 @@ class Commands:
                 "association_ms": round((time.perf_counter() - started) * 1e3, 1)}
 
     async def add(self, request: Mapping[str, Any], progress: Progress) -> dict[str, Any]:
-        link = request.get("link")
+        link = text(request, "link")
         if link not in self.gateway.lines:
-            raise CommandError(f"no link named {link!r}")
-        sap = request.get("sap")
-        try:
+            raise CommandError(f"no link named {link[:40]!r}")
+        try:  # the registry applies the address rule of the configuration (one rule, in the HDLC codec)
             meter = self.gateway.registry.register(
-                link=str(link), physical_address=_int(request, "address"),
-                logical_device=int(request.get("logical_device", 1)), sap=_int(request, "sap") if sap else None,
+                link=link, physical_address=number(request, "address"),
+                logical_device=number(request, "logical_device", default=1),
+                sap=number(request, "sap") if request.get("sap") is not None else None,
             )
         except RegistryError as exc:
             raise CommandError(str(exc)) from None
@@ -155,7 +151,7 @@ class Commands:
 
     async def remove(self, request: Mapping[str, Any], progress: Progress) -> dict[str, Any]:
         """Remove a meter given by SAP or logical device name ("sap" still works, as older CLIs send it)."""
-        key = request["meter"] if "meter" in request else _int(request, "sap")
+        key = sap_or_name(request, "meter") if "meter" in request else number(request, "sap")
         meter = self._lookup(key)
         if meter is None:
             raise CommandError(self._why_not_live(key))
@@ -175,13 +171,13 @@ class Commands:
         return f"no meter with SAP {key}" if numeric else f"no meter {key!r} (give a SAP or a logical device name)"
 
     async def scan(self, request: Mapping[str, Any], progress: Progress) -> list[dict[str, Any]]:
-        first, last = _int(request, "first"), _int(request, "last")
+        first, last = number(request, "first"), number(request, "last")
         if first > last:
             raise CommandError(f"the range {first}-{last} is reversed (did you mean {last}-{first}?)")
         if not 0x10 <= first <= last <= 0x3FFD:
             raise CommandError("the range must lie within 16..16381")
         try:
-            results = await scan(self.gateway, link=str(request.get("link")), first=first, last=last,
+            results = await scan(self.gateway, link=text(request, "link"), first=first, last=last,
                                  progress=progress)
         except RegistryError as exc:
             raise CommandError(str(exc)) from None

@@ -42,10 +42,13 @@ def get_logical_device_name() -> bytes:
 
 
 async def read_identity(line: MeterLine, *, server_address: HdlcAddress, settings: LinkSettings,
-                        timeout_s: float = 30.0) -> Identity:
-    """Associate as the public client, read 0.0.42.0.0.255, release. Raises LinkClientError/IdentityError."""
+                        timeout_s: float = 30.0, background: bool = False) -> Identity:
+    """Associate as the public client, read 0.0.42.0.0.255, release. Raises LinkClientError/IdentityError.
+
+    In the background, every relay exchange on the line goes before each of ours.
+    """
     async with LinkClient(line, server_address=server_address, client_sap=PUBLIC_CLIENT_SAP, settings=settings,
-                          timeout_s=timeout_s) as client:
+                          timeout_s=timeout_s, background=background) as client:
         try:
             aare = acse.decode_aare(await client.request(public_aarq()))
         except RemoteProtocolError as exc:

@@ -43,8 +43,8 @@ SEND_TIMEOUT_S = 30.0  # a HES that takes no data for this long is reconnected
 
 
 def push_apdu(frame: HdlcFrame) -> bytes | None:
-    """The APDU of an unsolicited frame if it is a meter push, else None."""
-    if frame.kind not in (FrameKind.UI, FrameKind.I) or not frame.info:
+    """The APDU of an unsolicited frame if it is a meter push, else None (total: any frame, no exception)."""
+    if frame.defined_kind not in (FrameKind.UI, FrameKind.I) or not frame.info:
         return None
     payload = llc_payload(frame.info)
     info = frame.info if payload is None else payload  # a push without LLC header is tolerated

@@ -32,10 +32,11 @@ Opener = Callable[[Callable[[], asyncio.Protocol]], Awaitable[asyncio.Transport]
 _Key = tuple[int, int, int | None]  # (client SAP, meter logical device, physical address)
 
 
+FAULT_LOG_INTERVAL_S = 60.0  # at most one log line per line this often for frames we drop, whatever arrives
+
+
 def _key(*, client_sap: int, upper: int, lower: int | None) -> _Key:
     return (client_sap, upper, lower)
-
-
 
 
 @dataclass(slots=True)
@@ -43,6 +44,8 @@ class LineCounters:
     frames_sent: int = 0
     frames_received: int = 0
     frames_unrouted: int = 0
+    frames_undefined: int = 0  # a control field DLMS does not define (REJ, SREJ, SABM, ...): dropped
+    frames_failed: int = 0  # handling the frame raised (a bug): dropped, the rest of the read goes on
     exchanges: int = 0
     timeouts: int = 0
 
@@ -87,6 +90,8 @@ class MeterLine:
         self._unsolicited: UnsolicitedListener | None = None
         self._released_listeners: list[Callable[[int, int, int | None], None]] = []
         self._log = log.bind(line=config.name, device=config.device)
+        self._fault_logged_at: float | None = None
+        self._relay_active_at: float | None = None  # when a relay link last sent or heard on the line
 
     # -- life cycle ---------------------------------------------------------------------------
 
@@ -168,6 +173,12 @@ class MeterLine:
         """Be told (client SAP, logical device, physical address) when a link leaves the line."""
         self._released_listeners.append(listener)
 
+    def relay_idle_s(self) -> float:
+        """How long no relay (HES) exchange has wanted or used the medium; 0 while one does."""
+        if self._holder in self._order or any(self._links[key][0].wants_medium for key in self._order):
+            return 0.0
+        return float("inf") if self._relay_active_at is None else self._clock() - self._relay_active_at
+
     def has_link(self, *, client_sap: int, upper: int, lower: int | None) -> bool:
         return _key(client_sap=client_sap, upper=upper, lower=lower) in self._links
 
@@ -207,6 +218,8 @@ class MeterLine:
 
     def _settle(self, key: _Key, link: HdlcClientLink) -> None:
         """After any event of a link: who holds the medium, and when the link needs ``expire``."""
+        if key not in self._background:
+            self._relay_active_at = self._clock()
         if link.awaiting_response:
             self._holder = key
         elif self._holder == key:
@@ -240,13 +253,37 @@ class MeterLine:
     # -- bytes from the line ------------------------------------------------------------------
 
     def data_received(self, data: bytes) -> None:
-        for frame in self._decoder.feed(data, now=self._clock()):
-            self.counters.frames_received += 1
-            if debug_enabled():
-                self._log.debug("hdlc.rx", **describe(frame))
-            self._dispatch(frame)
-        self._decoder.resume(now=self._clock())  # time spent handling frames is not a line gap
-        self.wake()
+        """Total: whatever the bytes, every frame of the read is handled and the medium is granted again."""
+        try:
+            for frame in self._decoder.feed(data, now=self._clock()):
+                self.counters.frames_received += 1
+                try:
+                    self._receive(frame)
+                except Exception:  # one bad frame (a bug) must not drop the others or stall the line
+                    self.counters.frames_failed += 1
+                    self._fault("line.frame_failed", frame, exc_info=True)
+        finally:
+            self._decoder.resume(now=self._clock())  # time spent handling frames is not a line gap
+            self.wake()
+
+    def _receive(self, frame: HdlcFrame) -> None:
+        if debug_enabled():
+            self._log.debug("hdlc.rx", **describe(frame))
+        if frame.defined_kind is None:  # no link or push handler can use it: a meter never sends one
+            self.counters.frames_undefined += 1
+            self._fault("line.frame_undefined", frame)
+            return
+        self._dispatch(frame)
+
+    def _fault(self, event: str, frame: HdlcFrame, *, exc_info: bool = False) -> None:
+        """Log a dropped frame, at most once per FAULT_LOG_INTERVAL_S (the counters say how many)."""
+        now = self._clock()
+        if self._fault_logged_at is not None and now - self._fault_logged_at < FAULT_LOG_INTERVAL_S:
+            return
+        self._fault_logged_at = now
+        self._log.warning(event, control=f"{frame.control:02X}", src=f"{frame.source.upper}/{frame.source.lower}",
+                          undefined=self.counters.frames_undefined, failed=self.counters.frames_failed,
+                          exc_info=exc_info)
 
     def _dispatch(self, frame: HdlcFrame) -> None:
         server = frame.source

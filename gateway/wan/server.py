@@ -80,8 +80,8 @@ class WanServer:
                 raise WanListenError(f"cannot listen on {where}: {reason}") from None
             self._servers.append(server)
             port = port or server.sockets[0].getsockname()[1]  # port 0: every address on the one chosen
-        log.info("wan.listening", addresses=[f"{host}:{port}" for host, port in self.addresses], tls=self.tls is not None,
-                 allow=list(self.config.allow) or "any")
+        log.info("wan.listening", addresses=[f"{host}:{port}" for host, port in self.addresses],
+                 tls=self.tls is not None, allow=list(self.config.allow) or "any")
 
     @property
     def addresses(self) -> list[tuple[str, int]]:

@@ -39,6 +39,11 @@ class HdlcFrame:
     segmented: bool = False
 
     @property
+    def defined_kind(self) -> FrameKind | None:
+        """The command or response this frame carries, or None when DLMS does not define its control field."""
+        return frame_kind(self.control)
+
+    @property
     def kind(self) -> FrameKind:
         """The command or response this frame carries; HdlcError if DLMS does not define it."""
         kind = frame_kind(self.control)

@@ -14,6 +14,7 @@ from gateway.codec.hdlc import (
     crc16_x25,
     decode_address,
     encode_frame,
+    meter_address_problem,
 )
 from tests.codec.hdlc.vectors import CLIENT_16, SERVER_1, VECTORS, Vector
 
@@ -67,7 +68,11 @@ def test_address_vectors(address: HdlcAddress, wire: str) -> None:
 
 
 def test_server_address_size_is_the_smallest_that_fits() -> None:
-    assert HdlcAddress.server(logical_device=0x7F, physical_address=0x7F).size == 2
+    assert HdlcAddress.server(logical_device=0x7D, physical_address=0x7D).size == 2
+    # 0x7E/0x7F in a 1-byte half mean calling/all-station: a meter there is addressed in 4 bytes
+    assert HdlcAddress.server(logical_device=1, physical_address=0x7F).size == 4
+    assert HdlcAddress.server(logical_device=0x7E, physical_address=17).size == 4
+    assert HdlcAddress.server(logical_device=0x7F, physical_address=0x7F, size=2).encode() == b"\xfe\xff"
     assert HdlcAddress.server(logical_device=0x80, physical_address=1).size == 4
     assert HdlcAddress.server(logical_device=1, physical_address=0x80).size == 4
 
@@ -284,3 +289,28 @@ def test_resume_keeps_our_own_processing_time_from_counting_as_a_line_gap() -> N
     assert idle.feed(frame[:4], now=0.0) == []
     assert idle.feed(frame[4:], now=1.05) == []  # a real gap on the line: the partial frame is dropped
     assert idle.timeouts == 1
+
+
+@pytest.mark.parametrize("control", range(256))
+def test_every_control_byte_is_classified_without_raising(control: int) -> None:
+    frame = HdlcFrame(destination=CLIENT_16, source=SERVER_1, control=control, info=b"\x0f\x01")
+    kind = frame.defined_kind
+    if kind is None:
+        with pytest.raises(HdlcError):
+            _ = frame.kind
+    else:
+        assert frame.kind is kind
+
+
+@pytest.mark.parametrize(("logical_device", "physical_address"),
+                         [(1, 999999), (1, -1), (1, 0), (1, 15), (1, 16382), (1, 16383), (99999, 17), (0, 17),
+                          (16383, 17), (1, True), (True, 17), (1, 17.0)])
+def test_a_meter_cannot_sit_at_a_reserved_or_oversized_address(logical_device: int, physical_address: int) -> None:
+    assert meter_address_problem(logical_device=logical_device, physical_address=physical_address) is not None
+
+
+@pytest.mark.parametrize(("logical_device", "physical_address"), [(1, 16), (1, 16381), (16381, 300), (1, 127)])
+def test_every_meter_address_can_be_encoded(logical_device: int, physical_address: int) -> None:
+    assert meter_address_problem(logical_device=logical_device, physical_address=physical_address) is None
+    address = HdlcAddress.server(logical_device=logical_device, physical_address=physical_address)
+    assert decode_address(address.encode(), 0) == (address, address.size)
