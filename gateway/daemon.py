@@ -18,6 +18,7 @@ from pathlib import Path
 import structlog
 
 from gateway import __version__
+from gateway.capture.tap import FrameTap
 from gateway.codec.hdlc import HdlcFrame, meter_address_problem
 from gateway.config import ConfigError, GatewayConfig, LinkConfig, load_config
 from gateway.control.commands import control_server
@@ -80,6 +81,9 @@ class Gateway:
         self.runtime_directory = _directory(config.paths.runtime_directory, "RUNTIME_DIRECTORY",
                                             DEFAULT_RUNTIME_DIRECTORY)
         self.lines = {link.name: MeterLine(config=link, opener=serial_opener(link)) for link in config.links}
+        self.tap = FrameTap()  # frame capture: both legs, while a technician captures
+        for line in self.lines.values():
+            line.tap = self.tap
         private_directory(self.state_directory)
         private_directory(self.runtime_directory)
         self.database = open_database(self.state_directory / "registry.db")
@@ -95,7 +99,7 @@ class Gateway:
         )
         self.router = Router(lookup=self.route, lines=self.lines, relay=config.relay, management=self.management,
                              observer=self)
-        self.wan = WanServer(config=config.wan, sink=self.router)
+        self.wan = WanServer(config=config.wan, sink=self.router, tap=self.tap)
         self.pushes = PushStore(self.state_directory / "pushes.db", max_bytes=config.push_queue.max_bytes,
                                 max_age_s=config.push_queue.max_age_days * 86400.0)
         self.pushes_unrouted = 0  # pushes with nowhere to go (no destination configured): counted, logged

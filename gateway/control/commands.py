@@ -8,6 +8,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from gateway import __version__
+from gateway.control.capture import capture_handler
 from gateway.control.discovery import identify, scan
 from gateway.control.server import CommandError, ControlServer, Handler, Progress, number, sap_or_name, text
 from gateway.poller.control import readings_handlers
@@ -49,6 +50,7 @@ class Commands:
         return {
             "status": self.status, "meters": self.meters, "meter": self.meter, "sessions": self.sessions,
             "ping": self.ping, "meters.add": self.add, "meters.remove": self.remove, "meters.scan": self.scan,
+            "capture": capture_handler(tap=self.gateway.tap, meters=self.gateway.registry, lines=self.gateway.lines),
             **readings_handlers(self.gateway),
         }
 

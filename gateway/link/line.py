@@ -18,7 +18,10 @@ from dataclasses import dataclass
 
 import structlog
 
+from gateway.capture.pcapng import Direction
+from gateway.capture.tap import FrameTap
 from gateway.codec.hdlc import HdlcAddress, HdlcClientLink, HdlcFrame, HdlcFrameDecoder, LinkDown, LinkEvent
+from gateway.codec.hdlc.frame import split_frames
 from gateway.config import LinkConfig
 from gateway.link.framelog import describe, describe_bytes
 from gateway.log import debug_enabled
@@ -88,6 +91,7 @@ class MeterLine:
         self._holder: _Key | None = None
         self._timers: dict[_Key, asyncio.TimerHandle] = {}  # response timeouts and busy back-offs
         self._unsolicited: UnsolicitedListener | None = None
+        self.tap: FrameTap | None = None  # frame capture (dlms-gateway capture); one test per frame when idle
         self._released_listeners: list[Callable[[int, int, int | None], None]] = []
         self._log = log.bind(line=config.name, device=config.device)
         self._fault_logged_at: float | None = None
@@ -207,6 +211,9 @@ class MeterLine:
         assert self._transport is not None
         data = link.transmit(now=self._clock())
         self._transport.write(data)
+        if self.tap is not None and self.tap.active:
+            for sent in split_frames(data):
+                self.tap.hdlc(line=self.name, direction=Direction.OUTBOUND, data=sent, upper=key[1], lower=key[2])
         if debug_enabled():
             for frame in describe_bytes(data):
                 self._log.debug("hdlc.tx", **frame)
@@ -254,8 +261,16 @@ class MeterLine:
 
     def data_received(self, data: bytes) -> None:
         """Total: whatever the bytes, every frame of the read is handled and the medium is granted again."""
+        tap = self.tap if self.tap is not None and self.tap.active else None
+        self._decoder.keep_raw = tap is not None
         try:
-            for frame in self._decoder.feed(data, now=self._clock()):
+            frames = self._decoder.feed(data, now=self._clock())
+            if tap is not None:  # before handling them: what they make us send comes after them in the file
+                for raw, source, bad_fcs in self._decoder.raw:
+                    tap.hdlc(line=self.name, direction=Direction.INBOUND, data=raw, upper=source.upper,
+                             lower=source.lower, bad_fcs=bad_fcs)
+                self._decoder.raw.clear()
+            for frame in frames:
                 self.counters.frames_received += 1
                 try:
                     self._receive(frame)

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 
+from gateway.capture.pcapng import Direction
 from gateway.codec.wrapper import WrapperDecoder, WrapperError, WrapperPdu, encode
 from gateway.deadline import Deadline
 from gateway.wan.limits import tune_socket
@@ -64,6 +65,7 @@ class HesConnection(asyncio.Protocol):
         self._transport: asyncio.Transport | None = None
         self.peer = "?"
         self.peer_address = "?"  # the HES's IP address, without port: per-peer limits count this
+        self.local = "?"  # the gateway's address and port of this connection (frame capture)
         self.certificate_subject: str | None = None  # the HES's client certificate, over TLS
         self.pdus_in = 0
         self.pdus_out = 0
@@ -89,6 +91,7 @@ class HesConnection(asyncio.Protocol):
         assert isinstance(transport, asyncio.Transport)
         self._transport = transport
         self.peer_address, self.peer = peer_names(transport.get_extra_info("peername"))
+        self.local = peer_names(transport.get_extra_info("sockname"))[1]
         if self._inbound:
             refusal = self._server.admit(self)
             if refusal is not None:  # before the first read: the socket is not even being watched yet
@@ -204,9 +207,13 @@ class HesConnection(asyncio.Protocol):
             self.pdus_in += len(pdus)
             self._server.pdus_in += len(pdus)
             sink = self._server.sink
+            tap = self._server.tap
             for pdu in pdus:
                 if self._transport is None:  # cut off while answering an earlier PDU
                     return
+                if tap.active:
+                    tap.wan(direction=Direction.INBOUND, data=encode(pdu), server_sap=pdu.destination,
+                            peer=self.peer, local=self.local)
                 try:
                     sink.pdu_from_hes(self, pdu)
                 except Exception as exc:  # a defect reached from the WAN: this connection only, one bounded line
@@ -241,7 +248,11 @@ class HesConnection(asyncio.Protocol):
         transport = self._transport
         if transport is None or transport.is_closing() or self._tls_pending:
             return
-        transport.write(encode(pdu))
+        data = encode(pdu)
+        transport.write(data)
+        if self._server.tap.active:
+            self._server.tap.wan(direction=Direction.OUTBOUND, data=data, server_sap=pdu.source, peer=self.peer,
+                                 local=self.local)
         self.pdus_out += 1
         self._server.pdus_out += 1
         self._idle.restart()

@@ -15,6 +15,7 @@ from typing import Protocol
 
 import structlog
 
+from gateway.capture.tap import FrameTap
 from gateway.codec.wrapper import WrapperPdu
 from gateway.config import WanConfig
 from gateway.loglimit import LogLimiter
@@ -48,9 +49,10 @@ class PduSink(Protocol):
 class WanServer:
     """Listens for HES connections on every configured address."""
 
-    def __init__(self, *, config: WanConfig, sink: PduSink) -> None:
+    def __init__(self, *, config: WanConfig, sink: PduSink, tap: FrameTap | None = None) -> None:
         self.config = config
         self.sink = sink
+        self.tap = tap or FrameTap()  # frame capture: every PDU in and out, while a capture runs
         self.allow = AllowList(config.allow)
         self.tls: ssl.SSLContext | None = None  # loaded by start(): a bad key file stops the daemon
         self.connections: set[HesConnection] = set()

@@ -16,6 +16,7 @@ from gateway.codec.hdlc import (
     encode_frame,
     meter_address_problem,
 )
+from gateway.codec.hdlc.frame import split_frames
 from tests.codec.hdlc.vectors import CLIENT_16, SERVER_1, VECTORS, Vector
 
 GARBAGE = bytes.fromhex("00 A0 13 FF 55")  # no flag byte: every byte must be counted as discarded
@@ -314,3 +315,28 @@ def test_every_meter_address_can_be_encoded(logical_device: int, physical_addres
     assert meter_address_problem(logical_device=logical_device, physical_address=physical_address) is None
     address = HdlcAddress.server(logical_device=logical_device, physical_address=physical_address)
     assert decode_address(address.encode(), 0) == (address, address.size)
+
+
+def test_a_capturing_decoder_keeps_every_whole_frame_as_it_arrived_bad_fcs_marked() -> None:
+    good = encode_frame(HdlcFrame(destination=HdlcAddress.client(16),
+                                  source=HdlcAddress.server(logical_device=1, physical_address=17),
+                                  control=0x30, info=b"\xe6\xe7\x00\xc4\x01\xc1\x00\x09\x02AB"))
+    corrupted = good[:-4] + bytes([good[-4] ^ 0xFF]) + good[-3:]  # a byte of the information field flipped
+    decoder = HdlcFrameDecoder()
+    decoder.keep_raw = True
+    stream = good + corrupted[1:] + b"\x00garbage" + good  # the second frame shares the first one's flag
+    frames = [f for chunk in (stream[:7], stream[7:]) for f in decoder.feed(chunk, now=0.0)]
+    assert len(frames) == 2 and decoder.bad_crc == 1
+    assert [(raw, bad) for raw, _, bad in decoder.raw] == [(good, False), (corrupted, True), (good, False)]
+    assert {source.lower for _, source, _ in decoder.raw} == {17}
+    quiet = HdlcFrameDecoder()
+    quiet.feed(stream, now=0.0)
+    assert quiet.raw == []  # nothing kept unless a capture asks
+
+
+def test_split_frames_gives_back_each_frame_we_sent() -> None:
+    sent = [encode_frame(HdlcFrame(destination=HdlcAddress.server(logical_device=1, physical_address=17),
+                                   source=HdlcAddress.client(16), control=0x10 | n << 1, info=bytes([n]) * n))
+            for n in range(1, 4)]
+    assert split_frames(b"".join(sent)) == sent
+    assert split_frames(b"") == []
