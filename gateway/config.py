@@ -125,6 +125,12 @@ class PushQueueConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class MetricsConfig:
+    listen: str = ""  # empty: no metrics endpoint (the default); e.g. "127.0.0.1" or "::"
+    port: int = 9959  # GET /metrics, Prometheus text format
+
+
+@dataclass(frozen=True, slots=True)
 class DialOutConfig:
     """The gateway connects out to a HES (behind carrier NAT) and serves wrapper traffic on it."""
 
@@ -155,6 +161,7 @@ class GatewayConfig:
     push_queue: PushQueueConfig = field(default_factory=PushQueueConfig)
     dial_out: tuple[DialOutConfig, ...] = ()
     poller: PollerConfig = field(default_factory=PollerConfig)
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
 
 
 def _check(config: GatewayConfig, problems: Problems) -> None:
@@ -165,6 +172,8 @@ def _check(config: GatewayConfig, problems: Problems) -> None:
         fail("wan", None, key, message)
     if not 8 <= config.wan.max_apdu <= 65535:
         fail("wan", None, "max_apdu", "must be 8..65535")
+    if not 1 <= config.metrics.port <= 65535:
+        fail("metrics", None, "port", "must be 1..65535")
     if config.relay.exchange_timeout_s <= 0:
         fail("relay", None, "exchange_timeout_s", "must be > 0")
     if config.relay.association_idle_s <= 0:
@@ -255,7 +264,7 @@ def _check(config: GatewayConfig, problems: Problems) -> None:
         fail("management", None, "client_sap", "must be 1..127 and not 16 (the public client)")
 
 
-_TABLES = ("wan", "relay", "log", "paths", "registry", "management", "poller", "push_queue")
+_TABLES = ("wan", "relay", "log", "paths", "registry", "management", "poller", "push_queue", "metrics")
 
 
 def _tables(raw: Mapping[str, Any], key: str, problems: Problems) -> list[Any]:
@@ -306,6 +315,7 @@ def parse_config(text: str) -> GatewayConfig:
         dial_out=tuple(build_table(DialOutConfig, t, problems, "dial_out", i)
                        for i, t in enumerate(_tables(raw, "dial_out", problems))),
         poller=parse_poller(tables["poller"], problems),
+        metrics=build_table(MetricsConfig, tables["metrics"], problems, "metrics"),
     )
     _check(config, problems)
     problems.raise_if_any()

@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import structlog
 
@@ -21,7 +22,7 @@ from gateway import __version__
 from gateway.capture.tap import FrameTap
 from gateway.codec.hdlc import HdlcFrame, meter_address_problem
 from gateway.config import ConfigError, GatewayConfig, LinkConfig, load_config
-from gateway.control.commands import control_server
+from gateway.control.commands import Commands
 from gateway.control.discovery import identify_worker, scan_schedule
 from gateway.control.server import ControlServer
 from gateway.core.management import ManagementDevice
@@ -44,6 +45,9 @@ from gateway.sdnotify import notify
 from gateway.supervisor import Supervisor, Worker
 from gateway.wan.dialout import DialOut
 from gateway.wan.server import WanListenError, WanServer
+
+if TYPE_CHECKING:
+    from gateway.metrics import MetricsEndpoint
 
 log = structlog.get_logger(__name__)
 
@@ -125,6 +129,7 @@ class Gateway:
         self._tasks: list[asyncio.Task[None]] = []
         self._scans: list[asyncio.Task[None]] = []
         self.control: ControlServer | None = None
+        self.metrics: MetricsEndpoint | None = None
 
     # -- wiring helpers -----------------------------------------------------------------------
 
@@ -248,9 +253,15 @@ class Gateway:
             await self._try_open(line)
             self._spawn(functools.partial(self._keep_open, line), f"line-{line.name}")
         await self.wan.start()
-        server = control_server(self)
+        commands = Commands(self)
+        server = ControlServer(path=self.runtime_directory / "control.sock", handlers=commands.handlers())
         await server.start()
         self.control = server
+        if self.config.metrics.listen:
+            from gateway.metrics import MetricsEndpoint  # noqa: PLC0415 - prometheus-client only when asked for
+
+            self.metrics = MetricsEndpoint(config=self.config.metrics, snapshot=commands.snapshot)
+            await self.metrics.start()
         self._spawn(self._flush_loop, "registry-flush")
         for forwarder in self.forwarders:
             self._spawn(forwarder.run, f"push-{forwarder.config.name}")
@@ -272,6 +283,8 @@ class Gateway:
         await self.wan.stop()  # HES connections close: their sessions send DISC
         if self.control is not None:
             await self.control.stop()
+        if self.metrics is not None:
+            await self.metrics.stop()
         if self.poller is not None:
             await self.poller.stop()
         if not await self.router.drain(SHUTDOWN_DISC_S):
@@ -311,7 +324,7 @@ class Gateway:
         if new.scan != old.scan:
             self._start_scans()
         needs_restart = [name for name in ("wan", "links", "paths", "registry", "management", "push",
-                                           "push_queue", "dial_out", "poller")
+                                           "push_queue", "dial_out", "poller", "metrics")
                          if getattr(new, name) != getattr(old, name)]
         log.info("gateway.reloaded", log_level=new.log.level, meters=len(new.meters), scans=len(new.scan),
                  needs_restart=needs_restart)

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 from gateway import __version__
 from gateway.control.capture import capture_handler
 from gateway.control.discovery import identify, scan
-from gateway.control.server import CommandError, ControlServer, Handler, Progress, number, sap_or_name, text
+from gateway.control.server import CommandError, Handler, Progress, number, sap_or_name, text
 from gateway.poller.control import readings_handlers
 from gateway.registry.store import Meter, MeterState, RegistryError
 
@@ -55,6 +55,10 @@ class Commands:
         }
 
     async def status(self, request: Mapping[str, Any], progress: Progress) -> dict[str, Any]:
+        return self.snapshot()
+
+    def snapshot(self) -> dict[str, Any]:
+        """What `status` answers, and what the metrics endpoint exports."""
         gw = self.gateway
         by_state = {state.value: 0 for state in MeterState if state is not MeterState.REMOVED}
         for meter in gw.registry.meters():
@@ -73,7 +77,8 @@ class Commands:
                  "frames_sent": line.counters.frames_sent, "frames_received": line.counters.frames_received,
                  "timeouts": line.counters.timeouts, "bad_crc": line.decoder.bad_crc,
                  "discarded_bytes": line.decoder.discarded_bytes,
-                 "frames_undefined": line.counters.frames_undefined, "frames_failed": line.counters.frames_failed}
+                 "frames_undefined": line.counters.frames_undefined, "frames_failed": line.counters.frames_failed,
+                 "exchanges": line.counters.exchanges, "busy_ratio": line.busy_ratio(), "waiting": line.waiting()}
                 for line in gw.lines.values()
             ],
             "meters": by_state,
@@ -186,5 +191,3 @@ class Commands:
         return [r.as_dict() for r in results]
 
 
-def control_server(gateway: Gateway) -> ControlServer:
-    return ControlServer(path=gateway.runtime_directory / "control.sock", handlers=Commands(gateway).handlers())

@@ -51,6 +51,7 @@ class LineCounters:
     frames_failed: int = 0  # handling the frame raised (a bug): dropped, the rest of the read goes on
     exchanges: int = 0
     timeouts: int = 0
+    busy_s: float = 0.0  # time some link held the medium (from its poll to the final frame or a timeout)
 
 
 class _LineProtocol(asyncio.Protocol):
@@ -88,7 +89,9 @@ class MeterLine:
         self._order: list[_Key] = []  # relay links, round-robin order
         self._background: list[_Key] = []  # legacy polling links, served when the relay is idle
         self._next = 0
-        self._holder: _Key | None = None
+        self._held_by: _Key | None = None
+        self._held_since = 0.0
+        self._opened_at: float | None = None
         self._timers: dict[_Key, asyncio.TimerHandle] = {}  # response timeouts and busy back-offs
         self._unsolicited: UnsolicitedListener | None = None
         self.tap: FrameTap | None = None  # frame capture (dlms-gateway capture); one test per frame when idle
@@ -116,7 +119,35 @@ class MeterLine:
         except BaseException:
             self.current = None  # never opened: nothing will report connection_lost
             raise
+        self._opened_at = self._clock()
         self._log.info("line.open")
+
+    @property
+    def _holder(self) -> _Key | None:
+        """The link holding the medium, if any; who holds it, and for how long, is accounted here."""
+        return self._held_by
+
+    @_holder.setter
+    def _holder(self, key: _Key | None) -> None:
+        if (self._held_by is None) != (key is None):
+            now = self._clock()
+            if key is None:
+                self.counters.busy_s += now - self._held_since
+            else:
+                self._held_since = now
+        self._held_by = key
+
+    def busy_ratio(self) -> float:
+        """Share of the time since the line opened that an exchange held it (0 while never open)."""
+        if self._opened_at is None:
+            return 0.0
+        now = self._clock()
+        busy = self.counters.busy_s + (now - self._held_since if self._held_by is not None else 0.0)
+        return round(busy / (now - self._opened_at), 4) if now > self._opened_at else 0.0
+
+    def waiting(self) -> int:
+        """Data links that want the medium now (the line's queue)."""
+        return sum(1 for link, _ in self._links.values() if link.wants_medium)
 
     def close(self) -> None:
         """Close the device; every link on it goes down."""
