@@ -1,0 +1,233 @@
+"""The exchanges of one IPv6 meter network over the UDP wrapper, sans-IO (time comes in as `now`).
+
+Theory of operation. Each open channel (an `Association`: client SAP, logical device, meter
+address) carries one exchange at a time: an APDU goes out as ONE wrapper datagram, and the next
+datagram from that meter with the swapped wPorts is its answer. At most `max_in_flight`
+exchanges run on the network at once; further APDUs wait, at most `max_queued` of them, and
+waiting channels get the free slots round-robin, one exchange per turn. An exchange times out
+`response_timeout_s` after its datagram went out; it is never resent: the channel goes down
+with `DownReason.TIMEOUT`, and its association stays quiet for `quiet_after_timeout_s` (a
+reopened channel sends nothing before then), so a late answer finds no exchange and is dropped
+instead of being taken for the answer to a newer request.
+
+A datagram from a meter is, in order: malformed (dropped), the answer to its channel's exchange,
+an unambiguous push (data-/event-notification) on an open channel (`Push`), a push-tagged APDU
+with no exchange to answer (`Push` on its channel, else `UnsolicitedPush`), or unexpected
+(counted, dropped).
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass, field
+
+from gateway.codec.apdu import is_push
+from gateway.codec.datagram import decode_datagram, may_be_push
+from gateway.codec.wrapper import MAX_APDU, WrapperError, WrapperPdu, encode
+from gateway.media.channel import (
+    ApduReceived,
+    Association,
+    ChannelDown,
+    ChannelError,
+    ChannelEvent,
+    DownReason,
+    IpMeter,
+    Push,
+    UnsolicitedPush,
+)
+
+DEFAULT_MAX_IN_FLIGHT = 8  # a mesh is not a half-duplex bus, but flooding it collapses it
+DEFAULT_RESPONSE_TIMEOUT_S = 10.0  # several mesh hops each way, 6LoWPAN fragmentation included
+
+
+@dataclass(frozen=True, slots=True)
+class MeshSettings:
+    """How much one meter network is asked to carry at once, and how patiently."""
+
+    max_in_flight: int = DEFAULT_MAX_IN_FLIGHT
+    max_queued: int = 256
+    response_timeout_s: float = DEFAULT_RESPONSE_TIMEOUT_S
+    quiet_after_timeout_s: float | None = None  # None: as long as the response timeout
+    max_apdu: int = MAX_APDU
+
+    def __post_init__(self) -> None:
+        if self.max_in_flight < 1 or self.max_queued < 0 or self.response_timeout_s <= 0:
+            raise ValueError("max_in_flight >= 1, max_queued >= 0 and response_timeout_s > 0 are required")
+
+    @property
+    def quiet_s(self) -> float:
+        return self.response_timeout_s if self.quiet_after_timeout_s is None else self.quiet_after_timeout_s
+
+
+@dataclass(frozen=True, slots=True)
+class Transmit:
+    """Send this datagram to this meter."""
+
+    meter: IpMeter
+    datagram: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Deliver:
+    """Give this event to the listener of this association's channel."""
+
+    association: Association
+    event: ChannelEvent
+
+
+MeshAction = Transmit | Deliver | UnsolicitedPush
+
+
+@dataclass(slots=True)
+class MeshCounters:
+    datagrams_sent: int = 0
+    datagrams_received: int = 0
+    answers: int = 0
+    pushes: int = 0  # on an open channel
+    unsolicited: int = 0  # handed to push intake
+    unexpected: int = 0  # no exchange to answer and no push tag: dropped
+    malformed: int = 0
+    timeouts: int = 0
+    congested: int = 0
+
+
+@dataclass(slots=True, eq=False)  # identity: a channel is found in the turn queue by itself
+class _Channel:
+    association: Association
+    meter: IpMeter
+    not_before: float  # end of a quiet period inherited from a timed-out predecessor
+    pending: deque[bytes] = field(default_factory=deque)
+    sent_at: float | None = None  # the exchange in flight, since
+
+
+class MeshNetwork:
+    """All channels of one meter network; returns actions, does no I/O."""
+
+    def __init__(self, settings: MeshSettings | None = None) -> None:
+        self.settings = settings or MeshSettings()
+        self.counters = MeshCounters()
+        self._channels: dict[Association, _Channel] = {}
+        self._waiting: deque[_Channel] = deque()  # channels with an APDU and no exchange, in turn order
+        self._in_flight: dict[Association, _Channel] = {}
+        self._quiet: dict[Association, float] = {}  # timed-out associations: quiet until
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._in_flight)
+
+    @property
+    def queued(self) -> int:
+        """APDUs waiting for a free exchange slot."""
+        return sum(len(channel.pending) for channel in self._channels.values())
+
+    @property
+    def deadline(self) -> float | None:
+        """When `expire` must be called next: a response timeout or the end of a quiet period."""
+        times = [channel.sent_at + self.settings.response_timeout_s
+                 for channel in self._in_flight.values() if channel.sent_at is not None]
+        times.extend(channel.not_before for channel in self._waiting if channel.pending)
+        return min(times, default=None)
+
+    def is_open(self, association: Association) -> bool:
+        return association in self._channels
+
+    def open(self, association: Association, *, now: float) -> None:
+        """Open a channel. Raises ChannelError."""
+        if not isinstance(association.meter, IpMeter):
+            raise ChannelError(f"a mesh reaches IP meters, not {association.meter!r}")
+        if association in self._channels:
+            raise ChannelError(f"channel {association} is open already")
+        quiet_until = self._quiet.pop(association, now)
+        self._channels[association] = _Channel(association, association.meter, not_before=max(quiet_until, now))
+        self._forget_quiet(now)
+
+    def send_apdu(self, association: Association, apdu: bytes, *, now: float) -> list[MeshAction]:
+        """Queue one APDU on an open channel; it goes out when a slot is free. Raises ChannelError."""
+        channel = self._channels.get(association)
+        if channel is None:
+            raise ChannelError(f"channel {association} is not open")
+        if not apdu or len(apdu) > self.settings.max_apdu:
+            raise ChannelError(f"APDU of {len(apdu)} bytes")
+        if self.queued >= self.settings.max_queued:
+            self.counters.congested += 1
+            self._remove(channel, now=now)
+            return [Deliver(association, ChannelDown(DownReason.CONGESTED))]
+        channel.pending.append(apdu)
+        if channel.sent_at is None and channel not in self._waiting:
+            self._waiting.append(channel)
+        return self._start_exchanges(now=now)
+
+    def close(self, association: Association, *, now: float) -> list[MeshAction]:
+        """Close a channel (no event); its free slot goes to the next channel waiting."""
+        channel = self._channels.get(association)
+        if channel is None:
+            return []
+        self._remove(channel, now=now)
+        return self._start_exchanges(now=now)
+
+    def receive(self, datagram: bytes, *, source: IpMeter, now: float) -> list[MeshAction]:
+        """A datagram arrived from `source`."""
+        self.counters.datagrams_received += 1
+        try:
+            pdu = decode_datagram(datagram, max_apdu=self.settings.max_apdu)
+        except WrapperError:
+            self.counters.malformed += 1
+            return []
+        association = Association(client_sap=pdu.destination, logical_device=pdu.source, meter=source)
+        channel = self._channels.get(association)
+        if channel is not None and channel.sent_at is not None and not is_push(pdu.apdu):
+            self.counters.answers += 1
+            self._in_flight.pop(association)
+            channel.sent_at = None
+            if channel.pending:
+                self._waiting.append(channel)
+            return [Deliver(association, ApduReceived(pdu.apdu)), *self._start_exchanges(now=now)]
+        if not may_be_push(pdu.apdu):
+            self.counters.unexpected += 1
+            return []
+        if channel is not None:
+            self.counters.pushes += 1
+            return [Deliver(association, Push(pdu.apdu))]
+        self.counters.unsolicited += 1
+        return [UnsolicitedPush(meter=source, logical_device=pdu.source, client_sap=pdu.destination, apdu=pdu.apdu)]
+
+    def expire(self, *, now: float) -> list[MeshAction]:
+        """Handle every deadline that has passed: timeouts end their channel; quiet periods end."""
+        actions: list[MeshAction] = []
+        limit = self.settings.response_timeout_s
+        for channel in [c for c in self._in_flight.values() if c.sent_at is not None and c.sent_at + limit <= now]:
+            self.counters.timeouts += 1
+            self._remove(channel, now=now)
+            actions.append(Deliver(channel.association, ChannelDown(DownReason.TIMEOUT)))
+        self._forget_quiet(now)
+        return actions + self._start_exchanges(now=now)
+
+    def _remove(self, channel: _Channel, *, now: float) -> None:
+        association = channel.association
+        del self._channels[association]
+        if self._in_flight.pop(association, None) is not None:  # its answer may still come: stay quiet
+            self._quiet[association] = now + self.settings.quiet_s
+        if channel in self._waiting:
+            self._waiting.remove(channel)
+
+    def _forget_quiet(self, now: float) -> None:
+        for association in [a for a, until in self._quiet.items() if until <= now]:
+            del self._quiet[association]
+
+    def _start_exchanges(self, *, now: float) -> list[MeshAction]:
+        actions: list[MeshAction] = []
+        for _ in range(len(self._waiting)):
+            if len(self._in_flight) >= self.settings.max_in_flight:
+                break
+            channel = self._waiting.popleft()
+            if channel.not_before > now:
+                self._waiting.append(channel)  # still quiet: keeps its place after the others
+                continue
+            association = channel.association
+            pdu = WrapperPdu(source=association.client_sap, destination=association.logical_device,
+                             apdu=channel.pending.popleft())
+            channel.sent_at = now
+            self._in_flight[association] = channel
+            self.counters.datagrams_sent += 1
+            actions.append(Transmit(channel.meter, encode(pdu)))
+        return actions
