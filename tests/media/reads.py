@@ -52,6 +52,7 @@ class MeshReader:
     pushes: list[bytes] = field(default_factory=list)
     timeouts: int = 0
     sent: int = 0
+    _pushed: asyncio.Event = field(default_factory=asyncio.Event)
 
     def __post_init__(self) -> None:
         self._open()
@@ -62,6 +63,7 @@ class MeshReader:
     def _listen(self, event: ChannelEvent) -> None:
         if isinstance(event, Push):
             self.pushes.append(event.apdu)
+            self._pushed.set()
         else:
             self.events.put_nowait(event)
 
@@ -77,6 +79,14 @@ class MeshReader:
         self.timeouts += 1
         self._open()
         return None
+
+    async def wait_for_pushes(self, count: int) -> list[bytes]:
+        """Until `count` pushes arrived on the channel."""
+        async with asyncio.timeout(EVENT_WAIT_S):
+            while len(self.pushes) < count:
+                self._pushed.clear()
+                await self._pushed.wait()
+        return self.pushes
 
     async def associate(self) -> None:
         while (answer := await self.exchange(public_aarq())) is None:
