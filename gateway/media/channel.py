@@ -19,7 +19,8 @@ Two media implement it:
 
 - IPv6 mesh (`gateway/media/mesh.py`): one UDP socket per meter network; one wrapper datagram
   per APDU (source wPort = client SAP, destination wPort = logical device); a bounded number of
-  exchanges in flight per network; a timeout is final for the channel.
+  exchanges in flight per network; a timeout is final for the channel. Meters that listen only
+  on TCP share the network and its limit, over one wrapper connection per association.
 - Serial line (`gateway/link/line.py`, to be adapted without changing its scheduling): a
   `LineMedium` adapter over `MeterLine`. `open` builds an `HdlcClientLink` for
   (client SAP, HdlcAddress.server(logical_device, physical_address)), `attach`es it and calls
@@ -58,15 +59,23 @@ class DownReason(Enum):
     MEDIUM_LOST = "medium-lost"  # the serial port or the socket went away
 
 
+class IpTransport(Enum):
+    """How the wrapper reaches an IP meter (IEC 62056-4-7: both on port 4059)."""
+
+    UDP = "udp"  # one datagram per APDU
+    TCP = "tcp"  # one connection per association
+
+
 @dataclass(frozen=True, slots=True)
 class IpMeter:
-    """A meter on an IP network: its address and its wrapper port."""
+    """A meter on an IP network: its address, its wrapper port and transport."""
 
     host: ipaddress.IPv6Address
     port: int = WRAPPER_PORT
+    transport: IpTransport = IpTransport.UDP
 
     def __str__(self) -> str:
-        return f"[{self.host}]:{self.port}"
+        return f"{self.transport.value}://[{self.host}]:{self.port}"
 
 
 MeterAddress = int | IpMeter  # an HDLC physical address on a line, an IP endpoint on a mesh

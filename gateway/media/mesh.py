@@ -1,9 +1,10 @@
-"""An IPv6 meter network over the UDP wrapper: one socket, the sans-IO `MeshNetwork`, its timer.
+"""An IPv6 meter network over the wrapper: one UDP socket, the sans-IO `MeshNetwork`, its timer.
 
 `MeshEndpoint` is the `MeterMedium` of one mesh (Wi-SUN FAN, G3-PLC): it binds one UDP socket
-(a source address, optionally an interface, port 4059), feeds every datagram and every timer
-expiry to the `MeshNetwork` and carries out the actions it returns. All protocol and scheduling
-rules are in `mesh_core`; this module only moves bytes and keeps one timer armed.
+(a source address, optionally an interface, port 4059), feeds every datagram, TCP wrapper PDU
+(meters that listen only on TCP, `mesh_tcp`) and timer expiry to the `MeshNetwork`, and carries
+out the actions it returns. All exchange rules are in `mesh_core`; this module moves bytes and
+keeps one timer armed.
 """
 
 from __future__ import annotations
@@ -11,11 +12,10 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import socket
-from dataclasses import dataclass
 
 import structlog
 
-from gateway.codec.wrapper import WRAPPER_PORT
+from gateway.codec.wrapper import WrapperPdu
 from gateway.media.channel import (
     Association,
     ChannelDown,
@@ -24,37 +24,17 @@ from gateway.media.channel import (
     ChannelListener,
     DownReason,
     IpMeter,
+    IpTransport,
     PushListener,
     UnsolicitedPush,
 )
+from gateway.media.ipsocket import MeshBinding, bound_socket
 from gateway.media.mesh_core import Deliver, MeshAction, MeshNetwork, MeshSettings, Transmit
+from gateway.media.mesh_tcp import TcpWrapperLinks
+
+__all__ = ["MeshBinding", "MeshChannel", "MeshEndpoint"]
 
 log = structlog.get_logger(__name__)
-
-
-@dataclass(frozen=True, slots=True)
-class MeshBinding:
-    """Where the gateway's socket on a meter network lives."""
-
-    host: str = "::"  # the source address meters see and push to
-    port: int = WRAPPER_PORT
-    interface: str | None = None  # SO_BINDTODEVICE, and the scope of a link-local source address
-
-
-def bound_socket(binding: MeshBinding) -> socket.socket:
-    """A non-blocking IPv6 UDP socket bound as `binding` says. Raises OSError."""
-    sock = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
-    try:
-        scope = 0
-        if binding.interface is not None:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, binding.interface.encode())
-            scope = socket.if_nametoindex(binding.interface)
-        sock.bind((binding.host, binding.port, 0, scope))
-        sock.setblocking(False)
-    except BaseException:
-        sock.close()
-        raise
-    return sock
 
 
 class MeshChannel:
@@ -101,6 +81,7 @@ class MeshEndpoint:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: float | None = None
+        self._tcp: TcpWrapperLinks | None = None
         self._log = log.bind(mesh=name)
 
     @property
@@ -118,7 +99,16 @@ class MeshEndpoint:
     async def start(self, binding: MeshBinding | None = None, *, sock: socket.socket | None = None) -> None:
         """Bind the socket (or take `sock`, e.g. one made inside a network namespace). Raises OSError."""
         self._loop = asyncio.get_running_loop()
-        sock = sock if sock is not None else bound_socket(binding or MeshBinding())
+        binding = binding or MeshBinding()
+        sock = sock if sock is not None else bound_socket(binding)
+        settings = self.network.settings
+        self._tcp = TcpWrapperLinks(
+            binding=MeshBinding(host=str(sock.getsockname()[0]), interface=binding.interface),
+            connect_timeout_s=settings.response_timeout_s, max_apdu=settings.max_apdu,
+            on_connected=lambda association: self._run(self.network.connected(association, now=self._now())),
+            on_pdu=self._pdu_received,
+            on_failed=lambda association, reason: self._run(self.network.fail(association, reason, now=self._now())),
+        )
         transport, _ = await self._loop.create_datagram_endpoint(lambda: _Protocol(self), sock=sock)
         self._transport = transport
         self._log.info("mesh.started", local=str(sock.getsockname()[:2]))
@@ -139,6 +129,8 @@ class MeshEndpoint:
             raise ChannelError(f"mesh {self._name} is not usable")
         self.network.open(association, now=self._now())
         self._listeners[association] = listener
+        if self._tcp is not None and _is_tcp(association):
+            self._tcp.connect(association)
         return MeshChannel(self, association)
 
     def send_apdu(self, association: Association, apdu: bytes) -> None:
@@ -150,6 +142,7 @@ class MeshEndpoint:
     def close_channel(self, association: Association) -> None:
         """Close a channel; no event follows."""
         if self._listeners.pop(association, None) is not None:
+            self._close_tcp(association)
             self._run(self.network.close(association, now=self._now()), deferred=True)
 
     def datagram_received(self, data: bytes, addr: tuple[str | object, ...]) -> None:
@@ -158,27 +151,39 @@ class MeshEndpoint:
         except ValueError:  # an IPv4 peer on a dual-stack socket: not a mesh meter
             self.network.counters.malformed += 1
             return
-        self._run(self.network.receive(data, source=source, now=self._now()), deferred=False)
+        self._run(self.network.receive(data, source=source, now=self._now()))
+
+    def _pdu_received(self, association: Association, pdu: WrapperPdu) -> None:
+        self._run(self.network.receive_pdu(association, pdu, now=self._now()))
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._transport = None
         self._cancel_timer()
+        if self._tcp is not None:
+            self._tcp.close_all()
         listeners, self._listeners = self._listeners, {}
         for association, listener in listeners.items():
             self.network.close(association, now=self._now())
             listener(ChannelDown(DownReason.MEDIUM_LOST))
         self._log.info("mesh.stopped", error=str(exc) if exc else None)
 
+    def _close_tcp(self, association: Association) -> None:
+        if self._tcp is not None and _is_tcp(association):
+            self._tcp.close(association)
+
     def _now(self) -> float:
         assert self._loop is not None
         return self._loop.time()
 
-    def _run(self, actions: list[MeshAction], *, deferred: bool) -> None:
+    def _run(self, actions: list[MeshAction], *, deferred: bool = False) -> None:
         """Carry out actions; events for a caller inside open/send/close wait for the next loop turn."""
         for action in actions:
             if isinstance(action, Transmit):
-                if self._transport is not None:
-                    self._transport.sendto(action.datagram, (str(action.meter.host), action.meter.port))
+                if action.meter.transport is IpTransport.TCP:
+                    if self._tcp is not None:
+                        self._tcp.write(action.association, action.data)
+                elif self._transport is not None:
+                    self._transport.sendto(action.data, (str(action.meter.host), action.meter.port))
             elif isinstance(action, Deliver):
                 self._deliver(action.association, action.event, deferred=deferred)
             elif self._unsolicited is not None:
@@ -191,6 +196,7 @@ class MeshEndpoint:
             return
         if isinstance(event, ChannelDown):
             del self._listeners[association]
+            self._close_tcp(association)  # a timed-out TCP channel's late answer has nowhere to arrive
             self._log.info("mesh.channel_down", meter=str(association.meter), reason=event.reason.value)
         if deferred:
             assert self._loop is not None
@@ -222,5 +228,9 @@ class MeshEndpoint:
 
     def _expired(self) -> None:
         self._timer, self._timer_at = None, None
-        self._run(self.network.expire(now=self._now()), deferred=False)
+        self._run(self.network.expire(now=self._now()))
+
+
+def _is_tcp(association: Association) -> bool:
+    return isinstance(association.meter, IpMeter) and association.meter.transport is IpTransport.TCP
 

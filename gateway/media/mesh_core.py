@@ -10,6 +10,10 @@ with `DownReason.TIMEOUT`, and its association stays quiet for `quiet_after_time
 reopened channel sends nothing before then), so a late answer finds no exchange and is dropped
 instead of being taken for the answer to a newer request.
 
+A TCP meter's channel (one wrapper connection per association) waits for `connected` before
+its first exchange and ends with `fail` when the connection does; it needs no quiet period,
+since a timed-out channel's connection is closed and a late answer has nowhere to arrive.
+
 A datagram from a meter is, in order: malformed (dropped), the answer to its channel's exchange,
 an unambiguous push (data-/event-notification) on an open channel (`Push`), a push-tagged APDU
 with no exchange to answer (`Push` on its channel, else `UnsolicitedPush`), or unexpected
@@ -18,6 +22,7 @@ with no exchange to answer (`Push` on its channel, else `UnsolicitedPush`), or u
 
 from __future__ import annotations
 
+import math
 from collections import deque
 from dataclasses import dataclass, field
 
@@ -32,6 +37,7 @@ from gateway.media.channel import (
     ChannelEvent,
     DownReason,
     IpMeter,
+    IpTransport,
     Push,
     UnsolicitedPush,
 )
@@ -61,10 +67,11 @@ class MeshSettings:
 
 @dataclass(frozen=True, slots=True)
 class Transmit:
-    """Send this datagram to this meter."""
+    """Send one wrapper PDU for this association: a datagram on UDP, a write on its TCP connection."""
 
+    association: Association
     meter: IpMeter
-    datagram: bytes
+    data: bytes
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,7 +102,7 @@ class MeshCounters:
 class _Channel:
     association: Association
     meter: IpMeter
-    not_before: float  # end of a quiet period inherited from a timed-out predecessor
+    not_before: float  # end of a quiet period inherited from a timed-out predecessor; inf: TCP not connected
     pending: deque[bytes] = field(default_factory=deque)
     sent_at: float | None = None  # the exchange in flight, since
 
@@ -125,7 +132,7 @@ class MeshNetwork:
         """When `expire` must be called next: a response timeout or the end of a quiet period."""
         times = [channel.sent_at + self.settings.response_timeout_s
                  for channel in self._in_flight.values() if channel.sent_at is not None]
-        times.extend(channel.not_before for channel in self._waiting if channel.pending)
+        times.extend(c.not_before for c in self._waiting if c.pending and c.not_before != math.inf)
         return min(times, default=None)
 
     def is_open(self, association: Association) -> bool:
@@ -137,9 +144,27 @@ class MeshNetwork:
             raise ChannelError(f"a mesh reaches IP meters, not {association.meter!r}")
         if association in self._channels:
             raise ChannelError(f"channel {association} is open already")
-        quiet_until = self._quiet.pop(association, now)
-        self._channels[association] = _Channel(association, association.meter, not_before=max(quiet_until, now))
+        not_before = max(self._quiet.pop(association, now), now)
+        if association.meter.transport is IpTransport.TCP:
+            not_before = math.inf
+        self._channels[association] = _Channel(association, association.meter, not_before=not_before)
         self._forget_quiet(now)
+
+    def connected(self, association: Association, *, now: float) -> list[MeshAction]:
+        """A TCP channel's connection is up: its exchanges may start."""
+        channel = self._channels.get(association)
+        if channel is None:
+            return []
+        channel.not_before = now
+        return self._start_exchanges(now=now)
+
+    def fail(self, association: Association, reason: DownReason, *, now: float) -> list[MeshAction]:
+        """The channel's transport failed (a TCP connection refused or lost): the channel goes down."""
+        channel = self._channels.get(association)
+        if channel is None:
+            return []
+        self._remove(channel, now=now)
+        return [Deliver(association, ChannelDown(reason)), *self._start_exchanges(now=now)]
 
     def send_apdu(self, association: Association, apdu: bytes, *, now: float) -> list[MeshAction]:
         """Queue one APDU on an open channel; it goes out when a slot is free. Raises ChannelError."""
@@ -173,7 +198,18 @@ class MeshNetwork:
         except WrapperError:
             self.counters.malformed += 1
             return []
-        association = Association(client_sap=pdu.destination, logical_device=pdu.source, meter=source)
+        return self._on_pdu(Association(client_sap=pdu.destination, logical_device=pdu.source, meter=source), pdu,
+                            now=now)
+
+    def receive_pdu(self, association: Association, pdu: WrapperPdu, *, now: float) -> list[MeshAction]:
+        """A wrapper PDU arrived on the TCP connection of `association`."""
+        self.counters.datagrams_received += 1
+        if (pdu.source, pdu.destination) != (association.logical_device, association.client_sap):
+            self.counters.unexpected += 1  # the wrong wPorts on this connection
+            return []
+        return self._on_pdu(association, pdu, now=now)
+
+    def _on_pdu(self, association: Association, pdu: WrapperPdu, *, now: float) -> list[MeshAction]:
         channel = self._channels.get(association)
         if channel is not None and channel.sent_at is not None and not is_push(pdu.apdu):
             self.counters.answers += 1
@@ -189,7 +225,8 @@ class MeshNetwork:
             self.counters.pushes += 1
             return [Deliver(association, Push(pdu.apdu))]
         self.counters.unsolicited += 1
-        return [UnsolicitedPush(meter=source, logical_device=pdu.source, client_sap=pdu.destination, apdu=pdu.apdu)]
+        return [UnsolicitedPush(meter=association.meter, logical_device=pdu.source, client_sap=pdu.destination,
+                               apdu=pdu.apdu)]
 
     def expire(self, *, now: float) -> list[MeshAction]:
         """Handle every deadline that has passed: timeouts end their channel; quiet periods end."""
@@ -205,7 +242,8 @@ class MeshNetwork:
     def _remove(self, channel: _Channel, *, now: float) -> None:
         association = channel.association
         del self._channels[association]
-        if self._in_flight.pop(association, None) is not None:  # its answer may still come: stay quiet
+        in_flight = self._in_flight.pop(association, None) is not None
+        if in_flight and channel.meter.transport is IpTransport.UDP:  # its answer may still come: stay quiet
             self._quiet[association] = now + self.settings.quiet_s
         if channel in self._waiting:
             self._waiting.remove(channel)
@@ -229,5 +267,5 @@ class MeshNetwork:
             channel.sent_at = now
             self._in_flight[association] = channel
             self.counters.datagrams_sent += 1
-            actions.append(Transmit(channel.meter, encode(pdu)))
+            actions.append(Transmit(association, channel.meter, encode(pdu)))
         return actions

@@ -58,7 +58,7 @@ def test_one_apdu_is_one_wrapper_datagram_with_the_hes_wports() -> None:
     (assoc,) = opened(network, 1)
     (sent,) = transmits(network.send_apdu(assoc, GET, now=0.0))
     assert sent.meter == meter(0)
-    assert sent.datagram == encode(WrapperPdu(source=CLIENT, destination=1, apdu=GET))
+    assert sent.data == encode(WrapperPdu(source=CLIENT, destination=1, apdu=GET))
     assert events(network.receive(answer(assoc), source=meter(0), now=0.2), assoc) == [ApduReceived(GET_RESPONSE)]
     assert network.in_flight == 0
 
