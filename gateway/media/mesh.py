@@ -16,6 +16,7 @@ import socket
 import structlog
 
 from gateway.codec.wrapper import WrapperPdu
+from gateway.log import debug_enabled
 from gateway.media.channel import (
     Association,
     ChannelDown,
@@ -151,6 +152,8 @@ class MeshEndpoint:
         except ValueError:  # an IPv4 peer on a dual-stack socket: not a mesh meter
             self.network.counters.malformed += 1
             return
+        if debug_enabled():
+            self._log.debug("mesh.rx", meter=str(source), datagram=data.hex(" "))
         self._run(self.network.receive(data, source=source, now=self._now()))
 
     def _pdu_received(self, association: Association, pdu: WrapperPdu) -> None:
@@ -179,6 +182,8 @@ class MeshEndpoint:
         """Carry out actions; events for a caller inside open/send/close wait for the next loop turn."""
         for action in actions:
             if isinstance(action, Transmit):
+                if debug_enabled():
+                    self._log.debug("mesh.tx", meter=str(action.meter), pdu=action.data.hex(" "))
                 if action.meter.transport is IpTransport.TCP:
                     if self._tcp is not None:
                         self._tcp.write(action.association, action.data)

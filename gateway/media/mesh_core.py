@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 
 from gateway.codec.apdu import is_push
 from gateway.codec.datagram import decode_datagram, may_be_push
-from gateway.codec.wrapper import MAX_APDU, WrapperError, WrapperPdu, encode
+from gateway.codec.wrapper import WrapperError, WrapperPdu, encode
 from gateway.media.channel import (
     ApduReceived,
     Association,
@@ -41,29 +41,9 @@ from gateway.media.channel import (
     Push,
     UnsolicitedPush,
 )
+from gateway.media.mesh_settings import MeshCounters, MeshSettings
 
-DEFAULT_MAX_IN_FLIGHT = 8  # a mesh is not a half-duplex bus, but flooding it collapses it
-DEFAULT_RESPONSE_TIMEOUT_S = 10.0  # several mesh hops each way, 6LoWPAN fragmentation included
-
-
-@dataclass(frozen=True, slots=True)
-class MeshSettings:
-    """How much one meter network is asked to carry at once, and how patiently."""
-
-    max_in_flight: int = DEFAULT_MAX_IN_FLIGHT
-    max_queued: int = 256
-    response_timeout_s: float = DEFAULT_RESPONSE_TIMEOUT_S
-    quiet_after_timeout_s: float | None = None  # None: as long as the response timeout
-    max_apdu: int = MAX_APDU
-
-    def __post_init__(self) -> None:
-        if self.max_in_flight < 1 or self.max_queued < 0 or self.response_timeout_s <= 0:
-            raise ValueError("max_in_flight >= 1, max_queued >= 0 and response_timeout_s > 0 are required")
-
-    @property
-    def quiet_s(self) -> float:
-        return self.response_timeout_s if self.quiet_after_timeout_s is None else self.quiet_after_timeout_s
-
+__all__ = ["Deliver", "MeshAction", "MeshCounters", "MeshNetwork", "MeshSettings", "Transmit"]
 
 @dataclass(frozen=True, slots=True)
 class Transmit:
@@ -85,19 +65,6 @@ class Deliver:
 MeshAction = Transmit | Deliver | UnsolicitedPush
 
 
-@dataclass(slots=True)
-class MeshCounters:
-    datagrams_sent: int = 0
-    datagrams_received: int = 0
-    answers: int = 0
-    pushes: int = 0  # on an open channel
-    unsolicited: int = 0  # handed to push intake
-    unexpected: int = 0  # no exchange to answer and no push tag: dropped
-    malformed: int = 0
-    timeouts: int = 0
-    congested: int = 0
-
-
 @dataclass(slots=True, eq=False)  # identity: a channel is found in the turn queue by itself
 class _Channel:
     association: Association
@@ -105,6 +72,7 @@ class _Channel:
     not_before: float  # end of a quiet period inherited from a timed-out predecessor; inf: TCP not connected
     pending: deque[bytes] = field(default_factory=deque)
     sent_at: float | None = None  # the exchange in flight, since
+    waiting: bool = False  # in the turn queue
 
 
 class MeshNetwork:
@@ -117,6 +85,7 @@ class MeshNetwork:
         self._waiting: deque[_Channel] = deque()  # channels with an APDU and no exchange, in turn order
         self._in_flight: dict[Association, _Channel] = {}
         self._quiet: dict[Association, float] = {}  # timed-out associations: quiet until
+        self._queued = 0  # APDUs in all channels' pending queues
 
     @property
     def in_flight(self) -> int:
@@ -125,7 +94,7 @@ class MeshNetwork:
     @property
     def queued(self) -> int:
         """APDUs waiting for a free exchange slot."""
-        return sum(len(channel.pending) for channel in self._channels.values())
+        return self._queued
 
     @property
     def deadline(self) -> float | None:
@@ -173,13 +142,14 @@ class MeshNetwork:
             raise ChannelError(f"channel {association} is not open")
         if not apdu or len(apdu) > self.settings.max_apdu:
             raise ChannelError(f"APDU of {len(apdu)} bytes")
-        if self.queued >= self.settings.max_queued:
+        if self._queued >= self.settings.max_queued:
             self.counters.congested += 1
             self._remove(channel, now=now)
             return [Deliver(association, ChannelDown(DownReason.CONGESTED))]
         channel.pending.append(apdu)
-        if channel.sent_at is None and channel not in self._waiting:
-            self._waiting.append(channel)
+        self._queued += 1
+        if channel.sent_at is None:
+            self._wait_turn(channel)
         return self._start_exchanges(now=now)
 
     def close(self, association: Association, *, now: float) -> list[MeshAction]:
@@ -216,7 +186,7 @@ class MeshNetwork:
             self._in_flight.pop(association)
             channel.sent_at = None
             if channel.pending:
-                self._waiting.append(channel)
+                self._wait_turn(channel)
             return [Deliver(association, ApduReceived(pdu.apdu)), *self._start_exchanges(now=now)]
         if not may_be_push(pdu.apdu):
             self.counters.unexpected += 1
@@ -245,8 +215,14 @@ class MeshNetwork:
         in_flight = self._in_flight.pop(association, None) is not None
         if in_flight and channel.meter.transport is IpTransport.UDP:  # its answer may still come: stay quiet
             self._quiet[association] = now + self.settings.quiet_s
-        if channel in self._waiting:
+        self._queued -= len(channel.pending)
+        if channel.waiting:
             self._waiting.remove(channel)
+
+    def _wait_turn(self, channel: _Channel) -> None:
+        if not channel.waiting:
+            channel.waiting = True
+            self._waiting.append(channel)
 
     def _forget_quiet(self, now: float) -> None:
         for association in [a for a, until in self._quiet.items() if until <= now]:
@@ -259,11 +235,13 @@ class MeshNetwork:
                 break
             channel = self._waiting.popleft()
             if channel.not_before > now:
-                self._waiting.append(channel)  # still quiet: keeps its place after the others
+                self._waiting.append(channel)  # still quiet (or connecting): goes after the others
                 continue
+            channel.waiting = False
             association = channel.association
             pdu = WrapperPdu(source=association.client_sap, destination=association.logical_device,
                              apdu=channel.pending.popleft())
+            self._queued -= 1
             channel.sent_at = now
             self._in_flight[association] = channel
             self.counters.datagrams_sent += 1

@@ -95,3 +95,6 @@ def test_never_more_in_flight_than_allowed_never_resent_never_an_answer_without_
         assert network.in_flight == len(awaiting)
         deadline = network.deadline
         assert deadline is None or deadline >= now - 1.0
+    for index in range(CHANNELS):
+        network.close(association(index), now=now)
+    assert (network.in_flight, network.queued) == (0, 0)
