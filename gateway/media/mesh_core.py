@@ -101,7 +101,9 @@ class MeshNetwork:
         """When `expire` must be called next: a response timeout or the end of a quiet period."""
         times = [channel.sent_at + self.settings.response_timeout_s
                  for channel in self._in_flight.values() if channel.sent_at is not None]
-        times.extend(c.not_before for c in self._waiting if c.pending and c.not_before != math.inf)
+        if len(self._in_flight) < self.settings.max_in_flight:  # else the next free slot wakes the waiting
+            # Only quiet channels wait with a free slot, so these are all in the future.
+            times.extend(c.not_before for c in self._waiting if c.not_before != math.inf)
         return min(times, default=None)
 
     def is_open(self, association: Association) -> bool:
@@ -144,8 +146,8 @@ class MeshNetwork:
             raise ChannelError(f"APDU of {len(apdu)} bytes")
         if self._queued >= self.settings.max_queued:
             self.counters.congested += 1
-            self._remove(channel, now=now)
-            return [Deliver(association, ChannelDown(DownReason.CONGESTED))]
+            self._remove(channel, now=now)  # its slot, if it held one, goes to the next channel
+            return [Deliver(association, ChannelDown(DownReason.CONGESTED)), *self._start_exchanges(now=now)]
         channel.pending.append(apdu)
         self._queued += 1
         if channel.sent_at is None:

@@ -189,3 +189,21 @@ def test_open_twice_or_with_a_serial_address_is_refused() -> None:
         network.open(assoc, now=0.0)
     with pytest.raises(ChannelError):
         network.open(Association(client_sap=CLIENT, logical_device=1, meter=17), now=0.0)
+
+
+def test_a_full_network_sets_no_deadline_for_the_channels_waiting_for_a_slot() -> None:
+    network = MeshNetwork(MeshSettings(max_in_flight=1, response_timeout_s=5.0))
+    first, second = opened(network, 2)
+    network.send_apdu(first, GET, now=0.0)
+    network.send_apdu(second, GET, now=1.0)
+    assert network.deadline == 5.0  # the first exchange's timeout only: the answer or it frees the slot
+
+
+def test_congestion_on_the_channel_holding_a_slot_hands_the_slot_on() -> None:
+    network = MeshNetwork(MeshSettings(max_in_flight=1, max_queued=1))
+    first, second = opened(network, 2)
+    network.send_apdu(first, GET, now=0.0)  # in flight
+    network.send_apdu(second, GET, now=0.0)  # queued: the queue is full
+    actions = network.send_apdu(first, GET, now=0.0)  # the HES pipelines: no room
+    assert events(actions, first) == [ChannelDown(DownReason.CONGESTED)]
+    assert [t.meter for t in transmits(actions)] == [meter(1)]
