@@ -21,16 +21,21 @@ Two media implement it:
   per APDU (source wPort = client SAP, destination wPort = logical device); a bounded number of
   exchanges in flight per network; a timeout is final for the channel. Meters that listen only
   on TCP share the network and its limit, over one wrapper connection per association.
-- Serial line (`gateway/link/line.py`, to be adapted without changing its scheduling): a
-  `LineMedium` adapter over `MeterLine`. `open` builds an `HdlcClientLink` for
-  (client SAP, HdlcAddress.server(logical_device, physical_address)), `attach`es it and calls
-  `connect()`; `send_apdu` is `link.send_apdu` + `line.wake()`; the link's events map as
-  hdlc.LinkUp -> nothing (APDUs queued before UA wait in the link), hdlc.ApduReceived -> ApduReceived
-  (a UI frame -> Push), hdlc.LinkDown(reason) -> ChannelDown(DownReason) once `HdlcClientLink`
-  reports typed reasons ("no response" -> TIMEOUT, "refused"/"meter disconnected" -> REFUSED,
-  "protocol error"/"frame rejected" -> PROTOCOL_ERROR, "meter busy" -> BUSY, "line closed"/"line
-  lost" -> MEDIUM_LOST); `close` is `link.disconnect()` then `detach` after the DISC is answered;
-  `usable()` is `line.is_open`; `on_unsolicited` wraps `on_unsolicited(frame)` with `push_apdu`.
+- Serial line (`gateway/link/line.py`, adapted without changing its scheduling): a `LineMedium`
+  adapter over `MeterLine`.
+    open(association)  builds an `HdlcClientLink` for (client SAP,
+                       HdlcAddress.server(logical_device, physical_address)), `attach`es it to
+                       the line and calls `connect()` (APDUs sent before the UA wait in the link)
+    send_apdu(apdu)    `link.send_apdu(apdu)` then `line.wake()`
+    close()            `link.disconnect()`, and `detach` once the DISC is answered
+    usable()           `line.is_open`
+    on_unsolicited     `line.on_unsolicited(frame)` through `push_apdu(frame)`, with the frame's
+                       addresses as `UnsolicitedPush` fields
+  Link events map as: hdlc.LinkUp -> nothing; hdlc.ApduReceived -> ApduReceived, or Push when
+  `codec.apdu.is_push` says so (the link reports a UI frame as ApduReceived too);
+  hdlc.LinkDown -> ChannelDown once `HdlcClientLink` gives typed reasons instead of text:
+  "no response" -> TIMEOUT, "refused"/"meter disconnected" -> REFUSED, "protocol error"/"frame
+  rejected" -> PROTOCOL_ERROR, "meter busy" -> BUSY, "line closed"/"line lost" -> MEDIUM_LOST.
 """
 
 from __future__ import annotations

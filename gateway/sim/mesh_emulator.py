@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import ipaddress
 import socket
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -98,6 +99,7 @@ class MeshEmulator:
     ) -> RouteAddresses:
         """Serve `meter` behind a front address (sockets made here unless given)."""
         loop = asyncio.get_running_loop()
+        meter = (str(ipaddress.IPv6Address(meter[0])), meter[1])  # compared with datagram sources, as printed
         route = _Route(meter=meter, front=_Side(lambda *_: None), back=_Side(lambda *_: None), gateway=self._gateway)
         route.front = _Side(lambda data, source: self._from_gateway(route, data, source))
         route.back = _Side(lambda data, source: self._from_meter(route, data, source))

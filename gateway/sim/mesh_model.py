@@ -25,7 +25,7 @@ class MeshConditions:
 class MeshFigures:
     """What the emulator did, by its own count (delays in seconds)."""
 
-    forwarded: int
+    forwarded: int  # admitted, delivered after their delay (unless the emulator closed first)
     dropped: int
     reordered: int  # datagrams scheduled to arrive before one sent earlier on the same flow
     delay_p50_s: float

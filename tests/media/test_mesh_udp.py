@@ -9,15 +9,25 @@ from dataclasses import dataclass
 
 import pytest
 
+from gateway.codec import xdlms
 from gateway.codec.wrapper import WrapperPdu, encode
-from gateway.media.channel import Association, ChannelError, IpMeter, UnsolicitedPush
+from gateway.media.channel import (
+    ApduReceived,
+    Association,
+    ChannelDown,
+    ChannelError,
+    ChannelEvent,
+    DownReason,
+    IpMeter,
+    UnsolicitedPush,
+)
 from gateway.media.mesh import MeshBinding, MeshEndpoint
 from gateway.media.mesh_core import MeshSettings
 from gateway.sim.mesh_emulator import MeshEmulator, RouteAddresses
 from gateway.sim.mesh_model import MeshConditions
 from gateway.sim.meter import MANAGEMENT_CLIENT, PUBLIC_CLIENT, SimMeterSettings
 from gateway.sim.udp_meter import SimUdpMeter
-from tests.media.reads import MeshReader, sim_udp_meter
+from tests.media.reads import EVENT_WAIT_S, MeshReader, expected_value, get_request, sim_udp_meter
 
 LOOPBACK = ipaddress.IPv6Address("::1")
 DATA_NOTIFICATION = bytes.fromhex("0F00000001" + "00" + "0906" + "000102030405")
@@ -116,37 +126,40 @@ async def test_pushes_reach_their_channel_or_push_intake() -> None:
         close_mesh(mesh)
 
 
-async def test_stray_datagrams_are_dropped_and_counted(lossy_mesh: Mesh) -> None:
-    mesh = lossy_mesh
+async def test_stray_datagrams_are_dropped_and_counted() -> None:
+    mesh = await build_mesh(1, MeshConditions(delay_s=0.002, jitter_s=0.001, loss=0.0), seed=3,
+                            settings=MeshSettings())
     loop = asyncio.get_running_loop()
     stranger, _ = await loop.create_datagram_endpoint(asyncio.DatagramProtocol, local_addr=("::1", 0))
     try:
         reader = MeshReader(mesh.endpoint, mesh.association(0))
-        reader.channel.send_apdu(b"\xc0\x01\xc1\x00\x01\x00\x00\x2a\x00\x00\xff\x02\x00")
-        forged = encode(WrapperPdu(source=1, destination=PUBLIC_CLIENT, apdu=b"\xc4\x01\xc1\x00\x09\x01\x66"))
-        before = mesh.endpoint.network.counters.unexpected
-        stranger.sendto(forged, mesh.endpoint.local_address)  # right wPorts, wrong source address
+        await reader.associate()
+        reader.channel.send_apdu(get_request(3, 2))  # in flight from here on
+        forged = encode(WrapperPdu(source=1, destination=PUBLIC_CLIENT, apdu=b"\xc4\x01\xc3\x00\x09\x01\x66"))
+        stranger.sendto(forged, mesh.endpoint.local_address)  # right wPorts, wrong source: lands first
         stranger.sendto(b"\x00\x01\x00", mesh.endpoint.local_address)  # not even a header
-        async with asyncio.timeout(10):
+        async with asyncio.timeout(EVENT_WAIT_S):
             event = await reader.events.get()
-        # The forged answer never reached the channel: what came is the meter's own answer or a loss.
-        assert getattr(event, "apdu", b"")[:1] != b"\x66"
-        assert mesh.endpoint.network.counters.unexpected == before + 1
-        assert mesh.endpoint.network.counters.malformed == 1
+        # The channel got the meter's own answer; the forged one was counted and dropped.
+        assert isinstance(event, ApduReceived)
+        assert xdlms.decode_xdlms(event.apdu) == xdlms.GetResponseNormal(0xC3, expected_value(mesh.meters[0][1], 2))
+        counters = mesh.endpoint.network.counters
+        assert (counters.unexpected, counters.malformed, counters.answers) == (1, 1, 2)
     finally:
         stranger.close()
+        close_mesh(mesh)
 
 
 async def test_a_stopped_endpoint_is_not_usable_and_its_channels_go_down() -> None:
     endpoint = MeshEndpoint(name="mesh-stop")
     await endpoint.start(MeshBinding(host="::1", port=0))
-    events: asyncio.Queue[object] = asyncio.Queue()
+    events: asyncio.Queue[ChannelEvent] = asyncio.Queue()
     endpoint.open(Association(client_sap=16, logical_device=1, meter=IpMeter(LOOPBACK, 9)), events.put_nowait)
     assert endpoint.usable()
     endpoint.stop()
     async with asyncio.timeout(5):
         down = await events.get()
-    assert getattr(down, "reason", None) is not None and down.reason.value == "medium-lost"  # type: ignore[attr-defined]
+    assert down == ChannelDown(DownReason.MEDIUM_LOST)
     assert not endpoint.usable()
     with pytest.raises(ChannelError):
         endpoint.open(Association(client_sap=16, logical_device=1, meter=IpMeter(LOOPBACK, 9)), events.put_nowait)
