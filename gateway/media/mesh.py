@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import socket
+from typing import TYPE_CHECKING
 
 import structlog
 
@@ -26,6 +27,8 @@ from gateway.media.channel import (
     DownReason,
     IpMeter,
     IpTransport,
+    MeterChannel,
+    MeterMedium,
     PushListener,
     UnsolicitedPush,
 )
@@ -239,3 +242,9 @@ class MeshEndpoint:
 def _is_tcp(association: Association) -> bool:
     return isinstance(association.meter, IpMeter) and association.meter.transport is IpTransport.TCP
 
+
+
+if TYPE_CHECKING:  # mypy proves the endpoint and its channels implement the relay core's interface
+
+    def _conforms(endpoint: MeshEndpoint, channel: MeshChannel) -> tuple[MeterMedium, MeterChannel]:
+        return endpoint, channel
