@@ -8,7 +8,8 @@
     ns mt:  veth m0 fd00:0:0:1::10+i/64 (meter i, port 4059)
 
 Nothing forwards between the namespaces but the emulator: the gateway cannot reach a meter's
-own address, only its front address. Mesh conditions as in the issue: 150 ms +- 50 ms, 2 % loss.
+own address, only its front address. Mesh conditions as in the issue: 150 ms +- 50 ms, 2 % loss;
+the seed loses two datagrams of this run (a timeout each, and a reopened channel).
 """
 
 from __future__ import annotations
@@ -60,7 +61,7 @@ async def test_reads_and_a_push_through_the_emulated_mesh(namespaces: tuple[str,
     gw, br, mt = namespaces
     endpoint = MeshEndpoint(name="wisun0", settings=MeshSettings(max_in_flight=8, response_timeout_s=1.0))
     await endpoint.start(sock=netns.udp_socket(gw, "fd00::1", WRAPPER_PORT))
-    emulator = MeshEmulator(conditions=MESH, seed=2026, gateway=("fd00::1", WRAPPER_PORT))
+    emulator = MeshEmulator(conditions=MESH, seed=6, gateway=("fd00::1", WRAPPER_PORT))
     meters, backs = [], []
     try:
         for index in range(METERS):
