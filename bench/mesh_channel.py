@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import dataclasses
-import datetime as dt
 import ipaddress
 import json
 import time
@@ -24,10 +23,9 @@ from gateway.log import configure as configure_logging
 from gateway.media.channel import ApduReceived, Association, ChannelEvent, IpMeter
 from gateway.media.mesh import MeshBinding, MeshEndpoint
 from gateway.media.mesh_core import MeshSettings
-from gateway.sim.mesh_emulator import MeshEmulator
+from gateway.sim.mesh_fleet import start_mesh_fleet
 from gateway.sim.mesh_model import MeshConditions
-from gateway.sim.meter import PUBLIC_CLIENT, SimMeterSettings, build_meter
-from gateway.sim.udp_meter import SimUdpMeter
+from gateway.sim.meter import PUBLIC_CLIENT
 
 CONDITIONS = MeshConditions(delay_s=0.100, jitter_s=0.020, loss=0.01)  # 200 ms RTT, 1 % loss each way
 
@@ -55,38 +53,26 @@ async def session(endpoint: MeshEndpoint, association: Association, until: float
     return answered
 
 
-def sim_meters(count: int) -> list[SimUdpMeter]:
-    return [SimUdpMeter(devices={1: build_meter(SimMeterSettings.demo(serial_number=serial),
-                                                clock=lambda: dt.datetime.now(dt.UTC))})
-            for serial in range(1, count + 1)]
-
-
-async def run(limit: int, *, meters: list[SimUdpMeter], sessions: int, seconds: float, seed: int
-              ) -> dict[str, object]:
+async def run(limit: int, *, meters: int, sessions: int, seconds: float, seed: int) -> dict[str, object]:
     endpoint = MeshEndpoint(name="bench", settings=MeshSettings(max_in_flight=limit, response_timeout_s=1.0,
                                                                 max_queued=4 * sessions))
     await endpoint.start(MeshBinding(host="::1", port=0))
-    emulator = MeshEmulator(conditions=CONDITIONS, seed=seed, gateway=endpoint.local_address)
-    fronts = []
-    for meter in meters:
-        await meter.start("::1", 0)
-        fronts.append((await emulator.add_route(meter=meter.address)).front)
+    fleet = await start_mesh_fleet(meters, conditions=CONDITIONS, seed=seed, gateway=endpoint.local_address)
+    fronts = [route.front for route in fleet.routes]
     latencies: list[float] = []
     started = time.perf_counter()
     until = asyncio.get_running_loop().time() + seconds
     answered = await asyncio.gather(*(
         session(endpoint, Association(client_sap=PUBLIC_CLIENT, logical_device=1,
-                                      meter=IpMeter(ipaddress.IPv6Address("::1"), fronts[index % len(meters)][1])),
+                                      meter=IpMeter(ipaddress.IPv6Address("::1"), fronts[index % meters][1])),
                 until, latencies)
         for index in range(sessions)
     ))
     elapsed = time.perf_counter() - started
-    emulator.close()
+    fleet.close()
     endpoint.stop()
-    for meter in meters:
-        meter.stop()
     await asyncio.sleep(0)  # let the transports finish closing before the loop ends
-    figures = emulator.figures
+    figures = fleet.emulator.figures
     return {
         "in_flight_limit": limit,
         "exchanges_per_s": round(sum(answered) / elapsed, 1),
@@ -107,8 +93,7 @@ def main() -> None:
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     configure_logging(level="warning", fmt="console")
-    meters = sim_meters(args.meters)
-    rows = [asyncio.run(run(limit, meters=meters, sessions=args.sessions, seconds=args.seconds, seed=args.seed))
+    rows = [asyncio.run(run(limit, meters=args.meters, sessions=args.sessions, seconds=args.seconds, seed=args.seed))
             for limit in (1, 8, 32)]
     if args.json:
         print(json.dumps(rows, indent=2))

@@ -24,10 +24,11 @@ from gateway.media.channel import (
 from gateway.media.mesh import MeshBinding, MeshEndpoint
 from gateway.media.mesh_core import MeshSettings
 from gateway.sim.mesh_emulator import MeshEmulator, RouteAddresses
+from gateway.sim.mesh_fleet import start_mesh_fleet
 from gateway.sim.mesh_model import MeshConditions
 from gateway.sim.meter import MANAGEMENT_CLIENT, PUBLIC_CLIENT, SimMeterSettings
 from gateway.sim.udp_meter import SimUdpMeter
-from tests.media.reads import EVENT_WAIT_S, MeshReader, expected_value, get_request, sim_udp_meter
+from tests.media.reads import EVENT_WAIT_S, MeshReader, expected_value, get_request
 
 LOOPBACK = ipaddress.IPv6Address("::1")
 DATA_NOTIFICATION = bytes.fromhex("0F00000001" + "00" + "0906" + "000102030405")
@@ -49,13 +50,8 @@ class Mesh:
 async def build_mesh(count: int, conditions: MeshConditions, *, seed: int, settings: MeshSettings) -> Mesh:
     endpoint = MeshEndpoint(name="mesh-test", settings=settings)
     await endpoint.start(MeshBinding(host="::1", port=0))
-    emulator = MeshEmulator(conditions=conditions, seed=seed, gateway=endpoint.local_address)
-    meters = []
-    for serial in range(1, count + 1):
-        meter, meter_settings = sim_udp_meter(serial)
-        await meter.start("::1", 0)
-        meters.append((meter, meter_settings, await emulator.add_route(meter=meter.address)))
-    return Mesh(endpoint, emulator, meters)
+    fleet = await start_mesh_fleet(count, conditions=conditions, seed=seed, gateway=endpoint.local_address)
+    return Mesh(endpoint, fleet.emulator, list(zip(fleet.meters, fleet.settings, fleet.routes, strict=True)))
 
 
 @pytest.fixture
