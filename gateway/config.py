@@ -7,6 +7,7 @@ next to a pole, not the author of this file (gateway/config_source.py finds keys
 
 from __future__ import annotations
 
+import ipaddress
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
@@ -18,8 +19,8 @@ from gateway.codec.wrapper import WRAPPER_PORT
 from gateway.config_source import ConfigError as ConfigError  # noqa: PLC0414 - re-exported: callers load here
 from gateway.config_source import ConfigProblem as ConfigProblem  # noqa: PLC0414
 from gateway.config_source import Problems, SourceLines, build_table
-from gateway.poller.config import PollerConfig, parse_poller
-from gateway.wan.limits import check_wan
+from gateway.poller.config import DEFAULT_POLLING_KEYS, PollerConfig, parse_poller
+from gateway.wan.limits import KEEPALIVE_IDLE_MAX_S, USER_TIMEOUT_MAX_S
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,6 +163,33 @@ class GatewayConfig:
     dial_out: tuple[DialOutConfig, ...] = ()
     poller: PollerConfig = field(default_factory=PollerConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
+
+
+def check_wan(config: WanConfig) -> list[tuple[str, str]]:
+    """Problems in a [wan] table, as (key, message) pairs; empty when it is usable."""
+    problems: list[tuple[str, str]] = []
+    for entry in config.allow:
+        try:
+            ipaddress.ip_network(entry.strip(), strict=False)
+        except ValueError:
+            problems.append(("allow", f"{entry!r} is not an IP address or network (10.1.0.0/16, 2001:db8::/32)"))
+    tls = {"tls_certificate_file": config.tls_certificate_file, "tls_private_key_file": config.tls_private_key_file,
+           "tls_client_ca_file": config.tls_client_ca_file}
+    if any(tls.values()) and not all(tls.values()):
+        missing = next(key for key, value in tls.items() if not value)
+        problems.append((missing, "TLS needs all three of tls_certificate_file, tls_private_key_file and "
+                                  "tls_client_ca_file (a HES must present a certificate)"))
+    for key in ("max_connections", "max_connections_per_peer", "max_associations_per_peer"):
+        if getattr(config, key) < 1:
+            problems.append((key, "must be >= 1"))
+    for key in ("idle_timeout_s", "first_pdu_timeout_s", "pdu_timeout_s"):
+        if not getattr(config, key) > 0:
+            problems.append((key, "must be > 0"))
+    if not (config.tcp_keepalive_s == 0 or 1 <= config.tcp_keepalive_s <= KEEPALIVE_IDLE_MAX_S):
+        problems.append(("tcp_keepalive_s", f"must be 0 (off) or 1..{KEEPALIVE_IDLE_MAX_S}"))
+    if not 0 <= config.tcp_user_timeout_s <= USER_TIMEOUT_MAX_S:
+        problems.append(("tcp_user_timeout_s", f"must be 0 (off) or up to {USER_TIMEOUT_MAX_S}"))
+    return problems
 
 
 def _check(config: GatewayConfig, problems: Problems) -> None:
@@ -332,7 +360,6 @@ def check_polling_credentials(config: GatewayConfig, text: str) -> None:
     if not poller.enabled or not any(group.credentials for group in poller.groups):
         return
     from gateway.poller.credentials import CredentialsError, load_polling_keys  # noqa: PLC0415 - only with polling
-    from gateway.poller.service import DEFAULT_POLLING_KEYS  # noqa: PLC0415
 
     path = Path(poller.keys_file) if poller.keys_file else DEFAULT_POLLING_KEYS
     try:

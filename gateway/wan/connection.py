@@ -10,18 +10,50 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
-from typing import TYPE_CHECKING, Any
+import ssl
+from collections import Counter
+from typing import Any, Protocol
 
 import structlog
 
 from gateway.capture.pcapng import Direction
+from gateway.capture.tap import FrameTap
 from gateway.codec.wrapper import WrapperDecoder, WrapperError, WrapperPdu, encode
+from gateway.config import WanConfig
 from gateway.deadline import Deadline
+from gateway.loglimit import LogLimiter
 from gateway.wan.limits import tune_socket
 from gateway.wan.tls import certificate_subject
 
-if TYPE_CHECKING:
-    from gateway.wan.server import WanServer
+
+class PduSink(Protocol):
+    """Where decoded PDUs go (the router), and who hears that a connection has closed."""
+
+    def pdu_from_hes(self, owner: HesConnection, pdu: WrapperPdu) -> None: ...
+
+    def hes_disconnected(self, owner: HesConnection) -> None: ...
+
+
+class ConnectionHost(Protocol):
+    """What a connection needs of the server that accepted it (or dialled out): limits, counters, the sink."""
+
+    config: WanConfig
+    sink: PduSink
+    tap: FrameTap
+    tls: ssl.SSLContext | None
+    peer_log: LogLimiter
+    refused: Counter[str]
+    cut_off: Counter[str]
+    pdus_in: int
+    pdus_out: int
+
+    def admit(self, connection: HesConnection) -> str | None: ...
+
+    def adopt(self, connection: HesConnection) -> None: ...
+
+    def release(self, connection: HesConnection) -> None: ...
+
+    def start_tls(self, connection: HesConnection, transport: asyncio.Transport) -> None: ...
 
 log = structlog.get_logger(__name__)
 
@@ -57,7 +89,7 @@ def peer_names(peername: Any) -> tuple[str, str]:
 class HesConnection(asyncio.Protocol):
     """One HES TCP (or TLS) connection."""
 
-    def __init__(self, *, server: WanServer, inbound: bool = True) -> None:
+    def __init__(self, *, server: ConnectionHost, inbound: bool = True) -> None:
         self._server = server
         self._inbound = inbound  # False: the gateway dialled out; no allow-list or peer limits apply
         config = server.config

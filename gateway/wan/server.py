@@ -11,15 +11,13 @@ import asyncio
 import os
 import ssl
 from collections import Counter
-from typing import Protocol
 
 import structlog
 
 from gateway.capture.tap import FrameTap
-from gateway.codec.wrapper import WrapperPdu
 from gateway.config import WanConfig
 from gateway.loglimit import LogLimiter
-from gateway.wan.connection import MAX_UNSENT_BYTES, HesConnection
+from gateway.wan.connection import MAX_UNSENT_BYTES, HesConnection, PduSink
 from gateway.wan.limits import AllowList
 from gateway.wan.tls import refusal_reason, server_context
 
@@ -36,14 +34,6 @@ REFUSED_TLS = "tls-handshake"
 
 class WanListenError(Exception):
     """An address to listen on cannot be bound (taken, or not an address of this host)."""
-
-
-class PduSink(Protocol):
-    """Where decoded PDUs go (the router)."""
-
-    def pdu_from_hes(self, owner: HesConnection, pdu: WrapperPdu) -> None: ...
-
-    def hes_disconnected(self, owner: HesConnection) -> None: ...
 
 
 class WanServer:
