@@ -36,6 +36,7 @@ from gateway.link.hotplug import HotplugMonitor, matching
 from gateway.link.line import MeterLine, Opener
 from gateway.link.serial_port import LineOpenError, open_serial
 from gateway.log import configure
+from gateway.loglimit import LogLimiter
 from gateway.poller.service import build_poller
 from gateway.private_files import private_directory
 from gateway.registry.counters import ReservedCounter
@@ -106,6 +107,7 @@ class Gateway:
         self.wan = WanServer(config=config.wan, sink=self.router, tap=self.tap)
         self.pushes = PushStore(self.state_directory / "pushes.db", max_bytes=config.push_queue.max_bytes,
                                 max_age_s=config.push_queue.max_age_days * 86400.0)
+        self._push_log = LogLimiter()  # a device on the meter line can push as fast as the line carries
         self.pushes_unrouted = 0  # pushes with nowhere to go (no destination configured): counted, logged
         registry = config.registry
         self.push_registrations = PushRegistrationGate(PushRegistrationPolicy(
@@ -198,13 +200,15 @@ class Gateway:
         else:
             self.meter_seen(meter.sap)
         if not self.forwarders:
-            log.warning("push.no_destination", sap=meter.sap, tag=f"{apdu[0]:02X}")
+            self._push_log.emit(log.warning, "push.no_destination", key=meter.sap, sap=meter.sap,
+                                tag=f"{apdu[0]:02X}")
             self.pushes_unrouted += 1
             return
         if not self._push_burst:  # the frames of one read arrive together: one commit for all of them
             asyncio.get_running_loop().call_soon(self._commit_pushes)
         self._push_burst.append((meter.sap, frame.destination.upper, apdu))
-        log.info("push.queued", sap=meter.sap, tag=f"{apdu[0]:02X}", size=len(apdu))
+        self._push_log.emit(log.info, "push.queued", key=meter.sap, sap=meter.sap, tag=f"{apdu[0]:02X}",
+                            size=len(apdu))
 
     def _register_from_push(self, line: MeterLine, *, logical_device: int, physical_address: int) -> Meter | None:
         """A meter for a push from an unknown address, or None: the push is then dropped and counted."""
