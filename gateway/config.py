@@ -55,6 +55,7 @@ class LinkConfig:
     window: int = 1
     inactivity_timeout_s: float = 120.0  # IEC 62056-46, HDLC setup IC 23 default
     reopen_interval_s: float = 1.0  # a lost device is tried again this often (udev "add" reopens at once)
+    network_id: int = -1  # the gateway protocol's network id (E6/E7); -1: 1 + its place among [[links]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,6 +70,7 @@ class MeterConfig:
 class RelayConfig:
     exchange_timeout_s: float = 10.0  # the HES gets an exception-response after this
     association_idle_s: float = 300.0  # an association with no traffic is released (DISC)
+    gateway_any_address: bool = False  # gateway-requests may name unregistered addresses (registered, bounded)
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,6 +119,7 @@ class PushConfig:
     deliver_to_subscribed: bool = True  # prefer an open HES connection that holds a SAP 1 association
     reconnect_min_s: float = 1.0
     reconnect_max_s: float = 60.0  # capped exponential back-off
+    form: str = "sap"  # "sap": source wPort = the meter's SAP; "gateway": in a gateway-response (E7)
 
 
 @dataclass(frozen=True, slots=True)
@@ -192,8 +195,24 @@ def check_wan(config: WanConfig) -> list[tuple[str, str]]:
     return problems
 
 
+def network_ids(links: tuple[LinkConfig, ...]) -> dict[int, str]:
+    """Gateway-protocol network id -> link name (an unset id is 1 + the link's place in [[links]])."""
+    return {link.network_id if link.network_id >= 0 else index + 1: link.name for index, link in enumerate(links)}
+
+
 def _check(config: GatewayConfig, problems: Problems) -> None:
     fail = problems.fail
+    seen_networks: dict[int, str] = {}
+    for index, link in enumerate(config.links):
+        network = link.network_id if link.network_id >= 0 else index + 1
+        if not -1 <= link.network_id <= 255:
+            fail("links", index, "network_id", "must be 0..255 (or -1: its place in [[links]], from 1)")
+        elif network in seen_networks:
+            fail("links", index, "network_id", f"network {network} is already link {seen_networks[network]!r}'s")
+        seen_networks.setdefault(network, link.name)
+    for index, push in enumerate(config.push):
+        if push.form not in ("sap", "gateway"):
+            fail("push", index, "form", "must be \"sap\" or \"gateway\"")
     if not 1 <= config.wan.port <= 65535:
         fail("wan", None, "port", "must be 1..65535")
     for key, message in check_wan(config.wan):

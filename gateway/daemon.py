@@ -20,11 +20,13 @@ import structlog
 
 from gateway import __version__
 from gateway.capture.tap import FrameTap
+from gateway.codec.gateway import hdlc_address_bytes, hdlc_address_from
 from gateway.codec.hdlc import HdlcFrame, meter_address_problem
-from gateway.config import ConfigError, GatewayConfig, LinkConfig, load_config
+from gateway.config import ConfigError, GatewayConfig, LinkConfig, load_config, network_ids
 from gateway.control.commands import Commands
 from gateway.control.discovery import identify_worker, scan_schedule
 from gateway.control.server import ControlServer
+from gateway.core.gateway_protocol import GatewayProtocol, GatewayRefusal
 from gateway.core.management import ManagementDevice
 from gateway.core.push import PushForwarder, push_apdu
 from gateway.core.push_registration import PushRefusal, PushRegistrationGate, PushRegistrationPolicy
@@ -104,7 +106,14 @@ class Gateway:
         )
         self.router = Router(lookup=self.route, lines=self.lines, relay=config.relay, management=self.management,
                              observer=self)
-        self.wan = WanServer(config=config.wan, sink=self.router, tap=self.tap)
+        self.networks = network_ids(config.links)  # gateway-protocol network id -> line name
+        self._line_networks = {name: network for network, name in self.networks.items()}
+        self.gateway_registrations = PushRegistrationGate(PushRegistrationPolicy(
+            enabled=config.relay.gateway_any_address, per_hour=config.registry.push_registrations_per_hour,
+            burst=config.registry.push_registration_burst, max_pending=config.registry.push_registration_max_pending,
+        ), now=time.monotonic())
+        self.gateway_protocol = GatewayProtocol(router=self.router, lookup=self.gateway_route)
+        self.wan = WanServer(config=config.wan, sink=self.gateway_protocol, tap=self.tap)
         self.pushes = PushStore(self.state_directory / "pushes.db", max_bytes=config.push_queue.max_bytes,
                                 max_age_s=config.push_queue.max_age_days * 86400.0)
         self._push_log = LogLimiter()  # a device on the meter line can push as fast as the line carries
@@ -116,7 +125,8 @@ class Gateway:
         ), now=time.monotonic())
         self._push_refusal_logged_at: float | None = None
         self._push_burst: list[tuple[int, int, bytes]] = []  # received in this loop turn, not yet committed
-        self.forwarders = [PushForwarder(config=push, store=self.pushes, subscriber=self.push_subscriber)
+        self.forwarders = [PushForwarder(config=push, store=self.pushes, subscriber=self.push_subscriber,
+                                         gateway_address=self.gateway_address)
                            for push in config.push]
         self.router.on_subscriber = self._wake_forwarders
         self.router.max_associations_per_peer = config.wan.max_associations_per_peer
@@ -160,6 +170,45 @@ class Gateway:
             return None  # a row from before the registry checked addresses: refused like an unknown SAP
         return MeterRoute(sap=meter.sap, line=meter.link, physical_address=meter.physical_address,
                           logical_device=meter.logical_device)
+
+    def gateway_route(self, network_id: int, address: bytes, logical_device: int) -> int | GatewayRefusal:
+        """The SAP of the meter a gateway-request names (README: "Two ways to address a meter")."""
+        line = self.networks.get(network_id)
+        if line is None:
+            return GatewayRefusal.UNKNOWN_NETWORK
+        physical_address = hdlc_address_from(address)
+        if physical_address is None:  # not an HDLC address: a logical device name, or a system title
+            meter = self.registry.by_name(address) or next(
+                (m for m in self.registry.meters() if m.system_title == address), None)
+            return meter.sap if meter is not None and meter.link == line else GatewayRefusal.UNKNOWN_METER
+        meter = self.registry.by_place(link=line, physical_address=physical_address, logical_device=logical_device)
+        if meter is not None:
+            return meter.sap
+        if meter_address_problem(logical_device=logical_device, physical_address=physical_address) is not None:
+            return GatewayRefusal.INVALID_ADDRESS
+        if not self.config.relay.gateway_any_address:
+            return GatewayRefusal.UNKNOWN_METER
+        refusal = self.gateway_registrations.admit(
+            logical_device=logical_device, physical_address=physical_address, now=time.monotonic(),
+            pending=lambda: sum(1 for m in self.registry.meters()
+                                if m.registered_by == "gateway-request" and m.logical_device_name is None))
+        if refusal is not None:
+            return GatewayRefusal.REGISTRATION_REFUSED
+        try:
+            meter = self.registry.register(link=line, physical_address=physical_address,
+                                           logical_device=logical_device, registered_by="gateway-request")
+        except RegistryError:
+            self.gateway_registrations.registry_refused()
+            return GatewayRefusal.REGISTRATION_REFUSED
+        log.info("registry.registered_by_gateway_request", sap=meter.sap, line=line, address=physical_address)
+        return meter.sap
+
+    def gateway_address(self, sap: int) -> tuple[int, bytes] | None:
+        """(network id, physical device address) of a meter, as a gateway-response names it."""
+        meter = self.registry.get(sap)
+        if meter is None or meter.link not in self._line_networks:
+            return None
+        return self._line_networks[meter.link], hdlc_address_bytes(meter.physical_address)
 
     def meter_seen(self, sap: int) -> None:
         self.registry.seen(sap, frames=1)

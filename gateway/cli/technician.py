@@ -88,7 +88,8 @@ def _dispatch(args: argparse.Namespace, path: Path) -> tuple[Any, Any]:
     if args.command == "sessions":
         return call(path, "sessions"), lambda rows: print_table(rows, [
             ("peer", "HES PEER"), ("client_sap", "CLIENT"), ("meter_sap", "METER"), ("line", "LINE"),
-            ("state", "STATE"), ("since", "SINCE"), ("apdus_to_meter", "TO METER"), ("apdus_to_hes", "TO HES")])
+            ("addressing", "ADDRESSED BY"), ("state", "STATE"), ("since", "SINCE"),
+            ("apdus_to_meter", "TO METER"), ("apdus_to_hes", "TO HES")])
     if args.command == "ping":
         result = call(path, "ping", meter=args.meter)
         return result, lambda r: print(f"SAP {r['sap']} {r['name']}: GET {r['round_trip_ms']:.1f} ms, "

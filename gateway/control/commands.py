@@ -11,6 +11,7 @@ from gateway import __version__
 from gateway.control.capture import capture_handler
 from gateway.control.discovery import identify, scan
 from gateway.control.server import CommandError, Handler, Progress, number, sap_or_name, text
+from gateway.core.gateway_protocol import GatewayPeer
 from gateway.poller.control import readings_handlers
 from gateway.registry.store import Meter, MeterState, RegistryError
 
@@ -119,11 +120,15 @@ class Commands:
         return meter
 
     async def meter(self, request: Mapping[str, Any], progress: Progress) -> dict[str, Any]:
-        return meter_detail(self._find(request))
+        meter = self._find(request)
+        where = self.gateway.gateway_address(meter.sap)
+        return {**meter_detail(meter), "network_id": where[0] if where else None,
+                "gateway_address": where[1].hex().upper() if where else None}
 
     async def sessions(self, request: Mapping[str, Any], progress: Progress) -> list[dict[str, Any]]:
         return [
             {"peer": s.owner.peer, "client_sap": s.client_sap, "meter_sap": s.meter_sap, "line": s.line.name,
+             "addressing": s.owner.addressing if isinstance(s.owner, GatewayPeer) else "sap",
              "state": s.state.value, "since": s.counters.started, "apdus_to_meter": s.counters.apdus_to_meter,
              "apdus_to_hes": s.counters.apdus_to_hes}
             for s in self.gateway.router.sessions.values()
