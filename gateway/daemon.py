@@ -191,12 +191,12 @@ class Gateway:
         refusal = self.gateway_registrations.admit(
             logical_device=logical_device, physical_address=physical_address, now=time.monotonic(),
             pending=lambda: sum(1 for m in self.registry.meters()
-                                if m.registered_by == "gateway-request" and m.logical_device_name is None))
+                                if m.registered_by == "discovery" and m.logical_device_name is None))
         if refusal is not None:
             return GatewayRefusal.REGISTRATION_REFUSED
         try:
             meter = self.registry.register(link=line, physical_address=physical_address,
-                                           logical_device=logical_device, registered_by="gateway-request")
+                                           logical_device=logical_device, registered_by="discovery")
         except RegistryError:
             self.gateway_registrations.registry_refused()
             return GatewayRefusal.REGISTRATION_REFUSED
