@@ -46,7 +46,20 @@ class ScanResult:
 
 
 async def identify(gateway: Gateway, sap: int, *, background: bool = False) -> Meter:
-    """Read a registered meter's logical device name and record it (a moved meter keeps its SAP)."""
+    """Read a registered meter's logical device name and record it (a moved meter keeps its SAP).
+
+    One read per meter at a time: a caller that finds one under way (the poller and the identify
+    worker at start) waits for its answer instead of opening a second public association.
+    """
+    reading = gateway.identity_reads.get(sap)
+    if reading is None:
+        reading = asyncio.create_task(_identify(gateway, sap, background=background), name=f"identify-{sap}")
+        gateway.identity_reads[sap] = reading
+        reading.add_done_callback(lambda _: gateway.identity_reads.pop(sap, None))
+    return await reading
+
+
+async def _identify(gateway: Gateway, sap: int, *, background: bool) -> Meter:
     meter = gateway.registry.get(sap)
     if meter is None:
         raise RegistryError(f"no meter with SAP {sap}")

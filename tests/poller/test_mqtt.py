@@ -14,6 +14,7 @@ from gateway.config import MeterConfig
 from gateway.poller.config import MqttConfig, PollGroup
 from tests.poller.broker import Broker, Subscriber
 from tests.poller.conftest import Gateways, PolledLine, poller_gateway_config, write_polling_keys
+from tests.poller.meters import reader_settings
 
 PREFIX = "utility-a/dc"
 CLIENT_ID = "DLMSGW-TEST-0001"
@@ -86,7 +87,8 @@ async def test_every_reading_reaches_the_broker_and_waits_while_it_is_away(
     received: dict[int, set[tuple[str, float, str]]] = {}
     for topic, payload, _ in first.messages + second.messages:
         if isinstance(payload, dict):
-            assert topic == f"{PREFIX}/{CLIENT_ID}/meters/sap-{payload['meter_sap']}/readings"
+            name = reader_settings(payload["meter_sap"] - 16).logical_device_name.decode()  # identified first
+            assert (topic, payload["meter"]) == (f"{PREFIX}/{CLIENT_ID}/meters/{name}/readings", name)
             received[payload["poll_id"]] = {(r["obis"], r["captured_at"], json.dumps(r["value"]))
                                             for r in payload["readings"]}
     assert received == stored  # every poll, with every reading, exactly as stored
