@@ -13,6 +13,7 @@ from gateway.cli.client import (
     DaemonRefusedError,
     ProgressBar,
     call,
+    iso_time,
     print_table,
     readable,
     report_failure,
@@ -135,7 +136,29 @@ def _render_status(status: dict[str, Any]) -> None:
     print(f"Sessions: {status['sessions']}; rejections: {status['rejections']}")
     print(f"Push queue: {queue['depth']} waiting{oldest}, {queue['dropped']} dropped, "
           f"{queue['unrouted']} with no destination")
-    print(f"Polling: {status['polling'].get('state', 'off')}")
+    _render_polling(status["polling"])
+
+
+def _render_polling(polling: dict[str, Any]) -> None:
+    """Legacy polling: progress, the MQTT uplink's state and the meters that keep failing."""
+    state = polling.get("state", "off")
+    if state == "off":
+        print("Polling: off")
+        return
+    last = polling.get("last_poll_at")
+    when = iso_time(last) if isinstance(last, int | float) else last or "never"
+    print(f"Polling: {state}; {polling['polls_ok']} ok, {polling['polls_partial']} partial, "
+          f"{polling['polls_failed']} failed; last poll {when}")
+    uplink = polling.get("uplink")
+    if uplink is None:
+        print("Polling uplink: none (readings stay in the store)")
+    else:
+        held = f", {uplink['held_until_identified']} held until identified" \
+            if uplink.get("held_until_identified") else ""
+        print(f"Polling uplink: MQTT {uplink['broker']} {'connected' if uplink['connected'] else 'NOT connected'}; "
+              f"{uplink['buffered']} buffered{held}, {uplink['published']} published")
+    failing = polling.get("failing_meters") or []
+    print(f"Failing meters: {', '.join(f'SAP {sap}' for sap in failing) or 'none'}")
 
 
 def _render_detail(meter: dict[str, Any]) -> None:
