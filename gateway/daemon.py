@@ -279,7 +279,7 @@ class Gateway:
         if not await self.router.drain(SHUTDOWN_DISC_S):
             log.warning("gateway.sessions_not_released", sessions=len(self.router.sessions))
         self.hotplug_monitor.stop()
-        for task in self._scans:
+        for task in [*self._scans, *self.identity_reads.values()]:
             task.cancel()
         for task in self._tasks:
             task.cancel()
