@@ -7,6 +7,11 @@ first, so polling only fills idle medium time and a relay exchange waits at most
 polling exchange in flight. A failed attempt is retried after a doubling back-off (off the line
 meanwhile); a meter that fails ``failure_threshold`` polls in a row is marked failing (store,
 status, MQTT) and tried only every ``failing_interval_s`` until it answers again.
+
+A meter is identified (its logical device name, read through the public client like the relay's
+identity read) before its first poll, so every reading is stored, and published, under its name.
+Each poll's data link counts its frames and frames sent again into the registry, with the bad-FCS
+frames the line's decoder saw from each meter, and says the meter was seen when it answered.
 """
 
 from __future__ import annotations
@@ -300,8 +305,9 @@ class PollingService:
         count_link(registry, sap=meter.sap, link=data_link.link)
         attribute_bad_frames(registry, line_name=line.name, decoder=line.decoder)
         current = registry.get(meter.sap)
-        if current is None:
-            return
+        task = asyncio.current_task()
+        if current is None or (task is not None and task.cancelling()):
+            return  # removed meanwhile, or the daemon is stopping: silence says nothing about the meter
         if data_link.link.frames_received:
             registry.seen(meter.sap)
             if current.state is not MeterState.ONLINE:
