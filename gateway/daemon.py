@@ -24,7 +24,7 @@ from gateway.codec.gateway import hdlc_address_bytes, hdlc_address_from
 from gateway.codec.hdlc import HdlcFrame, meter_address_problem
 from gateway.config import ConfigError, GatewayConfig, LinkConfig, load_config, network_ids
 from gateway.control.commands import Commands
-from gateway.control.discovery import identify_worker, scan_schedule
+from gateway.control.discovery import identify, identify_worker, scan_schedule
 from gateway.control.server import ControlServer
 from gateway.core.gateway_protocol import GatewayProtocol, GatewayRefusal
 from gateway.core.management import ManagementDevice
@@ -37,6 +37,7 @@ from gateway.keys import GatewayKeys, KeyFileError, load_keys
 from gateway.link.hotplug import HotplugMonitor, matching
 from gateway.link.line import MeterLine, Opener
 from gateway.link.serial_port import LineOpenError, open_serial
+from gateway.link.traffic import attribute_bad_frames
 from gateway.log import configure
 from gateway.loglimit import LogLimiter
 from gateway.poller.service import build_poller
@@ -133,7 +134,8 @@ class Gateway:
         for line in self.lines.values():
             line.on_unsolicited(functools.partial(self._unsolicited, line))
         self.dial_outs = [DialOut(config=dial, server=self.wan) for dial in config.dial_out]
-        self.poller = build_poller(self)  # legacy polling mode; None when off
+        self.identity_reads: dict[int, asyncio.Task[Meter]] = {}  # SAP -> the identity read under way
+        self.poller = build_poller(self, identify=functools.partial(identify, self, background=True))
         self.identify_queue: asyncio.Queue[int] = asyncio.Queue()
         self._reopen = {name: asyncio.Event() for name in self.lines}
         self.hotplug_monitor = HotplugMonitor(handler=self.hotplug)
@@ -211,7 +213,7 @@ class Gateway:
         return self._line_networks[meter.link], hdlc_address_bytes(meter.physical_address)
 
     def meter_seen(self, sap: int) -> None:
-        self.registry.seen(sap, frames=1)
+        self.registry.seen(sap)  # an APDU, not a frame: frames come from the data links' own counters
         meter = self.registry.get(sap)
         if meter is not None and meter.state is not MeterState.ONLINE:
             self.registry.set_state(sap, MeterState.ONLINE)
@@ -343,7 +345,7 @@ class Gateway:
         if not await self.router.drain(SHUTDOWN_DISC_S):
             log.warning("gateway.sessions_not_released", sessions=len(self.router.sessions))
         self.hotplug_monitor.stop()
-        for task in self._scans:
+        for task in [*self._scans, *self.identity_reads.values()]:
             task.cancel()
         for task in self._tasks:
             task.cancel()
@@ -418,6 +420,8 @@ class Gateway:
     async def _flush_loop(self) -> None:
         while True:
             await asyncio.sleep(self.config.registry.flush_interval_s)
+            for line in self.lines.values():
+                attribute_bad_frames(self.registry, line_name=line.name, decoder=line.decoder)
             self.registry.flush()
 
 
