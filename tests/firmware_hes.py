@@ -112,11 +112,14 @@ def block_parameters(number: int, value: bytes) -> Data:
     return Data.structure(Data.double_long_unsigned(number), Data.octet_string(value))
 
 
-@dataclass
+@dataclass(repr=False)
 class MeterClient(TestClient):
     """Our codec-built management client (HLS-GMAC, ciphered) over an ApduChannel."""
 
     channel: ApduChannel | None = None
+
+    def __repr__(self) -> str:  # never show the keys
+        return f"MeterClient(client_sap={self.client_sap}, channel={self.channel!r})"
 
     @classmethod
     def over(cls, channel: ApduChannel, keys: Keys, *, invocation_counter: int = 0) -> MeterClient:
