@@ -120,25 +120,29 @@ class SimulatedBus:
         now = self._clock()
         out: list[bytes] = []
         for frame in self._decoder.feed(data, now=now):
-            self.frames_in += 1
-            apdu = broadcast_apdu(frame)
-            if apdu is not None:
-                self._broadcast(frame, apdu)
-                continue
-            station = self._stations.get((frame.destination.upper, frame.destination.lower or 0))
-            if station is None:
-                self.frames_ignored += 1
-                continue
-            link, device = station.link, station.device
-            for event in link.receive(frame, now=now):
-                if isinstance(event, ApduFromClient):
-                    answer = device.handle(client_sap=event.client_sap, apdu=event.apdu)
-                    if answer is not None:
-                        link.send_apdu(client_sap=event.client_sap, apdu=answer)
-                elif isinstance(event, ClientDisconnected):
-                    device.release(client_sap=event.client_sap)
-            out.extend(link.respond(now=now))
+            out.extend(self.hear(frame, now=now))
         return b"".join(out)
+
+    def hear(self, frame: HdlcFrame, *, now: float) -> list[bytes]:
+        """One whole frame from the line in, the answering frames out."""
+        self.frames_in += 1
+        apdu = broadcast_apdu(frame)
+        if apdu is not None:
+            self._broadcast(frame, apdu)
+            return []
+        station = self._stations.get((frame.destination.upper, frame.destination.lower or 0))
+        if station is None:
+            self.frames_ignored += 1
+            return []
+        link, device = station.link, station.device
+        for event in link.receive(frame, now=now):
+            if isinstance(event, ApduFromClient):
+                answer = device.handle(client_sap=event.client_sap, apdu=event.apdu)
+                if answer is not None:
+                    link.send_apdu(client_sap=event.client_sap, apdu=answer)
+            elif isinstance(event, ClientDisconnected):
+                device.release(client_sap=event.client_sap)
+        return link.respond(now=now)
 
     def _broadcast(self, frame: HdlcFrame, apdu: bytes) -> None:
         number = self.broadcasts_in
