@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import replace
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from gateway.codec import security, xdlms
 from gateway.codec.acse import Mechanism
@@ -16,6 +18,7 @@ from gateway.sim.meter import build_meter, image_transfer_of
 from tests.cosem.client import TestClient
 from tests.cosem.conftest import AUTHENTICATION_KEY, BLOCK_CIPHER_KEY, SETTINGS, fixed_clock
 from tests.cosem.conftest import KEYS as UNICAST_KEYS
+from tests.cosem.test_fuzz import mutated
 from tests.firmware_hes import BroadcastKeys, BroadcastSender, block_parameters
 
 BROADCAST_KEY = bytes.fromhex("6A1F0B9C2D3E4F5061728394A5B6C7D8")
@@ -24,14 +27,18 @@ KEYS = BroadcastKeys(system_title=HES_TITLE, broadcast_key=BROADCAST_KEY, authen
 BLOCK = bytes(range(64))
 
 
-@pytest.fixture
-def meter() -> LogicalDevice:
+def _initiated_meter() -> LogicalDevice:
     device = build_meter(replace(SETTINGS, broadcast_key=BROADCAST_KEY), clock=fixed_clock)
     management = TestClient(device, client_sap=1, keys=UNICAST_KEYS)
     management.hls(management.associate(mechanism=Mechanism.HLS_GMAC))
     initiate = Data.structure(Data.octet_string(b"fw"), Data.double_long_unsigned(4 * 64))
     assert management.action(18, IMAGE_TRANSFER, 1, initiate).result is xdlms.ActionResult.SUCCESS
     return device
+
+
+@pytest.fixture
+def meter() -> LogicalDevice:
+    return _initiated_meter()
 
 
 def _block_apdu(*, number: int = 0, counter: int = 1, keys: BroadcastKeys = KEYS, control: int | None = None,
@@ -102,3 +109,42 @@ def test_keys_stay_out_of_reprs() -> None:
     text = repr(KEYS) + repr(replace(SETTINGS, broadcast_key=BROADCAST_KEY))
     for key in (BROADCAST_KEY, AUTHENTICATION_KEY, BLOCK_CIPHER_KEY):
         assert key.hex() not in text.lower()
+
+
+def test_the_broadcast_key_set_is_refused_in_unicast() -> None:
+    meter = build_meter(replace(SETTINGS, broadcast_key=BROADCAST_KEY), clock=fixed_clock)
+    management = TestClient(meter, client_sap=1, keys=UNICAST_KEYS)
+    management.hls(management.associate(mechanism=Mechanism.HLS_GMAC))
+    plain = xdlms.encode_xdlms(xdlms.GetRequestNormal(0xC1, xdlms.AttributeDescriptor(18, IMAGE_TRANSFER, 6)))
+    protected = security.protect(security_control=0x70, system_title=UNICAST_KEYS.system_title,
+                                 invocation_counter=management.next_counter(),
+                                 block_cipher_key=BLOCK_CIPHER_KEY, authentication_key=AUTHENTICATION_KEY,
+                                 plaintext=plain)
+    answer = management.send(security.encode_ciphered_apdu(tag=0xC8, protected=protected))
+    assert answer == bytes.fromhex("D80105")  # exception-response: service-not-allowed, deciphering-error
+
+
+_PLAIN_SEEDS = [
+    xdlms.encode_xdlms(xdlms.ActionRequestNormal(0x81, xdlms.MethodDescriptor(18, IMAGE_TRANSFER, method), parameters))
+    for method, parameters in (
+        (2, block_parameters(1, BLOCK)),
+        (1, Data.structure(Data.octet_string(b"fw"), Data.double_long_unsigned(256))),
+        (3, Data.integer(0)),
+        (4, Data.integer(0)),
+    )
+]
+
+
+@settings(max_examples=200, deadline=None)
+@given(plain=mutated(_PLAIN_SEEDS), outer=st.sampled_from([None, *range(0, 40, 3)]))
+def test_any_broadcast_runs_or_is_dropped_and_never_raises(plain: bytes, outer: int | None) -> None:
+    """Mutated plaintext under valid protection (reaches the object), or a mutated protected APDU."""
+    device = _initiated_meter()
+    protected = security.protect(security_control=0x70, system_title=HES_TITLE, invocation_counter=1,
+                                 block_cipher_key=BROADCAST_KEY, authentication_key=AUTHENTICATION_KEY,
+                                 plaintext=plain)
+    apdu = security.encode_general_glo(system_title=HES_TITLE, protected=protected)
+    if outer is not None and outer < len(apdu):
+        apdu = apdu[:outer] + bytes([apdu[outer] ^ 0x5A]) + apdu[outer + 1 :]
+    result = device.handle_broadcast(client_sap=1, apdu=apdu)
+    assert result is None or isinstance(result, BroadcastRejection)
