@@ -33,6 +33,7 @@ class HdlcBusChannel:
         self._address = HdlcAddress.server(logical_device=logical_device, physical_address=physical_address)
         self._link: HdlcClientLink | None = None
         self._decoder = HdlcFrameDecoder()
+        self.octets = 0  # both ways on the line: the airtime of this meter's unicast traffic
 
     def open(self) -> None:
         self._link = HdlcClientLink(client_sap=MANAGEMENT_CLIENT_SAP, server_address=self._address,
@@ -58,7 +59,10 @@ class HdlcBusChannel:
         assert link is not None
         while link.wants_medium:
             events = []
-            for frame in self._decoder.feed(self._bus.feed(link.transmit(now=0.0)), now=0.0):
+            sent = link.transmit(now=0.0)
+            answer = self._bus.feed(sent)
+            self.octets += len(sent) + len(answer)
+            for frame in self._decoder.feed(answer, now=0.0):
                 events += link.receive(frame, now=0.0)
             if link.awaiting_response:
                 raise ConnectionError(f"meter {self._address.lower} did not answer")

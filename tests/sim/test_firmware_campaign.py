@@ -37,9 +37,9 @@ def test_twenty_meters_with_two_percent_loss_all_end_activated_with_the_right_ha
     meters = firmware_meters(20, loss=0.02, expected_image_sha256=IMAGE.sha256)
     bus = on_bus(meters, seed=2026)
     broadcaster = BusBroadcaster(bus)
+    campaign = campaign_meters(bus, meters)
     with capture_logs() as logs:
-        reports = run_campaign(campaign_meters(bus, meters), IMAGE, sender=BroadcastSender(BROADCAST_KEYS),
-                               broadcaster=broadcaster)
+        reports = run_campaign(campaign, IMAGE, sender=BroadcastSender(BROADCAST_KEYS), broadcaster=broadcaster)
     assert broadcaster.frames == BLOCKS  # every block went out once
     lost = {meter.physical_address: bus.broadcasts_lost(physical_address=meter.physical_address) for meter in meters}
     assert sum(map(len, lost.values())) > 0  # seed 2026: the gap filling has work to do
