@@ -26,6 +26,7 @@ from gateway.config import ConfigError, GatewayConfig, LinkConfig, load_config, 
 from gateway.control.commands import Commands
 from gateway.control.discovery import identify, identify_worker, scan_schedule
 from gateway.control.server import ControlServer
+from gateway.core.broadcast import BroadcastRelay
 from gateway.core.gateway_protocol import GatewayProtocol, GatewayRefusal
 from gateway.core.management import ManagementDevice
 from gateway.core.push import PushForwarder, push_apdu
@@ -113,7 +114,10 @@ class Gateway:
             enabled=config.relay.gateway_any_address, per_hour=config.registry.push_registrations_per_hour,
             burst=config.registry.push_registration_burst, max_pending=config.registry.push_registration_max_pending,
         ), now=time.monotonic())
-        self.gateway_protocol = GatewayProtocol(router=self.router, lookup=self.gateway_route)
+        self.broadcasts = BroadcastRelay(networks={network: self.lines[name]
+                                                   for network, name in self.networks.items()})
+        self.gateway_protocol = GatewayProtocol(router=self.router, lookup=self.gateway_route,
+                                                broadcasts=self.broadcasts)
         self.wan = WanServer(config=config.wan, sink=self.gateway_protocol, tap=self.tap)
         self.pushes = PushStore(self.state_directory / "pushes.db", max_bytes=config.push_queue.max_bytes,
                                 max_age_s=config.push_queue.max_age_days * 86400.0)
