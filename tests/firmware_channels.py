@@ -7,6 +7,7 @@ wrapper to a gateway, which relays to the meter behind ``meter_sap``.
 
 from __future__ import annotations
 
+from gateway.codec import xdlms
 from gateway.codec.hdlc import (
     ApduReceived,
     HdlcAddress,
@@ -18,7 +19,7 @@ from gateway.codec.hdlc import (
     LinkUp,
     encode_broadcast,
 )
-from gateway.codec.wrapper import WrapperDecoder, WrapperPdu, encode
+from gateway.codec.wrapper import ALL_STATION_WPORT, WrapperDecoder, WrapperPdu, encode
 from gateway.sim.bus import SimulatedBus
 from tests.hes import TcpChannel
 
@@ -114,3 +115,24 @@ class GatewayChannel:
         if self._tcp is not None:
             self._tcp.close()
             self._tcp = None
+
+
+class GatewayBroadcaster:
+    """The HES side: each broadcast APDU to the all-station wPort, then the gateway's word that it has left."""
+
+    def __init__(self, host: str, port: int) -> None:
+        self.channel = TcpChannel(host, port)
+        self.decoder = WrapperDecoder()
+        self.notifications: list[xdlms.DataNotification] = []
+
+    def __call__(self, apdu: bytes) -> None:
+        self.channel.send(encode(WrapperPdu(source=MANAGEMENT_CLIENT_SAP, destination=ALL_STATION_WPORT,
+                                            apdu=apdu)))
+        pdus: list[WrapperPdu] = []
+        while not pdus:
+            pdus = self.decoder.feed(self.channel.receive())
+        (answer,) = pdus
+        assert (answer.source, answer.destination) == (ALL_STATION_WPORT, MANAGEMENT_CLIENT_SAP)
+        notification = xdlms.decode_xdlms(answer.apdu)
+        assert isinstance(notification, xdlms.DataNotification), answer.apdu.hex()
+        self.notifications.append(notification)

@@ -15,15 +15,14 @@ from collections.abc import Callable
 from gateway.codec import apdu as apdus
 from gateway.codec import axdr, xdlms
 from gateway.codec import gateway as gw_pdu
-from gateway.codec.wrapper import ALL_STATION_WPORT, WrapperDecoder, WrapperPdu, encode
+from gateway.codec.wrapper import ALL_STATION_WPORT
 from gateway.config import GatewayConfig
 from gateway.daemon import Gateway
 from gateway.sim.bus import SimulatedBus
 from gateway.sim.pty import open_pty
 from tests.cosem.client import Keys
-from tests.firmware_channels import GatewayChannel
+from tests.firmware_channels import GatewayBroadcaster, GatewayChannel
 from tests.firmware_hes import BroadcastSender, CampaignMeter, FirmwareImage, MeterClient, run_campaign
-from tests.hes import TcpChannel
 from tests.integration.conftest import gateway_config
 from tests.integration.rawhes import GET_LDN, PUBLIC_AARQ, RawHes
 from tests.sim.firmware_fleet import (
@@ -36,27 +35,7 @@ from tests.sim.firmware_fleet import (
 )
 
 IMAGE = FirmwareImage(identifier=b"SIM-FW-3.3.0", data=random.Random(4060).randbytes(3000))
-MANAGEMENT_CLIENT = 1
-
-
-class GatewayBroadcaster:
-    """The HES side: each broadcast APDU to the all-station wPort, then the gateway's word that it has left."""
-
-    def __init__(self, host: str, port: int) -> None:
-        self.channel = TcpChannel(host, port)
-        self.decoder = WrapperDecoder()
-        self.notifications: list[xdlms.DataNotification] = []
-
-    def __call__(self, apdu: bytes) -> None:
-        self.channel.send(encode(WrapperPdu(source=MANAGEMENT_CLIENT, destination=ALL_STATION_WPORT, apdu=apdu)))
-        pdus: list[WrapperPdu] = []
-        while not pdus:
-            pdus = self.decoder.feed(self.channel.receive())
-        (answer,) = pdus
-        assert (answer.source, answer.destination) == (ALL_STATION_WPORT, MANAGEMENT_CLIENT)
-        notification = xdlms.decode_xdlms(answer.apdu)
-        assert isinstance(notification, xdlms.DataNotification), answer.apdu.hex()
-        self.notifications.append(notification)
+MANAGEMENT_CLIENT = 1  # the management client sends the broadcasts
 
 
 def sent_on(notification: xdlms.DataNotification) -> tuple[int, int]:
