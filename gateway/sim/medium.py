@@ -19,6 +19,7 @@ import asyncio
 import os
 import random
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -57,6 +58,8 @@ class MediumFigures:
     corrupted: int = 0
     airtime_s: float = 0.0  # time frames occupied the medium, lost ones included
     started_at: float = field(default_factory=time.monotonic)
+    # the gateway's reaction: from a frame handed to it to the next frame it sends (the idle gap it adds)
+    reactions_s: deque[float] = field(default_factory=lambda: deque(maxlen=100_000))
 
     def utilisation(self, now: float | None = None) -> float:
         elapsed = (now if now is not None else time.monotonic()) - self.started_at
@@ -75,6 +78,7 @@ class SimulatedMedium:
         self._decoder = HdlcFrameDecoder(inter_octet_timeout_s=3600.0)  # frames arrive whole from the gateway
         self._decoder.keep_raw = True
         self._free_at = 0.0
+        self._handed_at: float | None = None  # when the last frame reached the gateway, until it answers
         self._fd: int | None = None
         self._unsent = bytearray()
         self.figures = MediumFigures()
@@ -97,7 +101,11 @@ class SimulatedMedium:
             data = os.read(self._fd, 4096)
         except (BlockingIOError, InterruptedError, OSError):
             return
-        self._decoder.feed(data, now=self._clock())
+        now = self._clock()
+        self._decoder.feed(data, now=now)
+        if self._decoder.raw and self._handed_at is not None:
+            self.figures.reactions_s.append(now - self._handed_at)
+            self._handed_at = None
         for raw, _, bad in self._decoder.raw:
             if not bad:
                 self._carry(raw, self._to_meters)
@@ -134,6 +142,7 @@ class SimulatedMedium:
     def _to_gateway(self, frame: bytes) -> None:
         if self._fd is None:
             return
+        self._handed_at = self._clock()
         if self._unsent:
             self._unsent += frame
             return
