@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 
 from bench.harness import GET_LDN, PUBLIC_AARQ, gateway_process, jain, percentile
+from gateway.codec import acse
 from gateway.codec.wrapper import WrapperDecoder, WrapperPdu, encode
 from gateway.log import configure
 from gateway.sim.bus import SimMeter, SimulatedBus
@@ -37,7 +38,7 @@ def utc_now() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
 
 
-async def session(meter_sap: int, stop: asyncio.Event) -> int:
+async def session(meter_sap: int, stop: asyncio.Event, associated: asyncio.Semaphore) -> int:
     reader, writer = await asyncio.open_connection("127.0.0.1", PORT)
     decoder = WrapperDecoder()
 
@@ -51,7 +52,11 @@ async def session(meter_sap: int, stop: asyncio.Event) -> int:
             pdus = decoder.feed(data)
         return pdus[0].apdu
 
-    await request(PUBLIC_AARQ)
+    for _ in range(100):  # a line busy with everyone's association may refuse one for now: ask again
+        if acse.decode_aare(await request(PUBLIC_AARQ)).result is acse.AssociationResult.ACCEPTED:
+            break
+        await asyncio.sleep(0.5)
+    associated.release()
     count = 0
     while not stop.is_set():
         if (await request(GET_LDN))[0] == 0xC4:
@@ -67,10 +72,13 @@ async def run(settings: MediumSettings, sessions: int, seconds: float) -> dict[s
     medium = SimulatedMedium(SimulatedBus(meters=meters), settings)
     medium.attach(pty.master_fd)
     try:
-        with gateway_process(pty.slave_path, METERS, PORT):
+        with gateway_process(pty.slave_path, METERS, PORT, link_options="response_timeout_s = 3.0\n",
+                             extra="[relay]\nexchange_timeout_s = 120.0\n"):
             stop = asyncio.Event()
-            tasks = [asyncio.create_task(session(17 + i, stop)) for i in range(sessions)]
-            await asyncio.sleep(min(5.0, seconds / 4))  # associations made: measure the steady state
+            associated = asyncio.Semaphore(0)
+            tasks = [asyncio.create_task(session(17 + i, stop, associated)) for i in range(sessions)]
+            for _ in range(sessions):  # every session associated: measure the steady state only
+                await asyncio.wait_for(associated.acquire(), 600)
             airtime, started = medium.figures.airtime_s, time.monotonic()
             reactions_before = len(medium.figures.reactions_s)
             await asyncio.sleep(seconds)
