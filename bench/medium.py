@@ -38,7 +38,8 @@ def utc_now() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
 
 
-async def session(meter_sap: int, stop: asyncio.Event, associated: asyncio.Semaphore) -> int:
+async def session(meter_sap: int, stop: asyncio.Event, associated: asyncio.Semaphore, counts: list[int],
+                  index: int) -> None:
     reader, writer = await asyncio.open_connection("127.0.0.1", PORT)
     decoder = WrapperDecoder()
 
@@ -57,12 +58,10 @@ async def session(meter_sap: int, stop: asyncio.Event, associated: asyncio.Semap
             break
         await asyncio.sleep(0.5)
     associated.release()
-    count = 0
     while not stop.is_set():
         if (await request(GET_LDN))[0] == 0xC4:
-            count += 1
+            counts[index] += 1
     writer.close()
-    return count
 
 
 async def run(settings: MediumSettings, sessions: int, seconds: float) -> dict[str, float]:
@@ -76,16 +75,19 @@ async def run(settings: MediumSettings, sessions: int, seconds: float) -> dict[s
                              extra="[relay]\nexchange_timeout_s = 120.0\n"):
             stop = asyncio.Event()
             associated = asyncio.Semaphore(0)
-            tasks = [asyncio.create_task(session(17 + i, stop, associated)) for i in range(sessions)]
+            running = [0] * sessions
+            tasks = [asyncio.create_task(session(17 + i, stop, associated, running, i)) for i in range(sessions)]
             for _ in range(sessions):  # every session associated: measure the steady state only
                 await asyncio.wait_for(associated.acquire(), 600)
+            before = list(running)
             airtime, started = medium.figures.airtime_s, time.monotonic()
             reactions_before = len(medium.figures.reactions_s)
             await asyncio.sleep(seconds)
             wall, used = time.monotonic() - started, medium.figures.airtime_s - airtime
+            counts = [after - then for after, then in zip(running, before, strict=True)]
             reactions = list(medium.figures.reactions_s)[reactions_before:]
             stop.set()
-            counts = await asyncio.gather(*tasks)
+            await asyncio.gather(*tasks)
     finally:
         medium.detach()
         pty.close()
