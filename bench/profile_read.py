@@ -47,7 +47,9 @@ def utc_now() -> dt.datetime:
 
 def read_profile(hes: GuruxHes) -> int:
     hes.associate()
-    rows = hes.read(GXDLMSProfileGeneric("1.0.99.1.0.255"), 2)
+    profile = GXDLMSProfileGeneric("1.0.99.1.0.255")
+    hes.read(profile, 3)  # its capture objects first: gurux needs them to read the rows
+    rows = hes.read(profile, 2)
     hes.release()
     hes.close()
     return len(rows)

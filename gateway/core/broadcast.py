@@ -24,6 +24,7 @@ from gateway.codec import apdu as apdus
 from gateway.codec import xdlms
 from gateway.codec.axdr import Data
 from gateway.codec.errors import LocalProtocolError
+from gateway.core.rejections import aare_rejected
 
 log = structlog.get_logger(__name__)
 
@@ -74,6 +75,11 @@ class BroadcastRelay:
     def send(self, *, network_ids: Sequence[int], client_sap: int, apdu: bytes,
              answer: Callable[[bytes], None]) -> None:
         """Broadcast ``apdu`` on each network; ``answer`` gets the gateway's notification or a refusal."""
+        if apdus.kind_of(apdu) in (apdus.ApduKind.AARQ, apdus.ApduKind.RLRQ):  # an association is with one meter
+            self.refusals += 1
+            answer(aare_rejected(aarq=apdu, transient=False) if apdus.kind_of(apdu) is apdus.ApduKind.AARQ
+                   else refused())
+            return
         pending = _Pending(answer=answer, waiting=0)
         for network_id in network_ids:
             medium = self._networks[network_id]
