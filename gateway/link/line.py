@@ -18,7 +18,15 @@ from dataclasses import dataclass
 
 import structlog
 
-from gateway.codec.hdlc import HdlcAddress, HdlcClientLink, HdlcFrame, HdlcFrameDecoder, LinkDown, LinkEvent
+from gateway.codec.hdlc import (
+    HdlcAddress,
+    HdlcClientLink,
+    HdlcFrame,
+    HdlcFrameDecoder,
+    LinkDown,
+    LinkDownReason,
+    LinkEvent,
+)
 from gateway.config import LinkConfig
 from gateway.link.framelog import describe, describe_bytes
 from gateway.log import debug_enabled
@@ -114,7 +122,7 @@ class MeterLine:
         transport, self._transport = self._transport, None
         if transport is not None:
             transport.close()
-        self._fail_all("line closed")
+        self._fail_all(LinkDownReason.LINE_CLOSED)
 
     async def aclose(self) -> None:
         """Close the device and wait until the port is released (its lock too)."""
@@ -269,9 +277,9 @@ class MeterLine:
             return
         self._transport = None
         self._log.warning("line.lost", error=str(exc) if exc else None)
-        self._fail_all("line lost")
+        self._fail_all(LinkDownReason.LINE_LOST)
 
-    def _fail_all(self, reason: str) -> None:
+    def _fail_all(self, reason: LinkDownReason) -> None:
         self._holder = None
         for key in list(self._timers):
             self._cancel_timer(key)
