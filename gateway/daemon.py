@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import os
 import signal
 import time
@@ -18,19 +17,20 @@ from pathlib import Path
 import structlog
 
 from gateway import __version__
-from gateway.codec.hdlc import HdlcFrame
 from gateway.config import ConfigError, GatewayConfig, LinkConfig, load_config
 from gateway.control.commands import control_server
 from gateway.control.discovery import identify_worker, scan_schedule
 from gateway.control.server import ControlServer
+from gateway.core.channel import UnsolicitedPush
 from gateway.core.management import ManagementDevice
-from gateway.core.push import PushForwarder, push_apdu
+from gateway.core.push import PushForwarder
 from gateway.core.pushstore import PushStore
 from gateway.core.router import MeterRoute, Router
 from gateway.core.session import HesPeer
 from gateway.keys import GatewayKeys, KeyFileError, load_keys
 from gateway.link.hotplug import HotplugMonitor, matching
 from gateway.link.line import MeterLine, Opener
+from gateway.link.medium import SerialMedium
 from gateway.link.serial_port import LineOpenError, open_serial
 from gateway.log import configure
 from gateway.poller.service import build_poller
@@ -76,6 +76,7 @@ class Gateway:
         self.runtime_directory = _directory(config.paths.runtime_directory, "RUNTIME_DIRECTORY",
                                             DEFAULT_RUNTIME_DIRECTORY)
         self.lines = {link.name: MeterLine(config=link, opener=serial_opener(link)) for link in config.links}
+        self.media = {name: SerialMedium(line) for name, line in self.lines.items()}
         self.state_directory.mkdir(parents=True, exist_ok=True)
         self.database = open_database(self.state_directory / "registry.db")
         policy = SapPolicy(first=config.registry.sap_first, last=config.registry.sap_last,
@@ -88,8 +89,8 @@ class Gateway:
             management_sap=config.management.client_sap,
             counter=ReservedCounter(self.database, key_name="management") if keys is not None else None,
         )
-        self.router = Router(lookup=self.route, lines=self.lines, relay=config.relay, management=self.management,
-                             observer=self)
+        self.router = Router(lookup=self.route, media=self.media, relay=config.relay,
+                             scheduler=asyncio.get_running_loop(), management=self.management, observer=self)
         self.wan = WanServer(config=config.wan, sink=self.router)
         self.pushes = PushStore(self.state_directory / "pushes.db", max_bytes=config.push_queue.max_bytes,
                                 max_age_s=config.push_queue.max_age_days * 86400.0)
@@ -99,8 +100,8 @@ class Gateway:
                            for push in config.push]
         self.router.on_subscriber = self._wake_forwarders
         self.router.max_associations_per_peer = config.wan.max_associations_per_peer
-        for line in self.lines.values():
-            line.on_unsolicited(functools.partial(self._unsolicited, line))
+        for medium in self.media.values():
+            medium.on_unsolicited(self._unsolicited)
         self.dial_outs = [DialOut(config=dial, server=self.wan) for dial in config.dial_out]
         self.poller = build_poller(self)  # legacy polling mode; None when off
         self.identify_queue: asyncio.Queue[int] = asyncio.Queue()
@@ -131,9 +132,9 @@ class Gateway:
 
     def route(self, sap: int) -> MeterRoute | None:
         meter = self.registry.get(sap)
-        if meter is None or meter.link not in self.lines:
+        if meter is None or meter.link not in self.media:
             return None
-        return MeterRoute(sap=meter.sap, line=meter.link, physical_address=meter.physical_address,
+        return MeterRoute(sap=meter.sap, network=meter.link, address=meter.physical_address,
                           logical_device=meter.logical_device)
 
     def meter_seen(self, sap: int) -> None:
@@ -157,22 +158,19 @@ class Gateway:
         for forwarder in self.forwarders:
             forwarder.wake()
 
-    def _unsolicited(self, line: MeterLine, frame: HdlcFrame) -> None:
-        apdu = push_apdu(frame)
-        if apdu is None:
-            return
-        server = frame.source
-        if server.lower is None:
-            log.warning("push.unaddressable", line=line.name, address=server.upper)
+    def _unsolicited(self, push: UnsolicitedPush) -> None:
+        apdu, address = push.apdu, push.meter
+        if not isinstance(address, int):  # the registry keeps physical addresses of lines
+            log.warning("push.unaddressable", line=push.network, address=push.logical_device)
             self.pushes_unrouted += 1
             return
-        meter = self.registry.by_place(link=line.name, physical_address=server.lower, logical_device=server.upper)
+        meter = self.registry.by_place(link=push.network, physical_address=address, logical_device=push.logical_device)
         if meter is None:  # a meter we did not know: register it, find out who it is, deliver anyway
             try:
-                meter = self.registry.register(link=line.name, physical_address=server.lower,
-                                               logical_device=server.upper, registered_by="push")
+                meter = self.registry.register(link=push.network, physical_address=address,
+                                               logical_device=push.logical_device, registered_by="push")
             except RegistryError as exc:
-                log.warning("push.unregistrable", line=line.name, address=server.lower, reason=str(exc))
+                log.warning("push.unregistrable", line=push.network, address=address, reason=str(exc))
                 self.pushes_unrouted += 1
                 return
             self.identify_queue.put_nowait(meter.sap)
@@ -183,7 +181,7 @@ class Gateway:
             return
         if not self._push_burst:  # the frames of one read arrive together: one commit for all of them
             asyncio.get_running_loop().call_soon(self._commit_pushes)
-        self._push_burst.append((meter.sap, frame.destination.upper, apdu))
+        self._push_burst.append((meter.sap, push.client_sap, apdu))
         log.info("push.queued", sap=meter.sap, tag=f"{apdu[0]:02X}", size=len(apdu))
 
     def _commit_pushes(self) -> None:
@@ -226,7 +224,7 @@ class Gateway:
             await self.control.stop()
         if self.poller is not None:
             await self.poller.stop()
-        if not await self.router.drain(SHUTDOWN_DISC_S):
+        if not await self._drain_sessions(SHUTDOWN_DISC_S):
             log.warning("gateway.sessions_not_released", sessions=len(self.router.sessions))
         self.hotplug_monitor.stop()
         for task in self._scans:
@@ -245,6 +243,21 @@ class Gateway:
         self._commit_pushes()  # a burst received in the last loop turn is not lost
         self.pushes.close()
         log.info("gateway.stopped")
+
+    async def _drain_sessions(self, timeout_s: float) -> bool:
+        """Wait until every session has closed (its goodbye answered); False on timeout."""
+        if not self.router.sessions:
+            return True
+        drained = asyncio.Event()
+        self.router.on_drained = drained.set
+        try:
+            async with asyncio.timeout(timeout_s):
+                await drained.wait()
+        except TimeoutError:
+            return False
+        finally:
+            self.router.on_drained = None
+        return True
 
     def _start_scans(self) -> None:
         for task in self._scans:
