@@ -52,8 +52,8 @@ class ChannelClient:
             raise ChannelClientError(DownReason.IN_USE, "the meter is busy with an association of the same client")
         try:
             self._channel = self.medium.open(self.association, self._events.put_nowait, probe=self._probe)
-        except ChannelError as exc:
-            raise ChannelClientError(DownReason.IN_USE, str(exc)) from None
+        except ChannelError as exc:  # an address or client SAP this medium cannot express
+            raise ChannelClientError(DownReason.REFUSED, f"the medium cannot carry it: {exc}") from None
         return self
 
     async def request(self, apdu: bytes) -> bytes:

@@ -32,9 +32,6 @@ from gateway.core.session import HesPeer
 
 log = structlog.get_logger(__name__)
 
-# Tags a meter-initiated APDU may carry: data-notification, event-notification (plain, glo-, ded-),
-# general-glo/ded/ciphering and general-block-transfer (which may wrap a notification).
-PUSH_TAGS = frozenset({0x0F, 0xC2, 0xCA, 0xD2, 0xDB, 0xDC, 0xDD, 0xE0})
 BATCH = 64
 SUBSCRIBER_BATCH = 8  # pushes written to a subscriber before its buffer must drain: bounds the loss window
 CONNECT_TIMEOUT_S = 10.0

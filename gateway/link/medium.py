@@ -44,7 +44,6 @@ from gateway.codec.hdlc.window import LLC_REQUEST, MAX_APDU_LENGTH
 from gateway.config import LinkConfig
 from gateway.core import channel
 from gateway.core.channel import Association, ChannelDown, ChannelError, ChannelListener, DownReason, UnsolicitedPush
-from gateway.core.push import PUSH_TAGS
 from gateway.link.line import MeterLine
 
 log = structlog.get_logger(__name__)
@@ -89,7 +88,7 @@ def push_apdu(frame: HdlcFrame) -> bytes | None:
         return None
     payload = llc_payload(frame.info)
     info = frame.info if payload is None else payload  # a push without LLC header is tolerated
-    return info if info and info[0] in PUSH_TAGS else None
+    return info if info and info[0] in apdus.PUSH_TAGS else None
 
 
 def server_address(association: Association) -> HdlcAddress:

@@ -18,11 +18,11 @@ from pathlib import Path
 from typing import Any
 
 from gateway.codec import acse
+from gateway.codec.apdu import PUSH_TAGS
 from gateway.codec.hdlc import HdlcAddress, HdlcClientLink, HdlcFrame, LinkSettings, encode_frame
 from gateway.codec.wrapper import WrapperDecoder, WrapperError, WrapperPdu
 from gateway.config import LinkConfig, RelayConfig
 from gateway.core.management import ManagementDevice
-from gateway.core.push import PUSH_TAGS
 from gateway.core.rejections import aare_rejected
 from gateway.core.router import MeterRoute, Router
 from gateway.keys import GatewayKeys
