@@ -60,7 +60,11 @@ class ChannelClient:
         """Send one APDU and return the meter's answer."""
         if self._channel is None:
             raise ChannelClientError(DownReason.MEDIUM_LOST, "the channel is down")
-        self._channel.send_apdu(apdu)
+        try:
+            self._channel.send_apdu(apdu)
+        except ChannelError as exc:  # it went down since the last answer: its ChannelDown waits in the queue
+            self._channel = None
+            raise ChannelClientError(self._queued_down_reason(), str(exc)) from None
         while True:
             event = await self._next()
             if isinstance(event, ChannelDown):
@@ -69,6 +73,13 @@ class ChannelClient:
             if isinstance(event, ApduReceived):
                 return event.apdu
             # a push on our association answers nothing: push intake is not ours to do here
+
+    def _queued_down_reason(self) -> DownReason:
+        while not self._events.empty():
+            event = self._events.get_nowait()
+            if isinstance(event, ChannelDown):
+                return event.reason
+        return DownReason.MEDIUM_LOST
 
     async def _next(self) -> ChannelEvent:
         try:

@@ -8,8 +8,8 @@ import pytest
 
 from gateway.codec import acse, axdr, xdlms
 from gateway.core.channel import ApduReceived, Association, ChannelListener, DownReason
-from gateway.core.channel_client import ChannelClientError
-from gateway.core.identity import PUBLIC_CLIENT_SAP, read_identity
+from gateway.core.channel_client import ChannelClient, ChannelClientError
+from gateway.core.identity import PUBLIC_CLIENT_SAP, public_aarq, read_identity
 from tests.core.fakes import AARE_ACCEPTED, RLRE, FakeChannel, FakeMedium
 
 NAME = b"SIM0000000000017"
@@ -75,3 +75,14 @@ async def test_a_silent_meter_is_a_typed_timeout() -> None:
     with pytest.raises(ChannelClientError) as caught:
         await read_identity(medium, meter=40, probe=True)
     assert caught.value.reason is DownReason.TIMEOUT and medium.links == {}
+
+
+async def test_a_channel_that_went_down_between_requests_reports_why() -> None:
+    medium = ScriptedMedium([AARE_ACCEPTED])
+    association = Association(client_sap=PUBLIC_CLIENT_SAP, logical_device=1, meter=17)
+    async with ChannelClient(medium, association) as client:
+        await client.request(public_aarq())
+        medium.opened[0].down(DownReason.DROPPED)  # the meter sent DM while we were not asking
+        with pytest.raises(ChannelClientError) as caught:
+            await client.request(public_aarq())
+    assert caught.value.reason is DownReason.DROPPED and medium.links == {}
