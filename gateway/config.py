@@ -7,18 +7,20 @@ next to a pole, not the author of this file (gateway/config_source.py finds keys
 
 from __future__ import annotations
 
+import ipaddress
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from gateway.codec.hdlc import meter_address_problem
 from gateway.codec.wrapper import WRAPPER_PORT
 from gateway.config_source import ConfigError as ConfigError  # noqa: PLC0414 - re-exported: callers load here
 from gateway.config_source import ConfigProblem as ConfigProblem  # noqa: PLC0414
 from gateway.config_source import Problems, SourceLines, build_table
-from gateway.poller.config import PollerConfig, parse_poller
-from gateway.wan.limits import check_wan
+from gateway.poller.config import DEFAULT_POLLING_KEYS, PollerConfig, parse_poller
+from gateway.wan.limits import KEEPALIVE_IDLE_MAX_S, USER_TIMEOUT_MAX_S
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,6 +55,7 @@ class LinkConfig:
     window: int = 1
     inactivity_timeout_s: float = 120.0  # IEC 62056-46, HDLC setup IC 23 default
     reopen_interval_s: float = 1.0  # a lost device is tried again this often (udev "add" reopens at once)
+    network_id: int = -1  # the gateway protocol's network id (E6/E7); -1: 1 + its place among [[links]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,6 +70,7 @@ class MeterConfig:
 class RelayConfig:
     exchange_timeout_s: float = 10.0  # the HES gets an exception-response after this
     association_idle_s: float = 300.0  # an association with no traffic is released (DISC)
+    gateway_any_address: bool = False  # gateway-requests may name unregistered addresses (registered, bounded)
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,6 +88,11 @@ class RegistryConfig:
     quarantine_days: float = 30.0  # a HES may cache the SAP list for a billing period
     flush_interval_s: float = 30.0  # hot values (last seen, counters) reach the disk this often
     identify: bool = True  # read the logical device name on first contact
+    # A push from an unknown address registers a meter (the meter medium is not authenticated: bounded)
+    push_registration: bool = True
+    push_registrations_per_hour: float = 12.0  # new meters registered by pushes, refilled at this rate
+    push_registration_burst: int = 4  # ... and at most this many at once
+    push_registration_max_pending: int = 16  # push-registered meters still waiting for their identity read
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,12 +119,19 @@ class PushConfig:
     deliver_to_subscribed: bool = True  # prefer an open HES connection that holds a SAP 1 association
     reconnect_min_s: float = 1.0
     reconnect_max_s: float = 60.0  # capped exponential back-off
+    form: str = "sap"  # "sap": source wPort = the meter's SAP; "gateway": in a gateway-response (E7)
 
 
 @dataclass(frozen=True, slots=True)
 class PushQueueConfig:
     max_bytes: int = 4 * 1024 * 1024  # oldest dropped first (counted) beyond this
     max_age_days: float = 7.0
+
+
+@dataclass(frozen=True, slots=True)
+class MetricsConfig:
+    listen: str = ""  # empty: no metrics endpoint (the default); e.g. "127.0.0.1" or "::"
+    port: int = 9959  # GET /metrics, Prometheus text format
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,16 +165,62 @@ class GatewayConfig:
     push_queue: PushQueueConfig = field(default_factory=PushQueueConfig)
     dial_out: tuple[DialOutConfig, ...] = ()
     poller: PollerConfig = field(default_factory=PollerConfig)
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
+
+
+def check_wan(config: WanConfig) -> list[tuple[str, str]]:
+    """Problems in a [wan] table, as (key, message) pairs; empty when it is usable."""
+    problems: list[tuple[str, str]] = []
+    for entry in config.allow:
+        try:
+            ipaddress.ip_network(entry.strip(), strict=False)
+        except ValueError:
+            problems.append(("allow", f"{entry!r} is not an IP address or network (10.1.0.0/16, 2001:db8::/32)"))
+    tls = {"tls_certificate_file": config.tls_certificate_file, "tls_private_key_file": config.tls_private_key_file,
+           "tls_client_ca_file": config.tls_client_ca_file}
+    if any(tls.values()) and not all(tls.values()):
+        missing = next(key for key, value in tls.items() if not value)
+        problems.append((missing, "TLS needs all three of tls_certificate_file, tls_private_key_file and "
+                                  "tls_client_ca_file (a HES must present a certificate)"))
+    for key in ("max_connections", "max_connections_per_peer", "max_associations_per_peer"):
+        if getattr(config, key) < 1:
+            problems.append((key, "must be >= 1"))
+    for key in ("idle_timeout_s", "first_pdu_timeout_s", "pdu_timeout_s"):
+        if not getattr(config, key) > 0:
+            problems.append((key, "must be > 0"))
+    if not (config.tcp_keepalive_s == 0 or 1 <= config.tcp_keepalive_s <= KEEPALIVE_IDLE_MAX_S):
+        problems.append(("tcp_keepalive_s", f"must be 0 (off) or 1..{KEEPALIVE_IDLE_MAX_S}"))
+    if not 0 <= config.tcp_user_timeout_s <= USER_TIMEOUT_MAX_S:
+        problems.append(("tcp_user_timeout_s", f"must be 0 (off) or up to {USER_TIMEOUT_MAX_S}"))
+    return problems
+
+
+def network_ids(links: tuple[LinkConfig, ...]) -> dict[int, str]:
+    """Gateway-protocol network id -> link name (an unset id is 1 + the link's place in [[links]])."""
+    return {link.network_id if link.network_id >= 0 else index + 1: link.name for index, link in enumerate(links)}
 
 
 def _check(config: GatewayConfig, problems: Problems) -> None:
     fail = problems.fail
+    seen_networks: dict[int, str] = {}
+    for index, link in enumerate(config.links):
+        network = link.network_id if link.network_id >= 0 else index + 1
+        if not -1 <= link.network_id <= 255:
+            fail("links", index, "network_id", "must be 0..255 (or -1: its place in [[links]], from 1)")
+        elif network in seen_networks:
+            fail("links", index, "network_id", f"network {network} is already link {seen_networks[network]!r}'s")
+        seen_networks.setdefault(network, link.name)
+    for index, push in enumerate(config.push):
+        if push.form not in ("sap", "gateway"):
+            fail("push", index, "form", "must be \"sap\" or \"gateway\"")
     if not 1 <= config.wan.port <= 65535:
         fail("wan", None, "port", "must be 1..65535")
     for key, message in check_wan(config.wan):
         fail("wan", None, key, message)
     if not 8 <= config.wan.max_apdu <= 65535:
         fail("wan", None, "max_apdu", "must be 8..65535")
+    if not 1 <= config.metrics.port <= 65535:
+        fail("metrics", None, "port", "must be 1..65535")
     if config.relay.exchange_timeout_s <= 0:
         fail("relay", None, "exchange_timeout_s", "must be > 0")
     if config.relay.association_idle_s <= 0:
@@ -197,10 +259,9 @@ def _check(config: GatewayConfig, problems: Problems) -> None:
             fail("meters", i, "sap", f"SAP {meter.sap} is already meters[{saps[meter.sap]}]'s; each meter needs "
                  f"its own, {reg.sap_first}..{reg.sap_last}")
         saps.setdefault(meter.sap, i)
-        if not 0x10 <= meter.physical_address <= 0x3FFD:
-            fail("meters", i, "physical_address", "must be 16..16381 (IEC 62056-46 device addresses)")
-        if not 0 <= meter.logical_device <= 0x3FFF:
-            fail("meters", i, "logical_device", "must be 0..16383")
+        problem = meter_address_problem(logical_device=meter.logical_device, physical_address=meter.physical_address)
+        if problem is not None:
+            fail("meters", i, problem.field, problem.message)
         place = (meter.link, meter.physical_address, meter.logical_device)
         if place in places:
             fail("meters", i, "physical_address", "another meter has the same link and address")
@@ -214,6 +275,12 @@ def _check(config: GatewayConfig, problems: Problems) -> None:
         fail("registry", None, "quarantine_days", "must be >= 0")
     if reg.flush_interval_s <= 0:
         fail("registry", None, "flush_interval_s", "must be > 0")
+    if reg.push_registrations_per_hour < 0:
+        fail("registry", None, "push_registrations_per_hour", "must be >= 0")
+    if not 0 <= reg.push_registration_burst <= 1000:
+        fail("registry", None, "push_registration_burst", "must be 0..1000")
+    if not 0 <= reg.push_registration_max_pending <= 10000:
+        fail("registry", None, "push_registration_max_pending", "must be 0..10000")
     for i, scan in enumerate(config.scan):
         if scan.link not in names:
             fail("scan", i, "link", f"no link named {scan.link!r}")
@@ -244,7 +311,7 @@ def _check(config: GatewayConfig, problems: Problems) -> None:
         fail("management", None, "client_sap", "must be 1..127 and not 16 (the public client)")
 
 
-_TABLES = ("wan", "relay", "log", "paths", "registry", "management", "poller", "push_queue")
+_TABLES = ("wan", "relay", "log", "paths", "registry", "management", "poller", "push_queue", "metrics")
 
 
 def _tables(raw: Mapping[str, Any], key: str, problems: Problems) -> list[Any]:
@@ -295,6 +362,7 @@ def parse_config(text: str) -> GatewayConfig:
         dial_out=tuple(build_table(DialOutConfig, t, problems, "dial_out", i)
                        for i, t in enumerate(_tables(raw, "dial_out", problems))),
         poller=parse_poller(tables["poller"], problems),
+        metrics=build_table(MetricsConfig, tables["metrics"], problems, "metrics"),
     )
     _check(config, problems)
     problems.raise_if_any()
@@ -311,7 +379,6 @@ def check_polling_credentials(config: GatewayConfig, text: str) -> None:
     if not poller.enabled or not any(group.credentials for group in poller.groups):
         return
     from gateway.poller.credentials import CredentialsError, load_polling_keys  # noqa: PLC0415 - only with polling
-    from gateway.poller.service import DEFAULT_POLLING_KEYS  # noqa: PLC0415
 
     path = Path(poller.keys_file) if poller.keys_file else DEFAULT_POLLING_KEYS
     try:

@@ -7,23 +7,30 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import os
 import signal
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import structlog
 
 from gateway import __version__
-from gateway.config import ConfigError, GatewayConfig, LinkConfig, load_config
-from gateway.control.commands import control_server
+from gateway.capture.tap import FrameTap
+from gateway.codec.gateway import hdlc_address_bytes, hdlc_address_from
+from gateway.codec.hdlc import meter_address_problem
+from gateway.config import ConfigError, GatewayConfig, LinkConfig, load_config, network_ids
+from gateway.control.commands import Commands
 from gateway.control.discovery import identify_worker, scan_schedule
 from gateway.control.server import ControlServer
 from gateway.core.channel import UnsolicitedPush
+from gateway.core.gateway_protocol import GatewayProtocol, GatewayRefusal
 from gateway.core.management import ManagementDevice
 from gateway.core.push import PushForwarder
+from gateway.core.push_registration import PushRefusal, PushRegistrationGate, PushRegistrationPolicy
 from gateway.core.pushstore import PushStore
 from gateway.core.router import MeterRoute, Router
 from gateway.core.session import HesPeer
@@ -33,13 +40,19 @@ from gateway.link.line import MeterLine, Opener
 from gateway.link.medium import SerialMedium
 from gateway.link.serial_port import LineOpenError, open_serial
 from gateway.log import configure
+from gateway.loglimit import LogLimiter
 from gateway.poller.service import build_poller
+from gateway.private_files import private_directory
 from gateway.registry.counters import ReservedCounter
 from gateway.registry.database import open_database
-from gateway.registry.store import MeterRegistry, MeterState, RegistryError, SapPolicy
+from gateway.registry.store import Meter, MeterRegistry, MeterState, RegistryError, SapPolicy
 from gateway.sdnotify import notify
+from gateway.supervisor import Supervisor, Worker
 from gateway.wan.dialout import DialOut
 from gateway.wan.server import WanListenError, WanServer
+
+if TYPE_CHECKING:
+    from gateway.metrics import MetricsEndpoint
 
 log = structlog.get_logger(__name__)
 
@@ -48,6 +61,7 @@ SHUTDOWN_TASKS_S = 1.0  # then for background tasks to end once cancelled (SIGTE
 DEFAULT_STATE_DIRECTORY = Path("/var/lib/dlms-gateway")
 DEFAULT_RUNTIME_DIRECTORY = Path("/run/dlms-gateway")
 DEFAULT_KEYS_FILE = Path("/etc/dlms-gateway/keys.toml")
+REFUSAL_LOG_INTERVAL_S = 60.0  # one log line a minute at most for pushes refused a registration
 
 
 def serial_opener(config: LinkConfig) -> Opener:
@@ -77,7 +91,11 @@ class Gateway:
                                             DEFAULT_RUNTIME_DIRECTORY)
         self.lines = {link.name: MeterLine(config=link, opener=serial_opener(link)) for link in config.links}
         self.media = {name: SerialMedium(line) for name, line in self.lines.items()}
-        self.state_directory.mkdir(parents=True, exist_ok=True)
+        self.tap = FrameTap()  # frame capture: both legs, while a technician captures
+        for line in self.lines.values():
+            line.tap = self.tap
+        private_directory(self.state_directory)
+        private_directory(self.runtime_directory)
         self.database = open_database(self.state_directory / "registry.db")
         policy = SapPolicy(first=config.registry.sap_first, last=config.registry.sap_last,
                            quarantine_s=config.registry.quarantine_days * 86400.0)
@@ -91,12 +109,27 @@ class Gateway:
         )
         self.router = Router(lookup=self.route, media=self.media, relay=config.relay,
                              scheduler=asyncio.get_running_loop(), management=self.management, observer=self)
-        self.wan = WanServer(config=config.wan, sink=self.router)
+        self.networks = network_ids(config.links)  # gateway-protocol network id -> line name
+        self._line_networks = {name: network for network, name in self.networks.items()}
+        self.gateway_registrations = PushRegistrationGate(PushRegistrationPolicy(
+            enabled=config.relay.gateway_any_address, per_hour=config.registry.push_registrations_per_hour,
+            burst=config.registry.push_registration_burst, max_pending=config.registry.push_registration_max_pending,
+        ), now=time.monotonic())
+        self.gateway_protocol = GatewayProtocol(router=self.router, lookup=self.gateway_route)
+        self.wan = WanServer(config=config.wan, sink=self.gateway_protocol, tap=self.tap)
         self.pushes = PushStore(self.state_directory / "pushes.db", max_bytes=config.push_queue.max_bytes,
                                 max_age_s=config.push_queue.max_age_days * 86400.0)
+        self._push_log = LogLimiter()  # a device on the meter line can push as fast as the line carries
         self.pushes_unrouted = 0  # pushes with nowhere to go (no destination configured): counted, logged
+        registry = config.registry
+        self.push_registrations = PushRegistrationGate(PushRegistrationPolicy(
+            enabled=registry.push_registration, per_hour=registry.push_registrations_per_hour,
+            burst=registry.push_registration_burst, max_pending=registry.push_registration_max_pending,
+        ), now=time.monotonic())
+        self._push_refusal_logged_at: float | None = None
         self._push_burst: list[tuple[int, int, bytes]] = []  # received in this loop turn, not yet committed
-        self.forwarders = [PushForwarder(config=push, store=self.pushes, subscriber=self.push_subscriber)
+        self.forwarders = [PushForwarder(config=push, store=self.pushes, subscriber=self.push_subscriber,
+                                         gateway_address=self.gateway_address)
                            for push in config.push]
         self.router.on_subscriber = self._wake_forwarders
         self.router.max_associations_per_peer = config.wan.max_associations_per_peer
@@ -107,9 +140,11 @@ class Gateway:
         self.identify_queue: asyncio.Queue[int] = asyncio.Queue()
         self._reopen = {name: asyncio.Event() for name in self.lines}
         self.hotplug_monitor = HotplugMonitor(handler=self.hotplug)
+        self.supervisor = Supervisor()
         self._tasks: list[asyncio.Task[None]] = []
         self._scans: list[asyncio.Task[None]] = []
         self.control: ControlServer | None = None
+        self.metrics: MetricsEndpoint | None = None
 
     # -- wiring helpers -----------------------------------------------------------------------
 
@@ -134,8 +169,49 @@ class Gateway:
         meter = self.registry.get(sap)
         if meter is None or meter.link not in self.media:
             return None
+        if meter_address_problem(logical_device=meter.logical_device, physical_address=meter.physical_address):
+            return None  # a row from before the registry checked addresses: refused like an unknown SAP
         return MeterRoute(sap=meter.sap, network=meter.link, address=meter.physical_address,
                           logical_device=meter.logical_device)
+
+    def gateway_route(self, network_id: int, address: bytes, logical_device: int) -> int | GatewayRefusal:
+        """The SAP of the meter a gateway-request names (README: "Two ways to address a meter")."""
+        line = self.networks.get(network_id)
+        if line is None:
+            return GatewayRefusal.UNKNOWN_NETWORK
+        physical_address = hdlc_address_from(address)
+        if physical_address is None:  # not an HDLC address: a logical device name, or a system title
+            meter = self.registry.by_name(address) or next(
+                (m for m in self.registry.meters() if m.system_title == address), None)
+            return meter.sap if meter is not None and meter.link == line else GatewayRefusal.UNKNOWN_METER
+        meter = self.registry.by_place(link=line, physical_address=physical_address, logical_device=logical_device)
+        if meter is not None:
+            return meter.sap
+        if meter_address_problem(logical_device=logical_device, physical_address=physical_address) is not None:
+            return GatewayRefusal.INVALID_ADDRESS
+        if not self.config.relay.gateway_any_address:
+            return GatewayRefusal.UNKNOWN_METER
+        refusal = self.gateway_registrations.admit(
+            logical_device=logical_device, physical_address=physical_address, now=time.monotonic(),
+            pending=lambda: sum(1 for m in self.registry.meters()
+                                if m.registered_by == "discovery" and m.logical_device_name is None))
+        if refusal is not None:
+            return GatewayRefusal.REGISTRATION_REFUSED
+        try:
+            meter = self.registry.register(link=line, physical_address=physical_address,
+                                           logical_device=logical_device, registered_by="discovery")
+        except RegistryError:
+            self.gateway_registrations.registry_refused()
+            return GatewayRefusal.REGISTRATION_REFUSED
+        log.info("registry.registered_by_gateway_request", sap=meter.sap, line=line, address=physical_address)
+        return meter.sap
+
+    def gateway_address(self, sap: int) -> tuple[int, bytes] | None:
+        """(network id, physical device address) of a meter, as a gateway-response names it."""
+        meter = self.registry.get(sap)
+        if meter is None or meter.link not in self._line_networks:
+            return None
+        return self._line_networks[meter.link], hdlc_address_bytes(meter.physical_address)
 
     def meter_seen(self, sap: int) -> None:
         self.registry.seen(sap, frames=1)
@@ -160,29 +236,62 @@ class Gateway:
 
     def _unsolicited(self, push: UnsolicitedPush) -> None:
         apdu, address = push.apdu, push.meter
-        if not isinstance(address, int):  # the registry keeps physical addresses of lines
-            log.warning("push.unaddressable", line=push.network, address=push.logical_device)
-            self.pushes_unrouted += 1
+        if not isinstance(address, int):  # a 1-byte address: no physical address, no meter can sit there
+            self.push_registrations.refuse(PushRefusal.ADDRESS)
+            self._log_refusal(push.network, PushRefusal.ADDRESS, logical_device=push.logical_device,
+                              physical_address=None)
             return
         meter = self.registry.by_place(link=push.network, physical_address=address, logical_device=push.logical_device)
-        if meter is None:  # a meter we did not know: register it, find out who it is, deliver anyway
-            try:
-                meter = self.registry.register(link=push.network, physical_address=address,
-                                               logical_device=push.logical_device, registered_by="push")
-            except RegistryError as exc:
-                log.warning("push.unregistrable", line=push.network, address=address, reason=str(exc))
-                self.pushes_unrouted += 1
+        if meter is None:  # a meter we did not know: register it (bounded), find out who it is, deliver anyway
+            meter = self._register_from_push(push.network, logical_device=push.logical_device, physical_address=address)
+            if meter is None:
                 return
-            self.identify_queue.put_nowait(meter.sap)
-        self.meter_seen(meter.sap)
+            self.registry.seen(meter.sap, frames=1)  # not "online" on a push alone: its identity read says so
+        else:
+            self.meter_seen(meter.sap)
         if not self.forwarders:
-            log.warning("push.no_destination", sap=meter.sap, tag=f"{apdu[0]:02X}")
+            self._push_log.emit(log.warning, "push.no_destination", key=meter.sap, sap=meter.sap,
+                                tag=f"{apdu[0]:02X}")
             self.pushes_unrouted += 1
             return
         if not self._push_burst:  # the frames of one read arrive together: one commit for all of them
             asyncio.get_running_loop().call_soon(self._commit_pushes)
         self._push_burst.append((meter.sap, push.client_sap, apdu))
-        log.info("push.queued", sap=meter.sap, tag=f"{apdu[0]:02X}", size=len(apdu))
+        self._push_log.emit(log.info, "push.queued", key=meter.sap, sap=meter.sap, tag=f"{apdu[0]:02X}",
+                            size=len(apdu))
+
+    def _register_from_push(self, network: str, *, logical_device: int, physical_address: int) -> Meter | None:
+        """A meter for a push from an unknown address, or None: the push is then dropped and counted."""
+        now = time.monotonic()
+        refusal = self.push_registrations.admit(logical_device=logical_device, physical_address=physical_address,
+                                                now=now, pending=self._pending_push_registrations)
+        if refusal is None:
+            try:
+                meter = self.registry.register(link=network, physical_address=physical_address,
+                                               logical_device=logical_device, registered_by="push")
+            except RegistryError:  # no free SAP
+                refusal = self.push_registrations.registry_refused()
+        if refusal is not None:
+            self._log_refusal(network, refusal, logical_device=logical_device, physical_address=physical_address)
+            return None
+        log.info("registry.registered_by_push", sap=meter.sap, line=network, address=physical_address)
+        if self.config.registry.identify:
+            self.identify_queue.put_nowait(meter.sap)
+        return meter
+
+    def _log_refusal(self, network: str, refusal: PushRefusal, *, logical_device: int,
+                     physical_address: int | None) -> None:
+        """One line a minute at most: a forger on the meter line cannot flood the log either."""
+        now = time.monotonic()
+        if self._push_refusal_logged_at is not None and now - self._push_refusal_logged_at < REFUSAL_LOG_INTERVAL_S:
+            return
+        self._push_refusal_logged_at = now
+        log.warning("push.registration_refused", line=network, address=physical_address,
+                    logical_device=logical_device, reason=str(refusal),
+                    refused={str(k): v for k, v in self.push_registrations.refused.items()})
+
+    def _pending_push_registrations(self) -> int:
+        return sum(1 for m in self.registry.meters() if m.registered_by == "push" and m.logical_device_name is None)
 
     def _commit_pushes(self) -> None:
         burst, self._push_burst = self._push_burst, []
@@ -196,19 +305,25 @@ class Gateway:
             self.hotplug_monitor.start()
         for line in self.lines.values():
             await self._try_open(line)
-            self._spawn(self._keep_open(line), f"line-{line.name}")
+            self._spawn(functools.partial(self._keep_open, line), f"line-{line.name}")
         await self.wan.start()
-        server = control_server(self)
+        commands = Commands(self)
+        server = ControlServer(path=self.runtime_directory / "control.sock", handlers=commands.handlers())
         await server.start()
         self.control = server
-        self._spawn(self._flush_loop(), "registry-flush")
+        if self.config.metrics.listen:
+            from gateway.metrics import MetricsEndpoint  # noqa: PLC0415 - prometheus-client only when asked for
+
+            self.metrics = MetricsEndpoint(config=self.config.metrics, snapshot=commands.snapshot)
+            await self.metrics.start()
+        self._spawn(self._flush_loop, "registry-flush")
         for forwarder in self.forwarders:
-            self._spawn(forwarder.run(), f"push-{forwarder.config.name}")
+            self._spawn(forwarder.run, f"push-{forwarder.config.name}")
         for dial in self.dial_outs:
-            self._spawn(dial.run(), f"dialout-{dial.config.host}")
+            self._spawn(dial.run, f"dialout-{dial.config.host}")
         if self.poller is not None:
             await self.poller.start()
-        self._spawn(identify_worker(self), "identify")
+        self._spawn(functools.partial(identify_worker, self), "identify")
         self._start_scans()
         if self.config.registry.identify:
             for meter in self.registry.meters():
@@ -222,6 +337,8 @@ class Gateway:
         await self.wan.stop()  # HES connections close: their sessions send DISC
         if self.control is not None:
             await self.control.stop()
+        if self.metrics is not None:
+            await self.metrics.stop()
         if self.poller is not None:
             await self.poller.stop()
         if not await self._drain_sessions(SHUTDOWN_DISC_S):
@@ -262,7 +379,8 @@ class Gateway:
     def _start_scans(self) -> None:
         for task in self._scans:
             task.cancel()
-        self._scans = [asyncio.create_task(scan_schedule(self, scan), name=f"scan-{scan.link}")
+        self._scans = [asyncio.create_task(self.supervisor.supervise(functools.partial(scan_schedule, self, scan),
+                                                                     f"scan-{scan.link}"), name=f"scan-{scan.link}")
                        for scan in self.config.scan]
 
     def reload(self, new: GatewayConfig) -> list[str]:
@@ -275,14 +393,15 @@ class Gateway:
         if new.scan != old.scan:
             self._start_scans()
         needs_restart = [name for name in ("wan", "links", "paths", "registry", "management", "push",
-                                           "push_queue", "dial_out", "poller")
+                                           "push_queue", "dial_out", "poller", "metrics")
                          if getattr(new, name) != getattr(old, name)]
         log.info("gateway.reloaded", log_level=new.log.level, meters=len(new.meters), scans=len(new.scan),
                  needs_restart=needs_restart)
         return needs_restart
 
-    def _spawn(self, coroutine: Coroutine[None, None, None], name: str) -> None:
-        self._tasks.append(asyncio.create_task(coroutine, name=name))
+    def _spawn(self, work: Worker, name: str) -> None:
+        """Run a long-lived worker for the daemon's life, restarted (and logged) whenever it fails."""
+        self._tasks.append(asyncio.create_task(self.supervisor.supervise(work, name), name=name))
 
     async def _try_open(self, line: MeterLine) -> None:
         try:
@@ -364,7 +483,7 @@ async def run(config: GatewayConfig, *, config_path: Path | None = None) -> None
     notify(f"READY=1\nSTATUS=relaying for {len(gateway.registry)} meters")
     interval = watchdog_interval()
     if interval is not None:
-        gateway._spawn(_watchdog(gateway, interval), "watchdog")
+        gateway._spawn(functools.partial(_watchdog, gateway, interval), "watchdog")
     try:
         await stop.wait()
     finally:

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 import serial
-from gurux_dlms import GXByteBuffer, GXReplyData
+from gurux_dlms import GXByteBuffer, GXDLMSGateway, GXReplyData
 from gurux_dlms.enums import Authentication, InterfaceType, Security
 from gurux_dlms.objects import GXDLMSObject
 from gurux_dlms.secure import GXDLMSSecureClient
@@ -82,6 +82,7 @@ class GuruxHes:
         server_sap: int,
         physical_address: int | None = None,
         max_pdu: int = 1024,
+        gateway: tuple[int, bytes] | None = None,
     ) -> None:
         self.channel = channel
         hdlc = physical_address is not None
@@ -96,6 +97,10 @@ class GuruxHes:
         )
         self.hdlc = hdlc
         self.client.setMaxReceivePDUSize(max_pdu)
+        if gateway is not None:  # the DLMS gateway protocol: every request in a gateway-request (E6)
+            settings = GXDLMSGateway()
+            settings.networkId, settings.physicalDeviceAddress = gateway[0], bytearray(gateway[1])
+            self.client.gateway = settings
         if credentials.hls_gmac:
             ciphering = self.client.ciphering
             ciphering.security = Security.AUTHENTICATION_ENCRYPTION

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import NoReturn
 
 from gateway import __version__
+from gateway.cli.capture import add_capture_command, run_capture
 from gateway.cli.cert import add_cert_command, run_cert
 from gateway.cli.client import (
     EXIT_BROKEN_PIPE,
@@ -64,6 +65,7 @@ def _parser() -> argparse.ArgumentParser:
     add_commands(commands, options)
     add_cert_command(commands)
     add_readings_command(commands, options)
+    add_capture_command(commands, options)
 
     config = commands.add_parser("config", help="configuration tools")
     config_commands = config.add_subparsers(dest="config_command", required=True, metavar="ACTION")
@@ -114,6 +116,8 @@ def _main(argv: list[str]) -> int:
         return run_cert(args)
     if args.command == "readings":
         return run_readings(args)
+    if args.command == "capture":
+        return run_capture(args)
     if args.command in ("status", "meters", "meter", "sessions", "ping"):
         return run_command(args)
     if args.command == "config":

@@ -13,6 +13,7 @@ from gateway.cli.client import (
     DaemonRefusedError,
     ProgressBar,
     call,
+    iso_time,
     print_table,
     readable,
     report_failure,
@@ -87,7 +88,8 @@ def _dispatch(args: argparse.Namespace, path: Path) -> tuple[Any, Any]:
     if args.command == "sessions":
         return call(path, "sessions"), lambda rows: print_table(rows, [
             ("peer", "HES PEER"), ("client_sap", "CLIENT"), ("meter_sap", "METER"), ("line", "LINE"),
-            ("state", "STATE"), ("since", "SINCE"), ("apdus_to_meter", "TO METER"), ("apdus_to_hes", "TO HES")])
+            ("addressing", "ADDRESSED BY"), ("state", "STATE"), ("since", "SINCE"),
+            ("apdus_to_meter", "TO METER"), ("apdus_to_hes", "TO HES")])
     if args.command == "ping":
         result = call(path, "ping", meter=args.meter)
         return result, lambda r: print(f"SAP {r['sap']} {r['name']}: GET {r['round_trip_ms']:.1f} ms, "
@@ -123,15 +125,41 @@ def _render_status(status: dict[str, Any]) -> None:
     print("Links:")
     print_table(status["links"], [("name", "NAME"), ("device", "DEVICE"), ("open", "OPEN"),
                                   ("frames_sent", "SENT"), ("frames_received", "RECEIVED"),
-                                  ("timeouts", "TIMEOUTS"), ("bad_crc", "BAD CRC")])
+                                  ("timeouts", "TIMEOUTS"), ("bad_crc", "BAD CRC"),
+                                  ("frames_undefined", "UNDEFINED")])
     meters = status["meters"]
     print("Meters: " + ", ".join(f"{count} {state}" for state, count in meters.items()))
+    by_push = status.get("push_registrations", {})
+    refused = ", ".join(f"{reason} {count}" for reason, count in by_push.get("refused", {}).items()) or "none"
+    print(f"Registered by push: {by_push.get('registered', 0)}; refused: {refused}")
     queue = status["push_queue"]
     oldest = f", oldest {queue['oldest_age_s']:.0f} s" if queue["oldest_age_s"] is not None else ""
     print(f"Sessions: {status['sessions']}; rejections: {status['rejections']}")
     print(f"Push queue: {queue['depth']} waiting{oldest}, {queue['dropped']} dropped, "
           f"{queue['unrouted']} with no destination")
-    print(f"Polling: {status['polling'].get('state', 'off')}")
+    _render_polling(status["polling"])
+
+
+def _render_polling(polling: dict[str, Any]) -> None:
+    """Legacy polling: progress, the MQTT uplink's state and the meters that keep failing."""
+    state = polling.get("state", "off")
+    if state == "off":
+        print("Polling: off")
+        return
+    last = polling.get("last_poll_at")
+    when = iso_time(last) if isinstance(last, int | float) else last or "never"
+    print(f"Polling: {state}; {polling['polls_ok']} ok, {polling['polls_partial']} partial, "
+          f"{polling['polls_failed']} failed; last poll {when}")
+    uplink = polling.get("uplink")
+    if uplink is None:
+        print("Polling uplink: none (readings stay in the store)")
+    else:
+        held = f", {uplink['held_until_identified']} held until identified" \
+            if uplink.get("held_until_identified") else ""
+        print(f"Polling uplink: MQTT {uplink['broker']} {'connected' if uplink['connected'] else 'NOT connected'}; "
+              f"{uplink['buffered']} buffered{held}, {uplink['published']} published")
+    failing = polling.get("failing_meters") or []
+    print(f"Failing meters: {', '.join(f'SAP {sap}' for sap in failing) or 'none'}")
 
 
 def _render_detail(meter: dict[str, Any]) -> None:

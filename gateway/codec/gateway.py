@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from gateway.codec.axdr import AxdrError, decode_length, encode_length
 from gateway.codec.errors import LocalProtocolError, RemoteProtocolError
 
+GATEWAY_WPORT = 1  # the gateway's own logical device: gateway-requests go there, pushes in gateway form come from it
 GATEWAY_REQUEST = 0xE6
 GATEWAY_RESPONSE = 0xE7
 MAX_ADDRESS_LENGTH = 64  # longest address form we document: a 16-byte IPv6 address or a system title, with room

@@ -8,8 +8,10 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from gateway import __version__
+from gateway.control.capture import capture_handler
 from gateway.control.discovery import identify, scan
-from gateway.control.server import CommandError, ControlServer, Handler, Progress
+from gateway.control.server import CommandError, Handler, Progress, number, sap_or_name, text
+from gateway.core.gateway_protocol import GatewayPeer
 from gateway.poller.control import readings_handlers
 from gateway.registry.store import Meter, MeterState, RegistryError
 
@@ -39,13 +41,6 @@ def _iso(seconds: float) -> str:
     return dt.datetime.fromtimestamp(seconds, dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def _int(request: Mapping[str, Any], key: str) -> int:
-    value = request.get(key)
-    if not isinstance(value, int) or isinstance(value, bool):
-        raise CommandError(f"'{key}' must be a number")
-    return value
-
-
 class Commands:
     """Handlers bound to one running gateway."""
 
@@ -56,10 +51,15 @@ class Commands:
         return {
             "status": self.status, "meters": self.meters, "meter": self.meter, "sessions": self.sessions,
             "ping": self.ping, "meters.add": self.add, "meters.remove": self.remove, "meters.scan": self.scan,
+            "capture": capture_handler(tap=self.gateway.tap, meters=self.gateway.registry, lines=self.gateway.lines),
             **readings_handlers(self.gateway),
         }
 
     async def status(self, request: Mapping[str, Any], progress: Progress) -> dict[str, Any]:
+        return self.snapshot()
+
+    def snapshot(self) -> dict[str, Any]:
+        """What `status` answers, and what the metrics endpoint exports."""
         gw = self.gateway
         by_state = {state.value: 0 for state in MeterState if state is not MeterState.REMOVED}
         for meter in gw.registry.meters():
@@ -77,10 +77,16 @@ class Commands:
                 {"name": line.name, "device": line.config.device, "open": line.is_open,
                  "frames_sent": line.counters.frames_sent, "frames_received": line.counters.frames_received,
                  "timeouts": line.counters.timeouts, "bad_crc": line.decoder.bad_crc,
-                 "discarded_bytes": line.decoder.discarded_bytes}
+                 "discarded_bytes": line.decoder.discarded_bytes,
+                 "frames_undefined": line.counters.frames_undefined, "frames_failed": line.counters.frames_failed,
+                 "exchanges": line.counters.exchanges, "busy_ratio": line.busy_ratio(), "waiting": line.waiting()}
                 for line in gw.lines.values()
             ],
             "meters": by_state,
+            "push_registrations": {"registered": gw.push_registrations.registered,
+                                   "refused": {str(reason): count for reason, count
+                                               in sorted(gw.push_registrations.refused.items())}},
+            "worker_restarts": dict(gw.supervisor.restarts),
             "sessions": len(gw.router.sessions),
             "rejections": gw.router.rejections,
             "push_queue": {"depth": gw.pushes.depth, "oldest_age_s": gw.pushes.oldest_age_s(),
@@ -91,36 +97,38 @@ class Commands:
         }
 
     async def meters(self, request: Mapping[str, Any], progress: Progress) -> list[dict[str, Any]]:
-        state = request.get("state")
+        state = text(request, "state", default="")
         try:
             wanted = MeterState(state) if state else None
         except ValueError:
             raise CommandError(f"unknown state {state!r}; one of {', '.join(s.value for s in MeterState)}") from None
         return [meter_summary(m) for m in self.gateway.registry.meters(state=wanted)]
 
-    def _lookup(self, key: object) -> Meter | None:
-        """A live meter by SAP or logical device name."""
+    def _lookup(self, key: int | str) -> Meter | None:
+        """A live meter by SAP or logical device name (a name may be all digits too)."""
         registry = self.gateway.registry
-        meter = None
-        if (isinstance(key, int) and not isinstance(key, bool)) or (isinstance(key, str) and key.isdigit()):
-            meter = registry.get(int(key))
-        if meter is None and isinstance(key, str):
-            meter = registry.by_name(key.encode())
+        meter = registry.get(key) if isinstance(key, int) else None
+        if meter is None:
+            meter = registry.by_name(str(key).encode())
         return meter
 
     def _find(self, request: Mapping[str, Any]) -> Meter:
-        key = request.get("meter")
+        key = sap_or_name(request, "meter")
         meter = self._lookup(key)
         if meter is None:
-            raise CommandError(f"no meter {key!r} (give a SAP or a logical device name)")
+            raise CommandError(f"no meter {str(key)[:40]!r} (give a SAP or a logical device name)")
         return meter
 
     async def meter(self, request: Mapping[str, Any], progress: Progress) -> dict[str, Any]:
-        return meter_detail(self._find(request))
+        meter = self._find(request)
+        where = self.gateway.gateway_address(meter.sap)
+        return {**meter_detail(meter), "network_id": where[0] if where else None,
+                "gateway_address": where[1].hex().upper() if where else None}
 
     async def sessions(self, request: Mapping[str, Any], progress: Progress) -> list[dict[str, Any]]:
         return [
             {"peer": s.owner.peer, "client_sap": s.client_sap, "meter_sap": s.meter_sap, "line": s.network,
+             "addressing": s.owner.addressing if isinstance(s.owner, GatewayPeer) else "sap",
              "state": s.state.value, "since": s.counters.started, "apdus_to_meter": s.counters.apdus_to_meter,
              "apdus_to_hes": s.counters.apdus_to_hes}
             for s in self.gateway.router.sessions.values()
@@ -138,14 +146,14 @@ class Commands:
                 "association_ms": round((time.perf_counter() - started) * 1e3, 1)}
 
     async def add(self, request: Mapping[str, Any], progress: Progress) -> dict[str, Any]:
-        link = request.get("link")
+        link = text(request, "link")
         if link not in self.gateway.lines:
-            raise CommandError(f"no link named {link!r}")
-        sap = request.get("sap")
-        try:
+            raise CommandError(f"no link named {link[:40]!r}")
+        try:  # the registry applies the address rule of the configuration (one rule, in the HDLC codec)
             meter = self.gateway.registry.register(
-                link=str(link), physical_address=_int(request, "address"),
-                logical_device=int(request.get("logical_device", 1)), sap=_int(request, "sap") if sap else None,
+                link=link, physical_address=number(request, "address"),
+                logical_device=number(request, "logical_device", default=1),
+                sap=number(request, "sap") if request.get("sap") is not None else None,
             )
         except RegistryError as exc:
             raise CommandError(str(exc)) from None
@@ -155,7 +163,7 @@ class Commands:
 
     async def remove(self, request: Mapping[str, Any], progress: Progress) -> dict[str, Any]:
         """Remove a meter given by SAP or logical device name ("sap" still works, as older CLIs send it)."""
-        key = request["meter"] if "meter" in request else _int(request, "sap")
+        key = sap_or_name(request, "meter") if "meter" in request else number(request, "sap")
         meter = self._lookup(key)
         if meter is None:
             raise CommandError(self._why_not_live(key))
@@ -175,18 +183,16 @@ class Commands:
         return f"no meter with SAP {key}" if numeric else f"no meter {key!r} (give a SAP or a logical device name)"
 
     async def scan(self, request: Mapping[str, Any], progress: Progress) -> list[dict[str, Any]]:
-        first, last = _int(request, "first"), _int(request, "last")
+        first, last = number(request, "first"), number(request, "last")
         if first > last:
             raise CommandError(f"the range {first}-{last} is reversed (did you mean {last}-{first}?)")
         if not 0x10 <= first <= last <= 0x3FFD:
             raise CommandError("the range must lie within 16..16381")
         try:
-            results = await scan(self.gateway, link=str(request.get("link")), first=first, last=last,
+            results = await scan(self.gateway, link=text(request, "link"), first=first, last=last,
                                  progress=progress)
         except RegistryError as exc:
             raise CommandError(str(exc)) from None
         return [r.as_dict() for r in results]
 
 
-def control_server(gateway: Gateway) -> ControlServer:
-    return ControlServer(path=gateway.runtime_directory / "control.sock", handlers=Commands(gateway).handlers())

@@ -9,9 +9,11 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 
+from gateway.codec.hdlc import meter_address_problem
 from gateway.config import ScanConfig
 from gateway.core.channel import DownReason
 from gateway.core.identity import ChannelClientError, IdentityError, read_identity
+from gateway.link.line import MeterLine
 from gateway.link.medium import PROBE_RETRIES
 from gateway.registry.store import Meter, MeterState, RegistryError
 
@@ -20,7 +22,16 @@ if TYPE_CHECKING:
 
 log = structlog.get_logger(__name__)
 
-IDENTIFY_RETRY_S = 300.0  # a meter that did not answer is asked again this much later
+# A meter that did not answer its identity read is asked again after IDENTIFY_RETRY_MIN_S, then
+# twice as long after each further failure, up to IDENTIFY_RETRY_MAX_S: a forged address costs
+# the line a few attempts a day, not one every five minutes for ever.
+IDENTIFY_RETRY_MIN_S = 300.0
+IDENTIFY_RETRY_MAX_S = 6 * 3600.0
+# Identity reads yield to the HES: one starts only once relay exchanges have left its line idle
+# for RELAY_QUIET_S, or after RELAY_WAIT_MAX_S of waiting (a HES that never pauses); it then runs
+# at background priority, so each relay exchange waits at most for one frame of ours in flight.
+RELAY_QUIET_S = 2.0
+RELAY_WAIT_MAX_S = 300.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,14 +45,20 @@ class ScanResult:
         return {"address": self.address, "sap": self.sap, "name": self.name, "note": self.note}
 
 
-async def identify(gateway: Gateway, sap: int) -> Meter:
+async def identify(gateway: Gateway, sap: int, *, background: bool = False) -> Meter:
     """Read a registered meter's logical device name and record it (a moved meter keeps its SAP)."""
     meter = gateway.registry.get(sap)
     if meter is None:
         raise RegistryError(f"no meter with SAP {sap}")
-    medium = gateway.media[meter.link]
+    medium = gateway.media.get(meter.link)
+    if medium is None:
+        raise RegistryError(f"SAP {sap}: no link named {meter.link!r}")
+    problem = meter_address_problem(logical_device=meter.logical_device, physical_address=meter.physical_address)
+    if problem is not None:  # a row from before the registry checked addresses
+        raise RegistryError(f"SAP {sap}: {problem}")
     try:
-        identity = await read_identity(medium, meter=meter.physical_address, logical_device=meter.logical_device)
+        identity = await read_identity(medium, meter=meter.physical_address, logical_device=meter.logical_device,
+                                       background=background)
     except (ChannelClientError, IdentityError) as exc:
         gateway.meter_unreachable(sap)
         raise RegistryError(f"SAP {sap}: {exc}") from None
@@ -53,17 +70,42 @@ async def identify(gateway: Gateway, sap: int) -> Meter:
 
 
 async def identify_worker(gateway: Gateway) -> None:
-    """Identifies queued meters one at a time (the medium is shared with the relay)."""
+    """Identifies queued meters one at a time, yielding the line to the relay; retries back off per meter."""
+    failures: dict[int, int] = {}  # SAP -> identity reads failed in a row
+    retrying: set[int] = set()  # SAPs with a retry scheduled: a meter queued twice is not retried twice
     while True:
         sap = await gateway.identify_queue.get()
         try:
-            await identify(gateway, sap)
+            meter = gateway.registry.get(sap)
+            if meter is None or meter.logical_device_name is not None or sap in retrying:
+                continue  # removed, identified meanwhile, or already waiting for its retry
+            line = gateway.lines.get(meter.link)
+            if line is not None:
+                await _relay_quiet(line)
+            await identify(gateway, sap, background=True)
+            failures.pop(sap, None)
         except RegistryError as exc:
-            log.warning("registry.identify_failed", sap=sap, reason=str(exc))
-            asyncio.get_running_loop().call_later(IDENTIFY_RETRY_S, _requeue, gateway, sap)
+            failures[sap] = failures.get(sap, 0) + 1
+            retry_s = min(IDENTIFY_RETRY_MIN_S * 2 ** (failures[sap] - 1), IDENTIFY_RETRY_MAX_S)
+            log.warning("registry.identify_failed", sap=sap, reason=str(exc), failures=failures[sap],
+                        retry_in_s=retry_s)
+            retrying.add(sap)
+            asyncio.get_running_loop().call_later(retry_s, _requeue, gateway, sap, retrying)
+        finally:
+            gateway.identify_queue.task_done()
 
 
-def _requeue(gateway: Gateway, sap: int) -> None:
+async def _relay_quiet(line: MeterLine) -> None:
+    """Wait until no relay exchange has used the line for RELAY_QUIET_S (RELAY_WAIT_MAX_S at most)."""
+    loop = asyncio.get_running_loop()
+    give_up_at = loop.time() + RELAY_WAIT_MAX_S
+    # Quiet is the absence of events for a while: the clock, not an Event, tells when it is reached.
+    while (idle := line.relay_idle_s()) < RELAY_QUIET_S and loop.time() < give_up_at:  # noqa: ASYNC110
+        await asyncio.sleep(min(RELAY_QUIET_S - idle, give_up_at - loop.time()))
+
+
+def _requeue(gateway: Gateway, sap: int, retrying: set[int]) -> None:
+    retrying.discard(sap)
     meter = gateway.registry.get(sap)
     if meter is not None and meter.logical_device_name is None:
         gateway.identify_queue.put_nowait(sap)

@@ -23,15 +23,83 @@ from typing import Any
 
 import structlog
 
+from gateway.private_files import private_directory
+
 log = structlog.get_logger(__name__)
 
 MAX_REQUEST_BYTES = 64 * 1024
+MAX_NUMBER = 2**63 - 1  # any count, SAP or address fits; a 5,000-digit integer is refused, not converted
 Progress = Callable[[Mapping[str, Any]], None]
 Handler = Callable[[Mapping[str, Any], Progress], Awaitable[Any]]
 
 
 class CommandError(Exception):
     """The daemon says no: the message is for the technician."""
+
+
+_MISSING: Any = object()
+
+
+def number(request: Mapping[str, Any], key: str, *, default: int = _MISSING) -> int:
+    """A whole-number argument; CommandError naming it when it is missing or of another type."""
+    value = request.get(key)
+    value = default if value is None else value  # null is "not given"
+    if value is _MISSING:
+        raise CommandError(f"'{key}' is missing: a whole number")
+    if type(value) is not int or not -MAX_NUMBER <= value <= MAX_NUMBER:  # bool is not a number here
+        raise CommandError(f"'{key}' must be a whole number, not {_kind(value)}")
+    return value
+
+
+def text(request: Mapping[str, Any], key: str, *, default: str = _MISSING) -> str:
+    """A string argument without NUL characters; CommandError naming it otherwise."""
+    value = request.get(key)
+    value = default if value is None else value  # null is "not given"
+    if value is _MISSING:
+        raise CommandError(f"'{key}' is missing: a string")
+    if not isinstance(value, str):
+        raise CommandError(f"'{key}' must be a string, not {_kind(value)}")
+    if "\0" in value:
+        raise CommandError(f"'{key}' must not hold NUL characters")
+    return value
+
+
+def sap_or_name(request: Mapping[str, Any], key: str) -> int | str:
+    """A meter given by SAP (a number, or a string of ASCII digits) or by logical device name."""
+    value = request.get(key)
+    if isinstance(value, str) and value.isascii() and value.isdigit() and len(value) <= 19:
+        return int(value)
+    if isinstance(value, str):
+        return text(request, key)
+    return number(request, key)
+
+
+def _kind(value: object) -> str:
+    """What a wrong argument is, in JSON terms (never the value: it may be huge)."""
+    if isinstance(value, bool):
+        return "true/false"
+    if type(value) is int:
+        return "a number that large"
+    names = {dict: "an object", list: "an array", str: "a string", float: "a fraction", type(None): "null"}
+    return names.get(type(value), "that")
+
+
+def parse_request(line: bytes) -> dict[str, Any]:
+    """One request line as a JSON object with a string 'command'; CommandError saying what is wrong."""
+    try:
+        request = json.loads(line)
+    except RecursionError:
+        raise CommandError("not a request: JSON nested too deeply") from None
+    except ValueError as exc:  # JSONDecodeError, and integers beyond Python's digit limit
+        reason = exc.msg if isinstance(exc, json.JSONDecodeError) else "a number too long"
+        raise CommandError(f"not a JSON request: {reason}") from None
+    if not isinstance(request, dict):
+        raise CommandError("a request is a JSON object with a 'command'")
+    command = request.get("command", _MISSING)
+    if command is _MISSING:
+        raise CommandError("a request is a JSON object with a 'command'")
+    text(request, "command")
+    return request
 
 
 def peer_allowed(sock: socket.socket) -> bool:
@@ -79,7 +147,7 @@ class ControlServer:
         self._clients: set[asyncio.Task[None]] = set()
 
     async def start(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        private_directory(self.path.parent)
         with contextlib.suppress(FileNotFoundError):
             self.path.unlink()  # a stale socket from a killed daemon
         old_umask = os.umask(0o117)  # created 0660: never a moment when others could connect
@@ -124,8 +192,11 @@ class ControlServer:
                 finally:
                     for task in (answering, next_line):
                         task.cancel()
-        except (ValueError, ConnectionError, asyncio.LimitOverrunError):
-            pass  # an oversized or broken request ends that client only
+        except (ValueError, asyncio.LimitOverrunError):  # over MAX_REQUEST_BYTES: say so, then end that client only
+            with contextlib.suppress(ConnectionError):
+                await self._send(writer, {"ok": False, "error": f"request longer than {MAX_REQUEST_BYTES} bytes"})
+        except ConnectionError:
+            pass  # a broken connection ends that client only
         finally:
             self._clients.discard(task)
             writer.close()
@@ -134,12 +205,10 @@ class ControlServer:
 
     async def _answer(self, line: bytes, writer: asyncio.StreamWriter) -> dict[str, Any]:
         try:
-            request = json.loads(line)
-            if not isinstance(request, dict) or not isinstance(request.get("command"), str):
-                raise CommandError("a request is a JSON object with a 'command'")
+            request = parse_request(line)
             handler = self._handlers.get(request["command"])
             if handler is None:
-                raise CommandError(f"unknown command {request['command']!r}")
+                raise CommandError(f"unknown command {request['command'][:40]!r}")
 
             def progress(update: Mapping[str, Any]) -> None:
                 if not writer.is_closing():  # a client gone meanwhile: its command is being cancelled
@@ -148,8 +217,6 @@ class ControlServer:
             return {"ok": True, "result": await handler(request, progress)}
         except CommandError as exc:
             return {"ok": False, "error": str(exc)}
-        except json.JSONDecodeError:
-            return {"ok": False, "error": "not JSON"}
         except Exception as exc:  # a bug must not take the daemon down with it
             log.exception("control.handler_failed")
             return {"ok": False, "error": f"internal error: {exc}"}

@@ -146,8 +146,12 @@ class MeterMedium(Protocol):
         """Whether a data link for this association is on the medium already."""
         ...
 
-    def open(self, association: Association, listener: ChannelListener, *, probe: bool = False) -> MeterChannel:
-        """Open the association's channel; `probe`: a short look at an address that may be empty.
+    def open(self, association: Association, listener: ChannelListener, *, probe: bool = False,
+             background: bool = False) -> MeterChannel:
+        """Open the association's channel.
+
+        `probe`: a short look at an address that may be empty (give up early); `background`: the
+        gateway's own work, which lets every relay exchange on the medium go first.
 
         Raises ChannelError when the medium cannot carry the association or it is open already.
         """

@@ -37,12 +37,13 @@ class ChannelClient:
     """One association from the gateway to a meter, used with ``async with``."""
 
     def __init__(self, medium: MeterMedium, association: Association, *, timeout_s: float = 30.0,
-                 probe: bool = False) -> None:
+                 probe: bool = False, background: bool = False) -> None:
         self.medium = medium
         self.association = association
         self._events: asyncio.Queue[ChannelEvent] = asyncio.Queue()
         self._timeout_s = timeout_s
         self._probe = probe
+        self._background = background
         self._channel: MeterChannel | None = None
 
     async def __aenter__(self) -> ChannelClient:
@@ -51,7 +52,8 @@ class ChannelClient:
         if self.medium.busy(self.association):
             raise ChannelClientError(DownReason.IN_USE, "the meter is busy with an association of the same client")
         try:
-            self._channel = self.medium.open(self.association, self._events.put_nowait, probe=self._probe)
+            self._channel = self.medium.open(self.association, self._events.put_nowait, probe=self._probe,
+                                             background=self._background)
         except ChannelError as exc:  # an address or client SAP this medium cannot express
             raise ChannelClientError(DownReason.REFUSED, f"the medium cannot carry it: {exc}") from None
         return self

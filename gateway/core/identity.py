@@ -41,10 +41,13 @@ def get_logical_device_name() -> bytes:
 
 
 async def read_identity(medium: MeterMedium, *, meter: MeterAddress, logical_device: int = 1, probe: bool = False,
-                        timeout_s: float = 30.0) -> Identity:
-    """Associate as the public client, read 0.0.42.0.0.255, release. Raises ChannelClientError/IdentityError."""
+                        background: bool = False, timeout_s: float = 30.0) -> Identity:
+    """Associate as the public client, read 0.0.42.0.0.255, release. Raises ChannelClientError/IdentityError.
+
+    In the background, every relay exchange on the medium goes before each of ours.
+    """
     association = Association(client_sap=PUBLIC_CLIENT_SAP, logical_device=logical_device, meter=meter)
-    async with ChannelClient(medium, association, probe=probe, timeout_s=timeout_s) as client:
+    async with ChannelClient(medium, association, probe=probe, background=background, timeout_s=timeout_s) as client:
         try:
             aare = acse.decode_aare(await client.request(public_aarq()))
         except RemoteProtocolError as exc:

@@ -25,6 +25,7 @@ from collections.abc import Callable
 
 import structlog
 
+from gateway.codec import gateway as gateway_pdu
 from gateway.codec.wrapper import WrapperPdu, encode
 from gateway.config import PushConfig
 from gateway.core.pushstore import PushStore, QueuedPush
@@ -42,10 +43,13 @@ class PushForwarder:
     """Delivers one destination's queue, in order, over the best path available."""
 
     def __init__(self, *, config: PushConfig, store: PushStore,
-                 subscriber: Callable[[], HesPeer | None]) -> None:
+                 subscriber: Callable[[], HesPeer | None],
+                 gateway_address: Callable[[int], tuple[int, bytes] | None] | None = None) -> None:
         self.config = config
         self._store = store
         self._subscriber = subscriber
+        # form = "gateway": a meter SAP's (network id, physical device address), for a gateway-response
+        self._gateway_address = gateway_address if config.form == "gateway" else None
         self._wake = asyncio.Event()
         self._writer: asyncio.StreamWriter | None = None
         self._reader_task: asyncio.Task[None] | None = None
@@ -92,9 +96,15 @@ class PushForwarder:
         finally:
             self._disconnect()
 
-    @staticmethod
-    def _pdu(push: QueuedPush) -> WrapperPdu:
-        return WrapperPdu(source=push.meter_sap, destination=push.client_sap, apdu=push.apdu)
+    def _pdu(self, push: QueuedPush) -> WrapperPdu:
+        """SAP form: from the meter's SAP. Gateway form: in a gateway-response from the gateway's own wPort."""
+        where = self._gateway_address(push.meter_sap) if self._gateway_address is not None else None
+        if where is None:  # SAP form, or a meter removed since: its SAP still says who it was
+            return WrapperPdu(source=push.meter_sap, destination=push.client_sap, apdu=push.apdu)
+        network_id, address = where
+        apdu = gateway_pdu.encode(gateway_pdu.GatewayPdu(network_id=network_id, physical_address=address,
+                                                         apdu=push.apdu, response=True))
+        return WrapperPdu(source=gateway_pdu.GATEWAY_WPORT, destination=push.client_sap, apdu=apdu)
 
     def _write_to(self, subscriber: HesPeer, batch: list[QueuedPush]) -> bool:
         """Write a batch into the subscriber's empty send buffer; False when it is gone or still busy."""

@@ -14,7 +14,16 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from gateway.private_files import connect_private
+
 SCHEMA_VERSION = 1
+# The write-ahead log grows to SQLite's checkpoint threshold (1,000 pages, 4 MiB) and keeps that
+# size unless told otherwise, whatever max_bytes says. We checkpoint after about as many pages as
+# the queue may hold (between these bounds), cut the log back to max_bytes after each checkpoint,
+# and empty it when the queue empties.
+_PAGE_SIZE = 4096  # SQLite's default page size
+_WAL_CHECKPOINT_PAGES = range(16, 1000 + 1)
+_WAL_LIMIT_BYTES = range(64 * 1024, 4 * 1024 * 1024 + 1)
 _SCHEMA = (
     "CREATE TABLE IF NOT EXISTS pushes (id INTEGER PRIMARY KEY AUTOINCREMENT, destination TEXT NOT NULL,"
     " meter_sap INTEGER NOT NULL, client_sap INTEGER NOT NULL, apdu BLOB NOT NULL, received_at REAL NOT NULL)",
@@ -45,9 +54,13 @@ class PushStore:
         self._max_age_s = max_age_s
         self._clock = clock
         try:
-            self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+            self._db = connect_private(path)
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=FULL")  # an alarm accepted is an alarm kept
+            pages = min(max(max_bytes // _PAGE_SIZE, _WAL_CHECKPOINT_PAGES.start), _WAL_CHECKPOINT_PAGES.stop - 1)
+            self._db.execute(f"PRAGMA wal_autocheckpoint = {pages}")
+            limit = min(max(max_bytes, _WAL_LIMIT_BYTES.start), _WAL_LIMIT_BYTES.stop - 1)
+            self._db.execute(f"PRAGMA journal_size_limit = {limit}")
             (check,) = self._db.execute("PRAGMA integrity_check").fetchone()
             if check != "ok":
                 raise PushStoreError(f"{path}: integrity check failed: {check}")
@@ -113,6 +126,8 @@ class PushStore:
         self._db.executemany("DELETE FROM pushes WHERE id = ?", [(p.id,) for p in pushes])
         self._db.execute("COMMIT")
         self._bytes -= sum(len(p.apdu) for p in pushes)
+        if self._bytes <= 0:  # all delivered: the log holds nothing worth its space
+            self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
 
     @property
     def depth(self) -> int:

@@ -16,8 +16,10 @@ SHOWN_TAGS = frozenset({0xC0, 0xC4})  # get-request, get-response: no secrets in
 
 def describe(frame: HdlcFrame) -> dict[str, Any]:
     """A frame as log fields: kind, addresses, control, and the information field when it is safe."""
+    kind = frame.defined_kind
     fields: dict[str, Any] = {
-        "kind": frame.kind.value, "control": f"{frame.control:02X}", "segmented": frame.segmented,
+        "kind": kind.value if kind is not None else "undefined", "control": f"{frame.control:02X}",
+        "segmented": frame.segmented,
         "dst": f"{frame.destination.upper}/{frame.destination.lower}",
         "src": f"{frame.source.upper}/{frame.source.lower}",
     }

@@ -18,6 +18,8 @@ from dataclasses import dataclass
 
 import structlog
 
+from gateway.capture.pcapng import Direction
+from gateway.capture.tap import FrameTap
 from gateway.codec.hdlc import (
     HdlcAddress,
     HdlcClientLink,
@@ -27,6 +29,7 @@ from gateway.codec.hdlc import (
     LinkDownReason,
     LinkEvent,
 )
+from gateway.codec.hdlc.frame import split_frames
 from gateway.config import LinkConfig
 from gateway.link.framelog import describe, describe_bytes
 from gateway.log import debug_enabled
@@ -40,10 +43,11 @@ Opener = Callable[[Callable[[], asyncio.Protocol]], Awaitable[asyncio.Transport]
 _Key = tuple[int, int, int | None]  # (client SAP, meter logical device, physical address)
 
 
+FAULT_LOG_INTERVAL_S = 60.0  # at most one log line per line this often for frames we drop, whatever arrives
+
+
 def _key(*, client_sap: int, upper: int, lower: int | None) -> _Key:
     return (client_sap, upper, lower)
-
-
 
 
 @dataclass(slots=True)
@@ -51,8 +55,11 @@ class LineCounters:
     frames_sent: int = 0
     frames_received: int = 0
     frames_unrouted: int = 0
+    frames_undefined: int = 0  # a control field DLMS does not define (REJ, SREJ, SABM, ...): dropped
+    frames_failed: int = 0  # handling the frame raised (a bug): dropped, the rest of the read goes on
     exchanges: int = 0
     timeouts: int = 0
+    busy_s: float = 0.0  # time some link held the medium (from its poll to the final frame or a timeout)
 
 
 class _LineProtocol(asyncio.Protocol):
@@ -90,11 +97,16 @@ class MeterLine:
         self._order: list[_Key] = []  # relay links, round-robin order
         self._background: list[_Key] = []  # legacy polling links, served when the relay is idle
         self._next = 0
-        self._holder: _Key | None = None
+        self._held_by: _Key | None = None
+        self._held_since = 0.0
+        self._opened_at: float | None = None
         self._timers: dict[_Key, asyncio.TimerHandle] = {}  # response timeouts and busy back-offs
         self._unsolicited: UnsolicitedListener | None = None
+        self.tap: FrameTap | None = None  # frame capture (dlms-gateway capture); one test per frame when idle
         self._released_listeners: list[Callable[[int, int, int | None], None]] = []
         self._log = log.bind(line=config.name, device=config.device)
+        self._fault_logged_at: float | None = None
+        self._relay_active_at: float | None = None  # when a relay link last sent or heard on the line
 
     # -- life cycle ---------------------------------------------------------------------------
 
@@ -115,7 +127,35 @@ class MeterLine:
         except BaseException:
             self.current = None  # never opened: nothing will report connection_lost
             raise
+        self._opened_at = self._clock()
         self._log.info("line.open")
+
+    @property
+    def _holder(self) -> _Key | None:
+        """The link holding the medium, if any; who holds it, and for how long, is accounted here."""
+        return self._held_by
+
+    @_holder.setter
+    def _holder(self, key: _Key | None) -> None:
+        if (self._held_by is None) != (key is None):
+            now = self._clock()
+            if key is None:
+                self.counters.busy_s += now - self._held_since
+            else:
+                self._held_since = now
+        self._held_by = key
+
+    def busy_ratio(self) -> float:
+        """Share of the time since the line opened that an exchange held it (0 while never open)."""
+        if self._opened_at is None:
+            return 0.0
+        now = self._clock()
+        busy = self.counters.busy_s + (now - self._held_since if self._held_by is not None else 0.0)
+        return round(busy / (now - self._opened_at), 4) if now > self._opened_at else 0.0
+
+    def waiting(self) -> int:
+        """Data links that want the medium now (the line's queue)."""
+        return sum(1 for link, _ in self._links.values() if link.wants_medium)
 
     def close(self) -> None:
         """Close the device; every link on it goes down."""
@@ -176,6 +216,12 @@ class MeterLine:
         """Be told (client SAP, logical device, physical address) when a link leaves the line."""
         self._released_listeners.append(listener)
 
+    def relay_idle_s(self) -> float:
+        """How long no relay (HES) exchange has wanted or used the medium; 0 while one does."""
+        if self._holder in self._order or any(self._links[key][0].wants_medium for key in self._order):
+            return 0.0
+        return float("inf") if self._relay_active_at is None else self._clock() - self._relay_active_at
+
     def has_link(self, *, client_sap: int, upper: int, lower: int | None) -> bool:
         return _key(client_sap=client_sap, upper=upper, lower=lower) in self._links
 
@@ -204,6 +250,9 @@ class MeterLine:
         assert self._transport is not None
         data = link.transmit(now=self._clock())
         self._transport.write(data)
+        if self.tap is not None and self.tap.active:
+            for sent in split_frames(data):
+                self.tap.hdlc(line=self.name, direction=Direction.OUTBOUND, data=sent, upper=key[1], lower=key[2])
         if debug_enabled():
             for frame in describe_bytes(data):
                 self._log.debug("hdlc.tx", **frame)
@@ -215,6 +264,8 @@ class MeterLine:
 
     def _settle(self, key: _Key, link: HdlcClientLink) -> None:
         """After any event of a link: who holds the medium, and when the link needs ``expire``."""
+        if key not in self._background:
+            self._relay_active_at = self._clock()
         if link.awaiting_response:
             self._holder = key
         elif self._holder == key:
@@ -248,13 +299,45 @@ class MeterLine:
     # -- bytes from the line ------------------------------------------------------------------
 
     def data_received(self, data: bytes) -> None:
-        for frame in self._decoder.feed(data, now=self._clock()):
-            self.counters.frames_received += 1
-            if debug_enabled():
-                self._log.debug("hdlc.rx", **describe(frame))
-            self._dispatch(frame)
-        self._decoder.resume(now=self._clock())  # time spent handling frames is not a line gap
-        self.wake()
+        """Total: whatever the bytes, every frame of the read is handled and the medium is granted again."""
+        tap = self.tap if self.tap is not None and self.tap.active else None
+        self._decoder.keep_raw = tap is not None
+        try:
+            frames = self._decoder.feed(data, now=self._clock())
+            if tap is not None:  # before handling them: what they make us send comes after them in the file
+                for raw, source, bad_fcs in self._decoder.raw:
+                    tap.hdlc(line=self.name, direction=Direction.INBOUND, data=raw, upper=source.upper,
+                             lower=source.lower, bad_fcs=bad_fcs)
+                self._decoder.raw.clear()
+            for frame in frames:
+                self.counters.frames_received += 1
+                try:
+                    self._receive(frame)
+                except Exception:  # one bad frame (a bug) must not drop the others or stall the line
+                    self.counters.frames_failed += 1
+                    self._fault("line.frame_failed", frame, exc_info=True)
+        finally:
+            self._decoder.resume(now=self._clock())  # time spent handling frames is not a line gap
+            self.wake()
+
+    def _receive(self, frame: HdlcFrame) -> None:
+        if debug_enabled():
+            self._log.debug("hdlc.rx", **describe(frame))
+        if frame.defined_kind is None:  # no link or push handler can use it: a meter never sends one
+            self.counters.frames_undefined += 1
+            self._fault("line.frame_undefined", frame)
+            return
+        self._dispatch(frame)
+
+    def _fault(self, event: str, frame: HdlcFrame, *, exc_info: bool = False) -> None:
+        """Log a dropped frame, at most once per FAULT_LOG_INTERVAL_S (the counters say how many)."""
+        now = self._clock()
+        if self._fault_logged_at is not None and now - self._fault_logged_at < FAULT_LOG_INTERVAL_S:
+            return
+        self._fault_logged_at = now
+        self._log.warning(event, control=f"{frame.control:02X}", src=f"{frame.source.upper}/{frame.source.lower}",
+                          undefined=self.counters.frames_undefined, failed=self.counters.frames_failed,
+                          exc_info=exc_info)
 
     def _dispatch(self, frame: HdlcFrame) -> None:
         server = frame.source

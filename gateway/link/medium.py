@@ -28,7 +28,6 @@ from gateway.codec.hdlc import (
     FrameKind,
     HdlcAddress,
     HdlcClientLink,
-    HdlcError,
     HdlcFrame,
     HdlcParameters,
     LinkDown,
@@ -80,11 +79,7 @@ def link_settings(config: LinkConfig) -> LinkSettings:
 
 def push_apdu(frame: HdlcFrame) -> bytes | None:
     """The APDU of an unsolicited frame if it is a meter push, else None (any frame: never raises)."""
-    try:
-        kind = frame.kind
-    except HdlcError:  # an undefined control field: not a push
-        return None
-    if kind not in (FrameKind.UI, FrameKind.I) or not frame.info:
+    if frame.defined_kind not in (FrameKind.UI, FrameKind.I) or not frame.info:
         return None
     payload = llc_payload(frame.info)
     info = frame.info if payload is None else payload  # a push without LLC header is tolerated
@@ -130,13 +125,15 @@ class SerialMedium:
         return isinstance(meter, int) and self.line.has_link(
             client_sap=association.client_sap, upper=association.logical_device, lower=meter)
 
-    def open(self, association: Association, listener: ChannelListener, *, probe: bool = False) -> LineChannel:
+    def open(self, association: Association, listener: ChannelListener, *, probe: bool = False,
+             background: bool = False) -> LineChannel:
         server = server_address(association)
         settings = replace(self._settings, max_retries=PROBE_RETRIES) if probe else self._settings
         link = HdlcClientLink(client_sap=association.client_sap, server_address=server, settings=settings)
         opened = LineChannel(self.line, association, link, listener)
         try:
-            self.line.attach(link, opened.link_event, client_sap=association.client_sap, server_address=server)
+            self.line.attach(link, opened.link_event, client_sap=association.client_sap, server_address=server,
+                             background=background)
         except ValueError as exc:
             raise ChannelError(str(exc)) from None
         link.connect()

@@ -22,10 +22,13 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from gateway.codec.obis import ObisError, obis
 from gateway.config_source import Problems, build_table
+
+DEFAULT_POLLING_KEYS = Path("/etc/dlms-gateway/polling-keys.toml")  # [poller] keys_file when empty
 
 # Ours: DLMS UA 1000-2 reserves client SAPs 0, 1 (management), 16 (public) and 127; a utility that
 # lets its concentrator poll provisions a reading client with read-only rights, by convention here 32.

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from gateway.control.server import CommandError, Handler, Progress
+from gateway.control.server import CommandError, Handler, Progress, sap_or_name
 
 if TYPE_CHECKING:
     from gateway.daemon import Gateway
@@ -25,21 +25,16 @@ def readings_handlers(gateway: Gateway) -> dict[str, Handler]:
         poller = gateway.poller
         if poller is None:
             raise CommandError("legacy polling is off ([poller] enabled = false): no readings")
-        meter = request.get("meter")
-        meter_sap = meter_name = None
-        if isinstance(meter, int) and not isinstance(meter, bool):
-            meter_sap = meter
-        elif isinstance(meter, str) and meter.isdigit():
-            meter_sap = int(meter)
-        elif isinstance(meter, str) and meter:
-            meter_name = meter
-        elif meter is not None:
-            raise CommandError("'meter' is a SAP or a logical device name")
+        meter = sap_or_name(request, "meter") if request.get("meter") not in (None, "") else None
+        meter_sap = meter if isinstance(meter, int) else None
+        meter_name = meter if isinstance(meter, str) else None
         since = request.get("since")
-        if since is not None and (isinstance(since, bool) or not isinstance(since, int | float)):
+        if since is not None and (isinstance(since, bool) or not isinstance(since, int | float)
+                                  or not -(2**63) < since < 2**63):  # SQLite holds 64-bit integers
             raise CommandError("'since' is a time in UTC seconds")
         after_id, limit = request.get("after_id", 0), request.get("limit", 1000)
-        if not isinstance(after_id, int) or not isinstance(limit, int) or not 1 <= limit <= MAX_PAGE:
+        if type(after_id) is not int or type(limit) is not int or not 1 <= limit <= MAX_PAGE \
+                or not 0 <= after_id < 2**63:
             raise CommandError(f"'after_id' is a number and 'limit' 1..{MAX_PAGE}")
         store = poller.store
         rows = store.readings(meter_sap=meter_sap, meter_name=meter_name, since=since, after_id=after_id,

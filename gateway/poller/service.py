@@ -33,7 +33,7 @@ from gateway.link.client import LinkClient, LinkClientError
 from gateway.link.line import MeterLine
 from gateway.link.medium import link_settings
 from gateway.poller.client import Credentials, DlmsClient, InvocationCounterRejectedError, PollingError
-from gateway.poller.config import PollerConfig, PollGroup
+from gateway.poller.config import DEFAULT_POLLING_KEYS, PollerConfig, PollGroup
 from gateway.poller.credentials import (
     CredentialsError,
     DurableCounter,
@@ -51,7 +51,6 @@ if TYPE_CHECKING:
 
 log = structlog.get_logger(__name__)
 
-DEFAULT_POLLING_KEYS = Path("/etc/dlms-gateway/polling-keys.toml")
 FAILING_INTERVALS = 4  # a failing meter is tried every four intervals unless configured
 RETENTION_INTERVAL_S = 600.0  # how often old readings are dropped
 POLL_TIMEOUT_S = 30.0  # one APDU exchange (the link retries frames below this)

@@ -20,6 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from gateway.private_files import connect_private
+
 SCHEMA_VERSION = 1
 _SCHEMA = """
 CREATE TABLE polls (
@@ -118,7 +120,7 @@ class ReadingsStore:
         self.path = path
         self._clock = clock
         try:
-            self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+            self._db = connect_private(path)
             self._db.execute("PRAGMA auto_vacuum=INCREMENTAL")  # before the first table: freed pages go back
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")

@@ -12,6 +12,8 @@ import sqlite3
 from importlib import resources
 from pathlib import Path
 
+from gateway.private_files import connect_private
+
 
 class DatabaseError(Exception):
     """The registry database cannot be used."""
@@ -36,7 +38,7 @@ SCHEMA_VERSION = len(migrations())
 def open_database(path: Path, *, target_version: int = SCHEMA_VERSION) -> sqlite3.Connection:
     """Open (creating if needed), check and migrate the registry database."""
     try:
-        connection = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        connection = connect_private(path)
     except sqlite3.Error as exc:
         raise DatabaseError(f"{path}: {exc}") from None
     try:

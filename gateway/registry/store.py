@@ -15,6 +15,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from enum import StrEnum
 
+from gateway.codec.hdlc import meter_address_problem
+
 MANAGEMENT_SAP = 1  # the gateway's own logical device
 PUBLIC_CLIENT_SAP = 16
 
@@ -125,6 +127,9 @@ class MeterRegistry:
     def register(self, *, link: str, physical_address: int, logical_device: int = 1, sap: int | None = None,
                  name: bytes | None = None, registered_by: str = "provisioning") -> Meter:
         """Register a meter at a place (idempotent). A known identity keeps its SAP wherever it moves."""
+        problem = meter_address_problem(logical_device=logical_device, physical_address=physical_address)
+        if problem is not None:  # the same rule as the configuration's: what a meter can hold on the line
+            raise RegistryError(problem.message)
         place = (link, physical_address, logical_device)
         here = self.by_place(link=link, physical_address=physical_address, logical_device=logical_device)
         if here is not None and (name is None or here.logical_device_name in (None, name)):

@@ -10,17 +10,50 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
-from typing import TYPE_CHECKING, Any
+import ssl
+from collections import Counter
+from typing import Any, Protocol
 
 import structlog
 
+from gateway.capture.pcapng import Direction
+from gateway.capture.tap import FrameTap
 from gateway.codec.wrapper import WrapperDecoder, WrapperError, WrapperPdu, encode
+from gateway.config import WanConfig
 from gateway.deadline import Deadline
+from gateway.loglimit import LogLimiter
 from gateway.wan.limits import tune_socket
 from gateway.wan.tls import certificate_subject
 
-if TYPE_CHECKING:
-    from gateway.wan.server import WanServer
+
+class PduSink(Protocol):
+    """Where decoded PDUs go (the router), and who hears that a connection has closed."""
+
+    def pdu_from_hes(self, owner: HesConnection, pdu: WrapperPdu) -> None: ...
+
+    def hes_disconnected(self, owner: HesConnection) -> None: ...
+
+
+class ConnectionHost(Protocol):
+    """What a connection needs of the server that accepted it (or dialled out): limits, counters, the sink."""
+
+    config: WanConfig
+    sink: PduSink
+    tap: FrameTap
+    tls: ssl.SSLContext | None
+    peer_log: LogLimiter
+    refused: Counter[str]
+    cut_off: Counter[str]
+    pdus_in: int
+    pdus_out: int
+
+    def admit(self, connection: HesConnection) -> str | None: ...
+
+    def adopt(self, connection: HesConnection) -> None: ...
+
+    def release(self, connection: HesConnection) -> None: ...
+
+    def start_tls(self, connection: HesConnection, transport: asyncio.Transport) -> None: ...
 
 log = structlog.get_logger(__name__)
 
@@ -56,7 +89,7 @@ def peer_names(peername: Any) -> tuple[str, str]:
 class HesConnection(asyncio.Protocol):
     """One HES TCP (or TLS) connection."""
 
-    def __init__(self, *, server: WanServer, inbound: bool = True) -> None:
+    def __init__(self, *, server: ConnectionHost, inbound: bool = True) -> None:
         self._server = server
         self._inbound = inbound  # False: the gateway dialled out; no allow-list or peer limits apply
         config = server.config
@@ -64,6 +97,7 @@ class HesConnection(asyncio.Protocol):
         self._transport: asyncio.Transport | None = None
         self.peer = "?"
         self.peer_address = "?"  # the HES's IP address, without port: per-peer limits count this
+        self.local = "?"  # the gateway's address and port of this connection (frame capture)
         self.certificate_subject: str | None = None  # the HES's client certificate, over TLS
         self.pdus_in = 0
         self.pdus_out = 0
@@ -89,6 +123,7 @@ class HesConnection(asyncio.Protocol):
         assert isinstance(transport, asyncio.Transport)
         self._transport = transport
         self.peer_address, self.peer = peer_names(transport.get_extra_info("peername"))
+        self.local = peer_names(transport.get_extra_info("sockname"))[1]
         if self._inbound:
             refusal = self._server.admit(self)
             if refusal is not None:  # before the first read: the socket is not even being watched yet
@@ -204,9 +239,13 @@ class HesConnection(asyncio.Protocol):
             self.pdus_in += len(pdus)
             self._server.pdus_in += len(pdus)
             sink = self._server.sink
+            tap = self._server.tap
             for pdu in pdus:
                 if self._transport is None:  # cut off while answering an earlier PDU
                     return
+                if tap.active:
+                    tap.wan(direction=Direction.INBOUND, data=encode(pdu), server_sap=pdu.destination,
+                            peer=self.peer, local=self.local)
                 try:
                     sink.pdu_from_hes(self, pdu)
                 except Exception as exc:  # a defect reached from the WAN: this connection only, one bounded line
@@ -241,7 +280,11 @@ class HesConnection(asyncio.Protocol):
         transport = self._transport
         if transport is None or transport.is_closing() or self._tls_pending:
             return
-        transport.write(encode(pdu))
+        data = encode(pdu)
+        transport.write(data)
+        if self._server.tap.active:
+            self._server.tap.wan(direction=Direction.OUTBOUND, data=data, server_sap=pdu.source, peer=self.peer,
+                                 local=self.local)
         self.pdus_out += 1
         self._server.pdus_out += 1
         self._idle.restart()

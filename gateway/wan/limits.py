@@ -10,14 +10,10 @@ from __future__ import annotations
 import ipaddress
 import socket
 from collections.abc import Iterable
-from typing import TYPE_CHECKING
 
 from gateway.deadline import Deadline
 
-__all__ = ["AllowList", "Deadline", "check_wan", "tune_socket"]
-
-if TYPE_CHECKING:  # config.py calls check_wan: import for annotations only
-    from gateway.config import WanConfig
+__all__ = ["AllowList", "Deadline", "tune_socket"]
 
 IpNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -61,30 +57,3 @@ def tune_socket(sock: socket.socket, *, keepalive_s: float, user_timeout_s: floa
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT, KEEPALIVE_PROBES)
     if user_timeout_s > 0 and hasattr(socket, "TCP_USER_TIMEOUT"):  # Linux only
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT, round(user_timeout_s * 1000))
-
-
-def check_wan(config: WanConfig) -> list[tuple[str, str]]:
-    """Problems in a [wan] table, as (key, message) pairs; empty when it is usable."""
-    problems: list[tuple[str, str]] = []
-    for entry in config.allow:
-        try:
-            ipaddress.ip_network(entry.strip(), strict=False)
-        except ValueError:
-            problems.append(("allow", f"{entry!r} is not an IP address or network (10.1.0.0/16, 2001:db8::/32)"))
-    tls = {"tls_certificate_file": config.tls_certificate_file, "tls_private_key_file": config.tls_private_key_file,
-           "tls_client_ca_file": config.tls_client_ca_file}
-    if any(tls.values()) and not all(tls.values()):
-        missing = next(key for key, value in tls.items() if not value)
-        problems.append((missing, "TLS needs all three of tls_certificate_file, tls_private_key_file and "
-                                  "tls_client_ca_file (a HES must present a certificate)"))
-    for key in ("max_connections", "max_connections_per_peer", "max_associations_per_peer"):
-        if getattr(config, key) < 1:
-            problems.append((key, "must be >= 1"))
-    for key in ("idle_timeout_s", "first_pdu_timeout_s", "pdu_timeout_s"):
-        if not getattr(config, key) > 0:
-            problems.append((key, "must be > 0"))
-    if not (config.tcp_keepalive_s == 0 or 1 <= config.tcp_keepalive_s <= KEEPALIVE_IDLE_MAX_S):
-        problems.append(("tcp_keepalive_s", f"must be 0 (off) or 1..{KEEPALIVE_IDLE_MAX_S}"))
-    if not 0 <= config.tcp_user_timeout_s <= USER_TIMEOUT_MAX_S:
-        problems.append(("tcp_user_timeout_s", f"must be 0 (off) or up to {USER_TIMEOUT_MAX_S}"))
-    return problems

@@ -11,14 +11,13 @@ import asyncio
 import os
 import ssl
 from collections import Counter
-from typing import Protocol
 
 import structlog
 
-from gateway.codec.wrapper import WrapperPdu
+from gateway.capture.tap import FrameTap
 from gateway.config import WanConfig
 from gateway.loglimit import LogLimiter
-from gateway.wan.connection import MAX_UNSENT_BYTES, HesConnection
+from gateway.wan.connection import MAX_UNSENT_BYTES, HesConnection, PduSink
 from gateway.wan.limits import AllowList
 from gateway.wan.tls import refusal_reason, server_context
 
@@ -37,20 +36,13 @@ class WanListenError(Exception):
     """An address to listen on cannot be bound (taken, or not an address of this host)."""
 
 
-class PduSink(Protocol):
-    """Where decoded PDUs go (the router)."""
-
-    def pdu_from_hes(self, owner: HesConnection, pdu: WrapperPdu) -> None: ...
-
-    def hes_disconnected(self, owner: HesConnection) -> None: ...
-
-
 class WanServer:
     """Listens for HES connections on every configured address."""
 
-    def __init__(self, *, config: WanConfig, sink: PduSink) -> None:
+    def __init__(self, *, config: WanConfig, sink: PduSink, tap: FrameTap | None = None) -> None:
         self.config = config
         self.sink = sink
+        self.tap = tap or FrameTap()  # frame capture: every PDU in and out, while a capture runs
         self.allow = AllowList(config.allow)
         self.tls: ssl.SSLContext | None = None  # loaded by start(): a bad key file stops the daemon
         self.connections: set[HesConnection] = set()
@@ -80,8 +72,8 @@ class WanServer:
                 raise WanListenError(f"cannot listen on {where}: {reason}") from None
             self._servers.append(server)
             port = port or server.sockets[0].getsockname()[1]  # port 0: every address on the one chosen
-        log.info("wan.listening", addresses=[f"{host}:{port}" for host, port in self.addresses], tls=self.tls is not None,
-                 allow=list(self.config.allow) or "any")
+        log.info("wan.listening", addresses=[f"{host}:{port}" for host, port in self.addresses],
+                 tls=self.tls is not None, allow=list(self.config.allow) or "any")
 
     @property
     def addresses(self) -> list[tuple[str, int]]:

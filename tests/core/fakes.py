@@ -169,7 +169,8 @@ class FakeMedium:
     def busy(self, association: Association) -> bool:
         return association in self.links
 
-    def open(self, association: Association, listener: ChannelListener, *, probe: bool = False) -> FakeChannel:
+    def open(self, association: Association, listener: ChannelListener, *, probe: bool = False,
+             background: bool = False) -> FakeChannel:
         if not isinstance(association.meter, int):
             raise ChannelError(f"{association.meter!r} is not an address of this medium")
         if association in self.links:

@@ -45,7 +45,8 @@ class ScriptedMedium(FakeMedium):
         super().__init__()
         self.script = script
 
-    def open(self, association: Association, listener: ChannelListener, *, probe: bool = False) -> FakeChannel:
+    def open(self, association: Association, listener: ChannelListener, *, probe: bool = False,
+             background: bool = False) -> FakeChannel:
         channel = ScriptedChannel(self, association, listener, self.script)
         self.links[association] = channel
         self.opened.append(channel)

@@ -48,3 +48,19 @@ def test_pushes_older_than_the_age_limit_are_dropped(tmp_path: Path) -> None:
     store.put(destinations=["hes"], pushes=[(17, 0x66, b"\x0f\x02")])
     assert [p.apdu for p in store.pending("hes")] == [b"\x0f\x02"]
     assert store.dropped == 1
+
+
+def test_the_write_ahead_log_stays_near_the_queue_bound_and_empties_with_the_queue(tmp_path: Path) -> None:
+    path = tmp_path / "pushes.db"
+    wal = tmp_path / "pushes.db-wal"
+    store = PushStore(path, max_bytes=16 * 1024, max_age_s=3600)
+    largest = 0
+    for burst in range(150):  # 3 MB of alarms through a 16 KiB queue, delivered as they come
+        store.put(destinations=["hes"], pushes=[(17, 0x66, bytes([0x0F, burst, n]) + bytes(2000)) for n in range(10)])
+        if burst % 3 == 0:
+            store.delivered(store.pending("hes", limit=5))
+        largest = max(largest, wal.stat().st_size)
+    assert largest <= 512 * 1024  # SQLite's own default lets it reach 4 MiB whatever max_bytes is
+    store.delivered(store.pending("hes", limit=1000))
+    assert store.depth == 0
+    assert wal.stat().st_size <= 64 * 1024

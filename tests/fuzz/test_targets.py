@@ -38,6 +38,12 @@ def test_seeds_hold(name: str) -> None:
         TARGETS[name].one_input(data)
 
 
+def test_the_fuzzing_command_knows_every_target() -> None:
+    from tests.fuzz.__main__ import TARGET_NAMES  # noqa: PLC0415
+
+    assert sorted(TARGET_NAMES) == sorted(TARGETS)
+
+
 def test_every_target_has_seeds_on_disk() -> None:
     from tests.fuzz.seeds import CORPUS  # noqa: PLC0415
 

@@ -254,3 +254,18 @@ async def test_a_push_from_an_unknown_meter_registers_it_and_is_delivered(
     assert meter is not None and meter.registered_by == "push"
     assert pdu.source == meter.sap
     assert pdu.apdu == data_notification(5)
+
+
+async def test_a_meter_pushing_as_fast_as_the_line_carries_gets_every_push_queued_and_a_bounded_log(
+    sim_line: SimLine, gateway_factory: Callable[[GatewayConfig], Gateway], tmp_path: Path, listener: HesListener,
+    captured_logs: io.StringIO,
+) -> None:
+    await listener.stop()  # the pushes stay queued: what is counted is the intake
+    gw = gateway_factory(push_config(sim_line.pty.slave_path, tmp_path, listener.port))
+    await gw.start()
+    for n in range(300):
+        sim_line.bus.push(physical_address=17, client_sap=PUSH_CLIENT_SAP, apdu=data_notification(n))
+    await until(lambda: gw.pushes.depth == 300, timeout=30.0)
+    queued = log_events(captured_logs, "push.queued")
+    assert 1 <= len(queued) <= 3  # one line per meter per second, not one per push (issue 9, D7)
+    assert all(line["sap"] == 17 for line in queued)

@@ -3,15 +3,27 @@
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
 import pytest
 
-from gateway.codec.hdlc import ApduReceived, HdlcAddress, HdlcClientLink, LinkDown, LinkEvent, LinkSettings, LinkUp
+from gateway.codec.hdlc import (
+    ApduReceived,
+    HdlcAddress,
+    HdlcClientLink,
+    HdlcFrame,
+    LinkDown,
+    LinkEvent,
+    LinkSettings,
+    LinkUp,
+    encode_frame,
+)
 from gateway.config import LinkConfig
 from gateway.daemon import serial_opener
 from gateway.link.line import MeterLine
+from gateway.link.medium import push_apdu
 from gateway.sim.bus import SimMeter, SimulatedBus
 from gateway.sim.pty import PtyPair, open_pty
 
@@ -154,3 +166,27 @@ async def test_background_links_only_get_an_idle_medium(harness: Harness) -> Non
         answers = await asyncio.wait_for(asyncio.gather(relay.next_event(), poll_events.get()), 5)
         assert all(isinstance(e, ApduReceived) for e in answers)
     assert harness.devices[0].line_log == [b"M0", b"M1"] * 5
+
+
+UNDEFINED_FRAMES = [  # control fields DLMS does not define, from address 1/40 to client 16
+    bytes.fromhex("7ea00821025109d35c7e"),  # REJ (0x09), as seen in the attack
+    *(encode_frame(HdlcFrame(destination=HdlcAddress.client(16),
+                             source=HdlcAddress.server(logical_device=1, physical_address=40), control=control))
+      for control in (0x0D, 0x2F, 0x1D)),  # SREJ, SABM, 0x1D
+]
+
+
+async def test_undefined_frames_are_dropped_counted_and_the_rest_of_the_read_goes_on(harness: Harness) -> None:
+    pushes: list[bytes | None] = []
+    harness.line.on_unsolicited(lambda frame: pushes.append(push_apdu(frame)))
+    notification = b"\x0f\x00\x00\x00\x01\x00\x09\x01\x2a"
+    push = encode_frame(HdlcFrame(destination=HdlcAddress.client(0x66),
+                                  source=HdlcAddress.server(logical_device=1, physical_address=40),
+                                  control=0x13, info=b"\xe6\xe7\x00" + notification))
+    client = Client(harness.line, physical_address=17)
+    assert isinstance(await client.connect(), LinkUp)
+    os.write(harness.pty.master_fd, b"".join(UNDEFINED_FRAMES) + push)  # one read: garbage, then a push
+    assert await client.request(b"\xc0\x01") == b"M0:\xc0\x01"  # the line still grants the medium
+    assert pushes == [notification]
+    assert harness.line.counters.frames_undefined == len(UNDEFINED_FRAMES)
+    assert harness.line.counters.frames_failed == 0

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from gateway.config import ConfigError, parse_config
 from gateway.registry.database import SCHEMA_VERSION, DatabaseError, open_database
 from gateway.registry.store import MeterRegistry, MeterState, RegistryError, SapPolicy
 
@@ -187,3 +188,17 @@ def test_changing_a_sap_quarantines_the_old_one(registry: MeterRegistry, db_path
     assert again.get(90).name_text == "A"  # type: ignore[union-attr]
     with pytest.raises(RegistryError, match="quarantine"):
         again.register(link="bus0", physical_address=41, sap=meter.sap)
+
+
+@pytest.mark.parametrize(("physical_address", "logical_device"),
+                         [(999999, 1), (-1, 1), (0, 1), (16382, 1), (16383, 1), (17, 99999), (17, 0)])
+def test_the_registry_refuses_what_the_configuration_refuses(
+    registry: MeterRegistry, db_path: Path, clock: Clock, physical_address: int, logical_device: int
+) -> None:
+    config = f'[[links]]\nname = "bus0"\ndevice = "/dev/null"\n\n[[meters]]\nsap = 17\nlink = "bus0"\n' \
+        f"physical_address = {physical_address}\nlogical_device = {logical_device}\n"
+    with pytest.raises(ConfigError, match="IEC 62056-46"):
+        parse_config(config)
+    with pytest.raises(RegistryError, match="IEC 62056-46"):
+        registry.register(link="bus0", physical_address=physical_address, logical_device=logical_device)
+    assert len(reopen(db_path, clock)) == 0

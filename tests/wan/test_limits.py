@@ -13,11 +13,11 @@ from typing import Any
 import pytest
 
 from gateway.codec.wrapper import WrapperPdu, encode
-from gateway.config import GatewayConfig, WanConfig
+from gateway.config import GatewayConfig, WanConfig, check_wan
 from gateway.daemon import Gateway
 from gateway.loglimit import EVENT_BUDGET
 from gateway.wan.connection import MAX_UNSENT_BYTES, HesConnection
-from gateway.wan.limits import SEND_BUFFER_BYTES, AllowList, Deadline, check_wan, tune_socket
+from gateway.wan.limits import SEND_BUFFER_BYTES, AllowList, Deadline, tune_socket
 from gateway.wan.server import WanServer
 from tests.integration.conftest import SimLine, gateway_config
 from tests.integration.rawhes import GET_LDN, RawHes

@@ -1,6 +1,6 @@
 """HDLC (IEC 62056-46), pure and sans-IO: frames, addresses, parameters, client and server links."""
 
-from gateway.codec.hdlc.address import HdlcAddress, client_sap_fits, decode_address
+from gateway.codec.hdlc.address import HdlcAddress, client_sap_fits, decode_address, meter_address_problem
 from gateway.codec.hdlc.client import (
     ApduReceived,
     HdlcClientLink,
@@ -53,5 +53,6 @@ __all__ = [
     "encode_frame",
     "encode_parameters",
     "llc_payload",
+    "meter_address_problem",
     "negotiate",
 ]

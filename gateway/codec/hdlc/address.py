@@ -15,6 +15,13 @@ MAX_CLIENT_SAP = 0x7F  # IEC 62056-46, address field: a client address is one by
 def client_sap_fits(sap: int) -> bool:
     """True when ``sap`` can be an HDLC client address (a wrapper wPort may be up to 0xFFFF)."""
     return 0 <= sap <= MAX_CLIENT_SAP
+_ONE_BYTE_RESERVED = 0x7E  # IEC 62056-46: 0x7E (calling) and 0x7F (all-station) in a 1-byte half
+
+# IEC 62056-46, reserved special HDLC addresses: the lower (physical) address 0x00 is no-station,
+# 0x01..0x0F are reserved, 0x3FFE is "calling" and 0x3FFF all-station; the upper (logical device)
+# address 0x00 is no-station and 0x3FFF all-station. A meter can hold only what lies between.
+PHYSICAL_ADDRESSES = range(0x10, 0x3FFD + 1)
+LOGICAL_DEVICES = range(0x01, 0x3FFD + 1)
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,8 +51,8 @@ class HdlcAddress:
     @classmethod
     def server(cls, *, logical_device: int, physical_address: int, size: int | None = None) -> HdlcAddress:
         """Return a server address; `size` None takes the smallest of 2 or 4 bytes that fits."""
-        if size is None:
-            size = 2 if logical_device < 0x80 and physical_address < 0x80 else 4
+        if size is None:  # 0x7E/0x7F in a 1-byte half are calling/all-station: a meter there needs 4 bytes
+            size = 2 if logical_device < _ONE_BYTE_RESERVED and physical_address < _ONE_BYTE_RESERVED else 4
         if size == 1:
             raise LocalProtocolError("a 1-byte server address has no physical address: use HdlcAddress()")
         return cls(upper=logical_device, lower=physical_address, size=size)
@@ -57,6 +64,36 @@ class HdlcAddress:
         half = self.size // 2
         digits = [(value >> (7 * i)) & 0x7F for value in (self.upper, self.lower) for i in reversed(range(half))]
         return bytes(digit << 1 for digit in digits[:-1]) + bytes([digits[-1] << 1 | _LAST_BYTE])
+
+
+@dataclass(frozen=True, slots=True)
+class AddressProblem:
+    """Why a meter cannot sit at an address: the field at fault and a message for the operator."""
+
+    field: str  # "physical_address" or "logical_device"
+    message: str
+
+    def __str__(self) -> str:
+        return self.message
+
+
+def meter_address_problem(*, logical_device: object, physical_address: object) -> AddressProblem | None:
+    """Why a meter cannot sit at this HDLC server address, or None when it can (the one rule for every caller)."""
+    if type(physical_address) is not int or physical_address not in PHYSICAL_ADDRESSES:  # bool is no address
+        return AddressProblem("physical_address", f"physical address {_short(physical_address)} is not a meter's: "
+                              f"must be {PHYSICAL_ADDRESSES.start}..{PHYSICAL_ADDRESSES.stop - 1} (IEC 62056-46)")
+    if type(logical_device) is not int or logical_device not in LOGICAL_DEVICES:
+        return AddressProblem("logical_device", f"logical device {_short(logical_device)} is not a meter's: "
+                              f"must be {LOGICAL_DEVICES.start}..{LOGICAL_DEVICES.stop - 1} (IEC 62056-46)")
+    return None
+
+
+def _short(value: object) -> str:
+    """The value for a message; a 5,000-digit number is neither converted nor echoed whole."""
+    if type(value) is int and value.bit_length() > 64:
+        return f"of {value.bit_length()} bits"
+    text = repr(value)
+    return text if len(text) <= 20 else text[:17] + "..."
 
 
 def decode_address(buf: bytes, offset: int) -> tuple[HdlcAddress, int]:

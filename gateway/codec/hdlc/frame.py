@@ -39,6 +39,11 @@ class HdlcFrame:
     segmented: bool = False
 
     @property
+    def defined_kind(self) -> FrameKind | None:
+        """The command or response this frame carries, or None when DLMS does not define its control field."""
+        return frame_kind(self.control)
+
+    @property
     def kind(self) -> FrameKind:
         """The command or response this frame carries; HdlcError if DLMS does not define it."""
         kind = frame_kind(self.control)
@@ -70,6 +75,19 @@ def _check_sequence(data: bytes | bytearray) -> bytes:
     return crc16_x25(bytes(data)).to_bytes(2, "little")
 
 
+def split_frames(data: bytes) -> list[bytes]:
+    """Frames we encoded ourselves, back to back, each with its two flags (the length field bounds each)."""
+    frames = []
+    start = 0
+    while start + 3 <= len(data) and data[start] == FLAG:
+        end = start + 1 + ((data[start + 1] << 8 | data[start + 2]) & _LENGTH_MASK)
+        frames.append(data[start : end + 1])
+        start = end + 1
+        if start < len(data) and data[start] == FLAG and (start + 1 >= len(data) or data[start + 1] == FLAG):
+            start += 1  # a shared or doubled flag between two frames
+    return frames
+
+
 def encode_frame(frame: HdlcFrame) -> bytes:
     """Return `frame` as sent on the line, both flags included."""
     if not 0 <= frame.control <= 0xFF:
@@ -97,6 +115,10 @@ class HdlcFrameDecoder:
         self.bad_crc = 0
         self.discarded_bytes = 0  # bytes other than flags that ended up in no frame
         self.timeouts = 0
+        # While a capture runs: every whole frame's bytes as it arrived, flags included, with the meter
+        # (source) address and whether its FCS was bad; the caller takes them after each feed().
+        self.keep_raw = False
+        self.raw: list[tuple[bytes, HdlcAddress, bool]] = []
 
     @property
     def buffered(self) -> int:
@@ -180,6 +202,8 @@ class HdlcFrameDecoder:
                 return False
             if _check_sequence(buf[1 : end - 2]) != buf[end - 2 : end]:
                 self.bad_crc += 1
+                if self.keep_raw:
+                    self.raw.append((bytes(buf[:end]) + bytes([FLAG]), source, True))
                 self._discard(end)  # the HCS vouched for the length: skip the whole frame
                 return True
             info = bytes(buf[control_end + 2 : end - 2])
@@ -190,5 +214,7 @@ class HdlcFrameDecoder:
             info=info,
             segmented=bool(frame_format & _SEGMENTED),
         )
+        if self.keep_raw:
+            self.raw.append((bytes(buf[:end]) + bytes([FLAG]), source, False))
         del buf[:end]  # the closing flag stays: it may open the next frame
         return frame

@@ -14,7 +14,9 @@ from gateway.codec.hdlc import (
     crc16_x25,
     decode_address,
     encode_frame,
+    meter_address_problem,
 )
+from gateway.codec.hdlc.frame import split_frames
 from tests.codec.hdlc.vectors import CLIENT_16, SERVER_1, VECTORS, Vector
 
 GARBAGE = bytes.fromhex("00 A0 13 FF 55")  # no flag byte: every byte must be counted as discarded
@@ -67,7 +69,11 @@ def test_address_vectors(address: HdlcAddress, wire: str) -> None:
 
 
 def test_server_address_size_is_the_smallest_that_fits() -> None:
-    assert HdlcAddress.server(logical_device=0x7F, physical_address=0x7F).size == 2
+    assert HdlcAddress.server(logical_device=0x7D, physical_address=0x7D).size == 2
+    # 0x7E/0x7F in a 1-byte half mean calling/all-station: a meter there is addressed in 4 bytes
+    assert HdlcAddress.server(logical_device=1, physical_address=0x7F).size == 4
+    assert HdlcAddress.server(logical_device=0x7E, physical_address=17).size == 4
+    assert HdlcAddress.server(logical_device=0x7F, physical_address=0x7F, size=2).encode() == b"\xfe\xff"
     assert HdlcAddress.server(logical_device=0x80, physical_address=1).size == 4
     assert HdlcAddress.server(logical_device=1, physical_address=0x80).size == 4
 
@@ -284,3 +290,53 @@ def test_resume_keeps_our_own_processing_time_from_counting_as_a_line_gap() -> N
     assert idle.feed(frame[:4], now=0.0) == []
     assert idle.feed(frame[4:], now=1.05) == []  # a real gap on the line: the partial frame is dropped
     assert idle.timeouts == 1
+
+
+@pytest.mark.parametrize("control", range(256))
+def test_every_control_byte_is_classified_without_raising(control: int) -> None:
+    frame = HdlcFrame(destination=CLIENT_16, source=SERVER_1, control=control, info=b"\x0f\x01")
+    kind = frame.defined_kind
+    if kind is None:
+        with pytest.raises(HdlcError):
+            _ = frame.kind
+    else:
+        assert frame.kind is kind
+
+
+@pytest.mark.parametrize(("logical_device", "physical_address"),
+                         [(1, 999999), (1, -1), (1, 0), (1, 15), (1, 16382), (1, 16383), (99999, 17), (0, 17),
+                          (16383, 17), (1, True), (True, 17), (1, 17.0)])
+def test_a_meter_cannot_sit_at_a_reserved_or_oversized_address(logical_device: int, physical_address: int) -> None:
+    assert meter_address_problem(logical_device=logical_device, physical_address=physical_address) is not None
+
+
+@pytest.mark.parametrize(("logical_device", "physical_address"), [(1, 16), (1, 16381), (16381, 300), (1, 127)])
+def test_every_meter_address_can_be_encoded(logical_device: int, physical_address: int) -> None:
+    assert meter_address_problem(logical_device=logical_device, physical_address=physical_address) is None
+    address = HdlcAddress.server(logical_device=logical_device, physical_address=physical_address)
+    assert decode_address(address.encode(), 0) == (address, address.size)
+
+
+def test_a_capturing_decoder_keeps_every_whole_frame_as_it_arrived_bad_fcs_marked() -> None:
+    good = encode_frame(HdlcFrame(destination=HdlcAddress.client(16),
+                                  source=HdlcAddress.server(logical_device=1, physical_address=17),
+                                  control=0x30, info=b"\xe6\xe7\x00\xc4\x01\xc1\x00\x09\x02AB"))
+    corrupted = good[:-4] + bytes([good[-4] ^ 0xFF]) + good[-3:]  # a byte of the information field flipped
+    decoder = HdlcFrameDecoder()
+    decoder.keep_raw = True
+    stream = good + corrupted[1:] + b"\x00garbage" + good  # the second frame shares the first one's flag
+    frames = [f for chunk in (stream[:7], stream[7:]) for f in decoder.feed(chunk, now=0.0)]
+    assert len(frames) == 2 and decoder.bad_crc == 1
+    assert [(raw, bad) for raw, _, bad in decoder.raw] == [(good, False), (corrupted, True), (good, False)]
+    assert {source.lower for _, source, _ in decoder.raw} == {17}
+    quiet = HdlcFrameDecoder()
+    quiet.feed(stream, now=0.0)
+    assert quiet.raw == []  # nothing kept unless a capture asks
+
+
+def test_split_frames_gives_back_each_frame_we_sent() -> None:
+    sent = [encode_frame(HdlcFrame(destination=HdlcAddress.server(logical_device=1, physical_address=17),
+                                   source=HdlcAddress.client(16), control=0x10 | n << 1, info=bytes([n]) * n))
+            for n in range(1, 4)]
+    assert split_frames(b"".join(sent)) == sent
+    assert split_frames(b"") == []

@@ -1,0 +1,250 @@
+"""An IPv6 meter network over the wrapper: one UDP socket, the sans-IO `MeshNetwork`, its timer.
+
+`MeshEndpoint` is the `MeterMedium` of one mesh (Wi-SUN FAN, G3-PLC): it binds one UDP socket
+(a source address, optionally an interface, port 4059), feeds every datagram, TCP wrapper PDU
+(meters that listen only on TCP, `mesh_tcp`) and timer expiry to the `MeshNetwork`, and carries
+out the actions it returns. All exchange rules are in `mesh_core`; this module moves bytes and
+keeps one timer armed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import socket
+from typing import TYPE_CHECKING
+
+import structlog
+
+from gateway.codec.wrapper import WrapperPdu
+from gateway.log import debug_enabled
+from gateway.media.channel import (
+    Association,
+    ChannelDown,
+    ChannelError,
+    ChannelEvent,
+    ChannelListener,
+    DownReason,
+    IpMeter,
+    IpTransport,
+    MeterChannel,
+    MeterMedium,
+    PushListener,
+    UnsolicitedPush,
+)
+from gateway.media.ipsocket import MeshBinding, bound_socket
+from gateway.media.mesh_core import Deliver, MeshAction, MeshNetwork, MeshSettings, Transmit
+from gateway.media.mesh_tcp import TcpWrapperLinks
+
+__all__ = ["MeshBinding", "MeshChannel", "MeshEndpoint"]
+
+log = structlog.get_logger(__name__)
+
+
+class MeshChannel:
+    """One association's channel on a mesh."""
+
+    def __init__(self, endpoint: MeshEndpoint, association: Association) -> None:
+        self._endpoint = endpoint
+        self._association = association
+
+    @property
+    def association(self) -> Association:
+        return self._association
+
+    def send_apdu(self, apdu: bytes) -> None:
+        self._endpoint.send_apdu(self._association, apdu)
+
+    def close(self) -> None:
+        self._endpoint.close_channel(self._association)
+
+
+class _Protocol(asyncio.DatagramProtocol):
+    def __init__(self, endpoint: MeshEndpoint) -> None:
+        self._endpoint = endpoint
+
+    def datagram_received(self, data: bytes, addr: tuple[str | object, ...]) -> None:
+        self._endpoint.datagram_received(data, addr)
+
+    def error_received(self, exc: Exception) -> None:
+        log.debug("mesh.socket_error", error=str(exc))
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._endpoint.connection_lost(exc)
+
+
+class MeshEndpoint:
+    """The `MeterMedium` of one IPv6 meter network."""
+
+    def __init__(self, *, name: str, settings: MeshSettings | None = None) -> None:
+        self._name = name
+        self.network = MeshNetwork(settings)
+        self._listeners: dict[Association, ChannelListener] = {}
+        self._unsolicited: PushListener | None = None
+        self._transport: asyncio.DatagramTransport | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at: float | None = None
+        self._tcp: TcpWrapperLinks | None = None
+        self._log = log.bind(mesh=name)
+
+    @property
+    def name(self) -> str:
+        return self._name
+
+    @property
+    def local_address(self) -> tuple[str, int]:
+        """The bound (host, port): meters push here."""
+        if self._transport is None:
+            raise ChannelError(f"mesh {self._name} is not started")
+        host, port = self._transport.get_extra_info("sockname")[:2]
+        return host, port
+
+    async def start(self, binding: MeshBinding | None = None, *, sock: socket.socket | None = None) -> None:
+        """Bind the socket (or take `sock`, e.g. one made inside a network namespace). Raises OSError."""
+        self._loop = asyncio.get_running_loop()
+        binding = binding or MeshBinding()
+        sock = sock if sock is not None else bound_socket(binding)
+        settings = self.network.settings
+        self._tcp = TcpWrapperLinks(
+            binding=MeshBinding(host=str(sock.getsockname()[0]), interface=binding.interface),
+            connect_timeout_s=settings.response_timeout_s, max_apdu=settings.max_apdu,
+            on_connected=lambda association: self._run(self.network.connected(association, now=self._now())),
+            on_pdu=self._pdu_received,
+            on_failed=lambda association, reason: self._run(self.network.fail(association, reason, now=self._now())),
+        )
+        transport, _ = await self._loop.create_datagram_endpoint(lambda: _Protocol(self), sock=sock)
+        self._transport = transport
+        self._log.info("mesh.started", local=str(sock.getsockname()[:2]))
+
+    def stop(self) -> None:
+        """Close the socket; every open channel goes down with MEDIUM_LOST."""
+        if self._transport is not None:
+            self._transport.close()
+
+    def usable(self) -> bool:
+        return self._transport is not None and not self._transport.is_closing()
+
+    def on_unsolicited(self, listener: PushListener) -> None:
+        self._unsolicited = listener
+
+    def open(self, association: Association, listener: ChannelListener) -> MeshChannel:
+        if not self.usable():
+            raise ChannelError(f"mesh {self._name} is not usable")
+        self.network.open(association, now=self._now())
+        self._listeners[association] = listener
+        if self._tcp is not None and _is_tcp(association):
+            self._tcp.connect(association)
+        return MeshChannel(self, association)
+
+    def send_apdu(self, association: Association, apdu: bytes) -> None:
+        """Queue an APDU on an open channel. Raises ChannelError."""
+        if association not in self._listeners:
+            raise ChannelError(f"channel {association} is closed")
+        self._run(self.network.send_apdu(association, apdu, now=self._now()), deferred=True)
+
+    def close_channel(self, association: Association) -> None:
+        """Close a channel; no event follows."""
+        if self._listeners.pop(association, None) is not None:
+            self._close_tcp(association)
+            self._run(self.network.close(association, now=self._now()), deferred=True)
+
+    def datagram_received(self, data: bytes, addr: tuple[str | object, ...]) -> None:
+        try:
+            source = IpMeter(ipaddress.IPv6Address(str(addr[0])), int(str(addr[1])))
+        except ValueError:  # an IPv4 peer on a dual-stack socket: not a mesh meter
+            self.network.counters.malformed += 1
+            return
+        if debug_enabled():
+            self._log.debug("mesh.rx", meter=str(source), datagram=data.hex(" "))
+        self._run(self.network.receive(data, source=source, now=self._now()))
+
+    def _pdu_received(self, association: Association, pdu: WrapperPdu) -> None:
+        self._run(self.network.receive_pdu(association, pdu, now=self._now()))
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._transport = None
+        self._cancel_timer()
+        if self._tcp is not None:
+            self._tcp.close_all()
+        listeners, self._listeners = self._listeners, {}
+        for association, listener in listeners.items():
+            self.network.close(association, now=self._now())
+            listener(ChannelDown(DownReason.MEDIUM_LOST))
+        self._log.info("mesh.stopped", error=str(exc) if exc else None)
+
+    def _close_tcp(self, association: Association) -> None:
+        if self._tcp is not None and _is_tcp(association):
+            self._tcp.close(association)
+
+    def _now(self) -> float:
+        assert self._loop is not None
+        return self._loop.time()
+
+    def _run(self, actions: list[MeshAction], *, deferred: bool = False) -> None:
+        """Carry out actions; events for a caller inside open/send/close wait for the next loop turn."""
+        for action in actions:
+            if isinstance(action, Transmit):
+                if debug_enabled():
+                    self._log.debug("mesh.tx", meter=str(action.meter), pdu=action.data.hex(" "))
+                if action.meter.transport is IpTransport.TCP:
+                    if self._tcp is not None:
+                        self._tcp.write(action.association, action.data)
+                elif self._transport is not None:
+                    self._transport.sendto(action.data, (str(action.meter.host), action.meter.port))
+            elif isinstance(action, Deliver):
+                self._deliver(action.association, action.event, deferred=deferred)
+            elif self._unsolicited is not None:
+                self._hand_push(action, deferred=deferred)
+        self._arm_timer()
+
+    def _deliver(self, association: Association, event: ChannelEvent, *, deferred: bool) -> None:
+        listener = self._listeners.get(association)
+        if listener is None:
+            return
+        if isinstance(event, ChannelDown):
+            del self._listeners[association]
+            self._close_tcp(association)  # a timed-out TCP channel's late answer has nowhere to arrive
+            self._log.info("mesh.channel_down", meter=str(association.meter), reason=event.reason.value)
+        if deferred:
+            assert self._loop is not None
+            self._loop.call_soon(listener, event)
+        else:
+            listener(event)
+
+    def _hand_push(self, push: UnsolicitedPush, *, deferred: bool) -> None:
+        assert self._unsolicited is not None
+        if deferred:
+            assert self._loop is not None
+            self._loop.call_soon(self._unsolicited, push)
+        else:
+            self._unsolicited(push)
+
+    def _arm_timer(self) -> None:
+        deadline = self.network.deadline
+        if deadline == self._timer_at:
+            return
+        self._cancel_timer()
+        if deadline is not None and self._loop is not None:
+            self._timer = self._loop.call_at(deadline, self._expired)
+            self._timer_at = deadline
+
+    def _cancel_timer(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer, self._timer_at = None, None
+
+    def _expired(self) -> None:
+        self._timer, self._timer_at = None, None
+        self._run(self.network.expire(now=self._now()))
+
+
+def _is_tcp(association: Association) -> bool:
+    return isinstance(association.meter, IpMeter) and association.meter.transport is IpTransport.TCP
+
+
+
+if TYPE_CHECKING:  # mypy proves the endpoint and its channels implement the relay core's interface
+
+    def _conforms(endpoint: MeshEndpoint, channel: MeshChannel) -> tuple[MeterMedium, MeterChannel]:
+        return endpoint, channel
