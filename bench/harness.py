@@ -63,15 +63,16 @@ def cpu_seconds(pid: int) -> float:
 
 
 @contextmanager
-def gateway_process(device: str, meters: int, port: int) -> Iterator[int]:
+def gateway_process(device: str, meters: int, port: int, *, link_options: str = "",
+                    extra: str = "") -> Iterator[int]:
     """The gateway daemon in its own process, relaying to ``meters`` meters on ``device``."""
     with tempfile.TemporaryDirectory() as tmp:
         config = Path(tmp) / "gateway.toml"
         paths = (f'[paths]\nstate_directory = "{tmp}/state"\nruntime_directory = "{tmp}/run"\n'
                  f'keys_file = "{tmp}/keys.toml"\n'  # a fresh registry per run, nothing under /var
                  "[registry]\nidentify = false\n")  # no identity reads competing with the measured HES
-        lines = [f'[wan]\nlisten = ["127.0.0.1"]\nport = {port}\n', "[log]\nlevel = \"warning\"\n", paths,
-                 f'[[links]]\nname = "bus0"\ndevice = "{device}"\nbaudrate = 115200\n']
+        lines = [f'[wan]\nlisten = ["127.0.0.1"]\nport = {port}\n', "[log]\nlevel = \"warning\"\n", paths, extra,
+                 f'[[links]]\nname = "bus0"\ndevice = "{device}"\nbaudrate = 115200\n{link_options}']
         lines += [f'[[meters]]\nsap = {17 + i}\nlink = "bus0"\nphysical_address = {17 + i}\n' for i in range(meters)]
         config.write_text("\n".join(lines))
         proc = subprocess.Popen([sys.executable, "-m", "gateway.cli.main", "run", "--config", str(config)],

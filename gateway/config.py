@@ -56,6 +56,7 @@ class LinkConfig:
     inactivity_timeout_s: float = 120.0  # IEC 62056-46, HDLC setup IC 23 default
     reopen_interval_s: float = 1.0  # a lost device is tried again this often (udev "add" reopens at once)
     network_id: int = -1  # the gateway protocol's network id (E6/E7); -1: 1 + its place among [[links]]
+    broadcast_share: float = 0.5  # at most this share of the line for broadcasts while relay exchanges wait
 
 
 @dataclass(frozen=True, slots=True)
@@ -210,6 +211,8 @@ def _check(config: GatewayConfig, problems: Problems) -> None:
         elif network in seen_networks:
             fail("links", index, "network_id", f"network {network} is already link {seen_networks[network]!r}'s")
         seen_networks.setdefault(network, link.name)
+        if not 0.05 <= link.broadcast_share <= 1.0:
+            fail("links", index, "broadcast_share", "must be 0.05..1.0")
     for index, push in enumerate(config.push):
         if push.form not in ("sap", "gateway"):
             fail("push", index, "form", "must be \"sap\" or \"gateway\"")

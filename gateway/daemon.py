@@ -24,8 +24,9 @@ from gateway.codec.gateway import hdlc_address_bytes, hdlc_address_from
 from gateway.codec.hdlc import meter_address_problem
 from gateway.config import ConfigError, GatewayConfig, LinkConfig, load_config, network_ids
 from gateway.control.commands import Commands
-from gateway.control.discovery import identify_worker, scan_schedule
+from gateway.control.discovery import identify, identify_worker, scan_schedule
 from gateway.control.server import ControlServer
+from gateway.core.broadcast import BroadcastRelay
 from gateway.core.channel import UnsolicitedPush
 from gateway.core.gateway_protocol import GatewayProtocol, GatewayRefusal
 from gateway.core.management import ManagementDevice
@@ -39,6 +40,7 @@ from gateway.link.hotplug import HotplugMonitor, matching
 from gateway.link.line import MeterLine, Opener
 from gateway.link.medium import SerialMedium
 from gateway.link.serial_port import LineOpenError, open_serial
+from gateway.link.traffic import attribute_bad_frames
 from gateway.log import configure
 from gateway.loglimit import LogLimiter
 from gateway.poller.service import build_poller
@@ -115,7 +117,10 @@ class Gateway:
             enabled=config.relay.gateway_any_address, per_hour=config.registry.push_registrations_per_hour,
             burst=config.registry.push_registration_burst, max_pending=config.registry.push_registration_max_pending,
         ), now=time.monotonic())
-        self.gateway_protocol = GatewayProtocol(router=self.router, lookup=self.gateway_route)
+        self.broadcasts = BroadcastRelay(networks={network: self.lines[name]
+                                                   for network, name in self.networks.items()})
+        self.gateway_protocol = GatewayProtocol(router=self.router, lookup=self.gateway_route,
+                                                broadcasts=self.broadcasts)
         self.wan = WanServer(config=config.wan, sink=self.gateway_protocol, tap=self.tap)
         self.pushes = PushStore(self.state_directory / "pushes.db", max_bytes=config.push_queue.max_bytes,
                                 max_age_s=config.push_queue.max_age_days * 86400.0)
@@ -136,7 +141,8 @@ class Gateway:
         for medium in self.media.values():
             medium.on_unsolicited(self._unsolicited)
         self.dial_outs = [DialOut(config=dial, server=self.wan) for dial in config.dial_out]
-        self.poller = build_poller(self)  # legacy polling mode; None when off
+        self.identity_reads: dict[int, asyncio.Task[Meter]] = {}  # SAP -> the identity read under way
+        self.poller = build_poller(self, identify=functools.partial(identify, self, background=True))
         self.identify_queue: asyncio.Queue[int] = asyncio.Queue()
         self._reopen = {name: asyncio.Event() for name in self.lines}
         self.hotplug_monitor = HotplugMonitor(handler=self.hotplug)
@@ -214,7 +220,7 @@ class Gateway:
         return self._line_networks[meter.link], hdlc_address_bytes(meter.physical_address)
 
     def meter_seen(self, sap: int) -> None:
-        self.registry.seen(sap, frames=1)
+        self.registry.seen(sap)  # an APDU, not a frame: frames come from the data links' own counters
         meter = self.registry.get(sap)
         if meter is not None and meter.state is not MeterState.ONLINE:
             self.registry.set_state(sap, MeterState.ONLINE)
@@ -344,7 +350,7 @@ class Gateway:
         if not await self._drain_sessions(SHUTDOWN_DISC_S):
             log.warning("gateway.sessions_not_released", sessions=len(self.router.sessions))
         self.hotplug_monitor.stop()
-        for task in self._scans:
+        for task in [*self._scans, *self.identity_reads.values()]:
             task.cancel()
         for task in self._tasks:
             task.cancel()
@@ -434,6 +440,8 @@ class Gateway:
     async def _flush_loop(self) -> None:
         while True:
             await asyncio.sleep(self.config.registry.flush_interval_s)
+            for line in self.lines.values():
+                attribute_bad_frames(self.registry, line_name=line.name, decoder=line.decoder)
             self.registry.flush()
 
 

@@ -56,7 +56,7 @@ class SerialChannel:
         first = self.port.read(1)
         if not first:
             raise TimeoutError("no answer on the serial line")
-        return first + self.port.read(self.port.in_waiting)
+        return bytes(first + self.port.read(self.port.in_waiting))
 
     def close(self) -> None:
         self.port.close()

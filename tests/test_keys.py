@@ -51,7 +51,7 @@ def test_bad_content_names_the_key_never_the_value(tmp_path: Path, text: str, me
     os.chmod(path, 0o600)
     with pytest.raises(KeyFileError, match=message) as caught:
         load_keys(path)
-    assert "zz" not in str(caught.value)
+    assert "zz" not in str(caught.value).replace(str(path), "")  # the path is the test's own (random) folder
 
 
 def test_a_missing_file_says_so(tmp_path: Path) -> None:

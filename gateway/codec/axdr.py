@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import datetime
 import struct
+from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import IntEnum
 
@@ -189,6 +190,24 @@ class BitString(bytes):
 
     def __repr__(self) -> str:
         return f"BitString({bytes(self)!r}, bit_count={self.bit_count})"
+
+
+def bit_string_of(flags: Sequence[bool]) -> Data:
+    """A bit-string whose bit n is flags[n]; bit 0 is the most significant bit of the first octet."""
+    octets = bytearray((len(flags) + 7) // 8)
+    for index, flag in enumerate(flags):
+        if flag:
+            octets[index // 8] |= 0x80 >> (index % 8)
+    return Data.bit_string(bytes(octets), bit_count=len(flags))
+
+
+def flags_of(value: Data) -> list[bool]:
+    """The bits of a bit-string, bit 0 first; AxdrError for another type."""
+    if value.type is not DataType.BIT_STRING or not isinstance(value.value, bytes):
+        raise AxdrError(f"{value.type.name} is not a bit-string")
+    raw = value.value
+    count = raw.bit_count if isinstance(raw, BitString) else 8 * len(raw)
+    return [bool(raw[index // 8] & (0x80 >> (index % 8))) for index in range(count)]
 
 
 MAX_DEPTH = 16  # our bound: COSEM values nest a few levels (profile rows); deeper input is hostile

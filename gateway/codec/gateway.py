@@ -19,6 +19,7 @@ from gateway.codec.errors import LocalProtocolError, RemoteProtocolError
 GATEWAY_WPORT = 1  # the gateway's own logical device: gateway-requests go there, pushes in gateway form come from it
 GATEWAY_REQUEST = 0xE6
 GATEWAY_RESPONSE = 0xE7
+ALL_STATION_ADDRESS = b"\x3f\xff"  # every meter on the network: the HDLC all-station physical address 0x3FFF
 MAX_ADDRESS_LENGTH = 64  # longest address form we document: a 16-byte IPv6 address or a system title, with room
 
 

@@ -4,6 +4,8 @@
     SC 0x30 authenticated+encrypted: AAD = SC | AK                   ciphertext, tag
     SC 0x10 authenticated only:      AAD = SC | AK | plaintext       plaintext, tag
     SC 0x20 encrypted only:          no AAD, no tag                  ciphertext
+    SC bit 6 (0x40, key set):        the global broadcast key (GBEK) replaces the unicast key;
+                                     the AAD keeps the one authentication key (AK)
     HLS-GMAC f(challenge) = 0x10 | IC | GMAC(AAD = 0x10 | AK | challenge)
     glo-/ded- APDU  = tag | A-XDR length | protected
     general-glo/ded = DB/DC | length | system title | length | protected

@@ -19,6 +19,7 @@ from gateway.codec.errors import LocalProtocolError, RemoteProtocolError
 
 WRAPPER_VERSION = 1  # IEC 62056-4-7, 5.3: version is fixed at 0x0001
 WRAPPER_PORT = 4059  # IANA "dlms/cosem"
+ALL_STATION_WPORT = 0x7F  # Green Book, reserved wPorts: all-station (broadcast) on the server side
 HEADER = struct.Struct(">HHHH")  # version, source wPort, destination wPort, length
 MAX_APDU = 0xFFFF  # the length field is 16 bits
 

@@ -25,6 +25,21 @@ GET_REQUEST, SET_REQUEST, ACTION_REQUEST = 0xC0, 0xC1, 0xC3  # Green Book 9.5, x
 GET_RESPONSE, SET_RESPONSE, ACTION_RESPONSE = 0xC4, 0xC5, 0xC7
 EXCEPTION_RESPONSE, CONFIRMED_SERVICE_ERROR, DATA_NOTIFICATION = 0xD8, 0x0E, 0x0F
 INVOCATION_COUNTER_ERROR = 6  # Green Book 9.5, EXCEPTION-Response service-error choice with an Unsigned32
+# Green Book 9.5 Invoke-Id-And-Priority: bits 0-3 invoke id, bit 6 service class (1 confirmed,
+# 0 unconfirmed: no response), bit 7 priority (1 high).
+INVOKE_ID_MASK, SERVICE_CLASS_CONFIRMED, PRIORITY_HIGH = 0x0F, 0x40, 0x80
+
+
+def invoke_id_and_priority(invoke_id: int, *, confirmed: bool, high_priority: bool = True) -> int:
+    """The Invoke-Id-And-Priority octet."""
+    if not 0 <= invoke_id <= INVOKE_ID_MASK:
+        raise LocalProtocolError(f"invoke id {invoke_id} is not 0..15")
+    return invoke_id | (SERVICE_CLASS_CONFIRMED if confirmed else 0) | (PRIORITY_HIGH if high_priority else 0)
+
+
+def is_confirmed(invoke_id_and_priority: int) -> bool:
+    """Whether the request expects a response (service class bit)."""
+    return bool(invoke_id_and_priority & SERVICE_CLASS_CONFIRMED)
 
 
 _Enum = TypeVar("_Enum", bound=IntEnum)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -46,7 +47,28 @@ class ScanResult:
 
 
 async def identify(gateway: Gateway, sap: int, *, background: bool = False) -> Meter:
-    """Read a registered meter's logical device name and record it (a moved meter keeps its SAP)."""
+    """Read a registered meter's logical device name and record it (a moved meter keeps its SAP).
+
+    One read per meter at a time: a caller that finds one under way (the poller and the identify
+    worker at start) waits for its answer instead of opening a second public association. A
+    caller that is cancelled (an interrupted ping) leaves the read to the others.
+    """
+    reading = gateway.identity_reads.get(sap)
+    if reading is None:
+        reading = asyncio.create_task(_identify(gateway, sap, background=background), name=f"identify-{sap}")
+        gateway.identity_reads[sap] = reading
+        reading.add_done_callback(functools.partial(_read_done, gateway.identity_reads, sap))
+    return await asyncio.shield(reading)
+
+
+def _read_done(reads: dict[int, asyncio.Task[Meter]], sap: int, reading: asyncio.Task[Meter]) -> None:
+    if reads.get(sap) is reading:
+        del reads[sap]
+    if not reading.cancelled():
+        reading.exception()  # retrieved: each waiter got it already, or none is left to care
+
+
+async def _identify(gateway: Gateway, sap: int, *, background: bool) -> Meter:
     meter = gateway.registry.get(sap)
     if meter is None:
         raise RegistryError(f"no meter with SAP {sap}")

@@ -28,8 +28,9 @@ RELEASE_WAIT_S = 5.0  # for the goodbye's answer; the medium's own retries end s
 class ChannelClientError(Exception):
     """The meter did not answer, refused, or the medium could not carry the exchange."""
 
-    def __init__(self, reason: DownReason, detail: str = "") -> None:
-        super().__init__(f"{reason.value}: {detail}" if detail else reason.value)
+    def __init__(self, reason: DownReason, detail: str = "", *, answered: bool = True) -> None:
+        text = f"{reason.value}: {detail}" if detail else reason.value
+        super().__init__(text if answered else f"no data link: {text}")  # never answered: it never came up
         self.reason = reason
 
 
@@ -45,6 +46,7 @@ class ChannelClient:
         self._probe = probe
         self._background = background
         self._channel: MeterChannel | None = None
+        self._answered = False  # the meter answered once: the data link came up
 
     async def __aenter__(self) -> ChannelClient:
         if not self.medium.usable():
@@ -71,8 +73,9 @@ class ChannelClient:
             event = await self._next()
             if isinstance(event, ChannelDown):
                 self._channel = None
-                raise ChannelClientError(event.reason, event.detail)
+                raise ChannelClientError(event.reason, event.detail, answered=self._answered)
             if isinstance(event, ApduReceived):
+                self._answered = True
                 return event.apdu
             # a push on our association answers nothing: push intake is not ours to do here
 
@@ -88,7 +91,7 @@ class ChannelClient:
             async with asyncio.timeout(self._timeout_s):
                 return await self._events.get()
         except TimeoutError:
-            raise ChannelClientError(DownReason.TIMEOUT, "no answer in time") from None
+            raise ChannelClientError(DownReason.TIMEOUT, "no answer in time", answered=self._answered) from None
 
     async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                         tb: TracebackType | None) -> None:

@@ -15,6 +15,7 @@ An unknown network or meter, or a malformed prefix, gets a DLMS refusal, never s
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
@@ -24,7 +25,8 @@ import structlog
 
 from gateway.codec import apdu as apdus
 from gateway.codec import gateway as gateway_pdu
-from gateway.codec.wrapper import WrapperPdu
+from gateway.codec.wrapper import ALL_STATION_WPORT, WrapperPdu
+from gateway.core.broadcast import BroadcastRelay
 from gateway.core.rejections import aare_rejected
 from gateway.core.session import HesPeer
 from gateway.loglimit import LogLimiter
@@ -92,9 +94,11 @@ def _refusal(apdu: bytes) -> bytes:
 class GatewayProtocol:
     """Gateway-requests to meter SAPs, everything else straight to the router."""
 
-    def __init__(self, *, router: PduSink, lookup: GatewayLookup, log_limit: LogLimiter | None = None) -> None:
+    def __init__(self, *, router: PduSink, lookup: GatewayLookup, broadcasts: BroadcastRelay | None = None,
+                 log_limit: LogLimiter | None = None) -> None:
         self._router = router
         self._lookup = lookup
+        self._broadcasts = broadcasts
         self._peers: dict[HesPeer, dict[tuple[int, bytes, int], GatewayPeer]] = {}
         self._log_limit = log_limit or LogLimiter()
         self.requests = 0
@@ -102,6 +106,10 @@ class GatewayProtocol:
 
     def pdu_from_hes(self, owner: HesPeer, pdu: WrapperPdu) -> None:
         if not gateway_pdu.is_gateway_request(pdu.apdu):
+            if pdu.destination == ALL_STATION_WPORT and self._broadcasts is not None:
+                self._broadcasts.send(network_ids=self._broadcasts.all_networks(), client_sap=pdu.source,
+                                      apdu=pdu.apdu, answer=functools.partial(self._answer, owner, pdu))
+                return
             self._router.pdu_from_hes(owner, pdu)
             return
         self.requests += 1
@@ -109,6 +117,9 @@ class GatewayProtocol:
             request = gateway_pdu.decode(pdu.apdu)
         except gateway_pdu.GatewayPduError as exc:  # no prefix to answer in: a plain refusal
             self._refuse(owner, pdu, reason=str(exc), answer=_refusal(b""))
+            return
+        if request.physical_address == gateway_pdu.ALL_STATION_ADDRESS and self._broadcasts is not None:
+            self._broadcast_on_one(owner, pdu, request, self._broadcasts)
             return
         target = self._lookup(request.network_id, request.physical_address, pdu.destination)
         if isinstance(target, GatewayRefusal):
@@ -121,6 +132,25 @@ class GatewayProtocol:
             self._refuse(owner, pdu, reason=f"more than {MAX_GATEWAY_PEERS} meters addressed at once", answer=answer)
             return
         self._router.pdu_from_hes(peer, WrapperPdu(source=pdu.source, destination=target, apdu=request.apdu))
+
+    def _broadcast_on_one(self, owner: HesPeer, pdu: WrapperPdu, request: gateway_pdu.GatewayPdu,
+                          broadcasts: BroadcastRelay) -> None:
+        """A gateway-request to every meter of one network: the gateway's answer comes in a gateway-response."""
+        if not broadcasts.knows(request.network_id):
+            refusal = gateway_pdu.response_to(request, _refusal(request.apdu))
+            self._refuse(owner, pdu, reason=GatewayRefusal.UNKNOWN_NETWORK.value, answer=refusal,
+                         network_id=request.network_id)
+            return
+
+        def in_gateway_response(apdu: bytes) -> None:
+            self._answer(owner, pdu, gateway_pdu.response_to(request, apdu))
+
+        broadcasts.send(network_ids=[request.network_id], client_sap=pdu.source, apdu=request.apdu,
+                        answer=in_gateway_response)
+
+    @staticmethod
+    def _answer(owner: HesPeer, pdu: WrapperPdu, apdu: bytes) -> None:
+        owner.send(WrapperPdu(source=pdu.destination, destination=pdu.source, apdu=apdu))
 
     def hes_disconnected(self, owner: HesPeer) -> None:
         for peer in self._peers.pop(owner, {}).values():

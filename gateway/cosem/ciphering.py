@@ -16,7 +16,8 @@ from gateway.codec.security import SecurityContext, SecurityError, protect, unpr
 SUITE_MASK = 0x0F  # Green Book 9.2.7.2.2: security suite id in the low nibble of the security control
 AUTHENTICATION = 0x10
 ENCRYPTION = 0x20
-# Green Book 9.2.7.2.2: bits 6 (broadcast key) and 7 (compression) we do not support.
+# Green Book 9.2.7.2.2: bit 7 (compression) we do not support; bit 6 (broadcast key) belongs to
+# broadcasts only (gateway.cosem.broadcast), never to an association.
 _UNSUPPORTED_BITS = 0xC0
 MAX_INVOCATION_COUNTER = 0xFFFF_FFFF  # Green Book 9.2.7.2.4: the invocation counter is 4 octets
 _GLO_REQUEST_TO_RESPONSE = {0xC8: 0xCC, 0xC9: 0xCD, 0xCB: 0xCF}  # glo-get/set/action request -> response

@@ -42,6 +42,7 @@ from gateway.cosem.association import (
     ServerCounters,
     initiate_response,
 )
+from gateway.cosem.broadcast import BroadcastPolicy, BroadcastReceiver, BroadcastRejection
 from gateway.cosem.ciphering import GLO_PLAIN_TAG, CipherRejectedError, CipherRejection, CipherState, glo_response_tag
 from gateway.cosem.objects import AssociationStatus, CosemObject
 
@@ -85,6 +86,7 @@ class LogicalDevice:
         server_sap: int = 1,
         invocation_counter: int = 0,
         challenge: Callable[[int], bytes] = secrets.token_bytes,
+        broadcast: BroadcastPolicy | None = None,
     ) -> None:
         self.name = bytes(name)
         self.objects = tuple(objects)
@@ -104,6 +106,9 @@ class LogicalDevice:
         )
         self._associations: dict[int, Association] = {}
         self._long_gets: dict[int, _LongGet] = {}
+        self.broadcasts: BroadcastReceiver | None = None
+        if broadcast is not None:
+            self.broadcasts = BroadcastReceiver(policy=broadcast, objects=self.objects, server_sap=server_sap)
 
     @property
     def invocation_counter(self) -> int:
@@ -123,6 +128,12 @@ class LogicalDevice:
             return self._handle(client_sap, apdu)
         except (RemoteProtocolError, LocalProtocolError):
             return self._exception(SERVICE_NOT_ALLOWED, OTHER_REASON)
+
+    def handle_broadcast(self, *, client_sap: int, apdu: bytes) -> BroadcastRejection | None:
+        """One broadcast APDU in, never an answer: None when it ran, else why it was dropped."""
+        if self.broadcasts is None:
+            return BroadcastRejection.CLIENT
+        return self.broadcasts.receive(client_sap=client_sap, apdu=apdu)
 
     def release(self, *, client_sap: int) -> None:
         """The link under the association went down: the association ends."""

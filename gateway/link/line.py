@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
@@ -28,6 +29,7 @@ from gateway.codec.hdlc import (
     LinkDown,
     LinkDownReason,
     LinkEvent,
+    encode_broadcast,
 )
 from gateway.codec.hdlc.frame import split_frames
 from gateway.config import LinkConfig
@@ -50,6 +52,18 @@ def _key(*, client_sap: int, upper: int, lower: int | None) -> _Key:
     return (client_sap, upper, lower)
 
 
+MAX_BROADCASTS_QUEUED = 64  # broadcast frames waiting for the medium; beyond this the HES is refused
+BITS_PER_OCTET = 10  # 8N1 on the serial side: a frame's airtime is its octets x 10 / bit rate
+_BROADCASTING: _Key = (-1, -1, None)  # who "holds" the medium while a broadcast frame is on the wire
+BroadcastDone = Callable[[float | None], None]  # the frame's airtime once it has left, or None: never sent
+
+
+@dataclass(slots=True)
+class _Broadcast:
+    frame: bytes
+    done: BroadcastDone
+
+
 @dataclass(slots=True)
 class LineCounters:
     frames_sent: int = 0
@@ -60,6 +74,8 @@ class LineCounters:
     exchanges: int = 0
     timeouts: int = 0
     busy_s: float = 0.0  # time some link held the medium (from its poll to the final frame or a timeout)
+    broadcasts: int = 0  # UI frames to all stations sent
+    broadcast_airtime_s: float = 0.0
 
 
 class _LineProtocol(asyncio.Protocol):
@@ -98,6 +114,10 @@ class MeterLine:
         self._background: list[_Key] = []  # legacy polling links, served when the relay is idle
         self._next = 0
         self._held_by: _Key | None = None
+        self._broadcasts: deque[_Broadcast] = deque()
+        self._relay_turns_owed = 0  # relay exchanges served before the next broadcast frame, when they wait
+        share = min(max(config.broadcast_share, 0.05), 1.0)
+        self._relay_turns_per_broadcast = round((1.0 - share) / share)
         self._held_since = 0.0
         self._opened_at: float | None = None
         self._timers: dict[_Key, asyncio.TimerHandle] = {}  # response timeouts and busy back-offs
@@ -225,9 +245,48 @@ class MeterLine:
     def has_link(self, *, client_sap: int, upper: int, lower: int | None) -> bool:
         return _key(client_sap=client_sap, upper=upper, lower=lower) in self._links
 
+    def broadcast(self, *, client_sap: int, apdu: bytes, done: BroadcastDone) -> bool:
+        """Queue one APDU for every meter on the line (a UI frame to all stations); False when it cannot be.
+
+        Nobody answers a broadcast: ``done`` is told the frame's airtime once it has left the line.
+        Raises LocalProtocolError when the APDU does not fit one frame.
+        """
+        if self._transport is None or len(self._broadcasts) >= MAX_BROADCASTS_QUEUED:
+            return False
+        self._broadcasts.append(_Broadcast(encode_broadcast(client_sap=client_sap, apdu=apdu), done))
+        self.wake()
+        return True
+
+    def _relay_waits(self) -> bool:
+        return any(self._links[key][0].wants_medium for key in self._order)
+
+    def _send_broadcast(self) -> None:
+        """One broadcast frame on the wire: the medium is held for its airtime (no poll, no answer)."""
+        assert self._transport is not None
+        broadcast = self._broadcasts.popleft()
+        self._transport.write(broadcast.frame)
+        airtime = len(broadcast.frame) * BITS_PER_OCTET / self.config.baudrate
+        self.counters.broadcasts += 1
+        self.counters.broadcast_airtime_s += airtime
+        if self.tap is not None and self.tap.active:
+            self.tap.hdlc(line=self.name, direction=Direction.OUTBOUND, data=broadcast.frame, upper=0x3FFF,
+                          lower=0x3FFF)
+        self._holder = _BROADCASTING
+        self._relay_turns_owed = self._relay_turns_per_broadcast
+        asyncio.get_running_loop().call_later(airtime, self._broadcast_left, broadcast, airtime)
+
+    def _broadcast_left(self, broadcast: _Broadcast, airtime: float) -> None:
+        if self._holder == _BROADCASTING:
+            self._holder = None
+        broadcast.done(airtime)
+        self.wake()
+
     def wake(self) -> None:
         """A link may want the medium: grant it if the line is idle."""
         if self._holder is not None or self._transport is None:
+            return
+        if self._broadcasts and (self._relay_turns_owed <= 0 or not self._relay_waits()):
+            self._send_broadcast()  # relay exchanges still get their share between broadcast frames
             return
         count = len(self._order)
         for step in range(count):
@@ -236,6 +295,7 @@ class MeterLine:
             link, _ = self._links[key]
             if link.wants_medium:
                 self._next = (index + 1) % count
+                self._relay_turns_owed -= 1
                 self._grant(key, link)
                 return
         for key in self._background:  # idle medium: background work may use it
@@ -364,6 +424,8 @@ class MeterLine:
 
     def _fail_all(self, reason: LinkDownReason) -> None:
         self._holder = None
+        while self._broadcasts:  # never sent: their HES is told
+            self._broadcasts.popleft().done(None)
         for key in list(self._timers):
             self._cancel_timer(key)
         for _, listener in list(self._links.values()):

@@ -3,6 +3,7 @@
 Request: {"command": "readings", "meter": SAP or name (optional), "since": UTC seconds (optional),
 "after_id": the last id of the previous page (default 0), "limit": page size (default 1000)}.
 Answer: {"total": readings matching, "rows": [...], "last_id": id of the last row or null}.
+A meter the gateway never knew (not registered, not removed, no readings stored) is an error.
 """
 
 from __future__ import annotations
@@ -11,6 +12,8 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from gateway.control.server import CommandError, Handler, Progress, sap_or_name
+from gateway.poller.store import ReadingsStore
+from gateway.registry.store import MeterState
 
 if TYPE_CHECKING:
     from gateway.daemon import Gateway
@@ -37,9 +40,20 @@ def readings_handlers(gateway: Gateway) -> dict[str, Handler]:
                 or not 0 <= after_id < 2**63:
             raise CommandError(f"'after_id' is a number and 'limit' 1..{MAX_PAGE}")
         store = poller.store
+        if meter is not None and not _known(gateway, store, meter_sap=meter_sap, meter_name=meter_name):
+            raise CommandError(f"no meter with SAP {meter_sap}" if meter_sap is not None else
+                               f"no meter named {str(meter_name)[:40]!r} (give a SAP or a logical device name)")
         rows = store.readings(meter_sap=meter_sap, meter_name=meter_name, since=since, after_id=after_id,
                               limit=limit)
         total = store.count(meter_sap=meter_sap, meter_name=meter_name, since=since)
         return {"total": total, "rows": rows, "last_id": rows[-1]["id"] if rows else None}
 
     return {"readings": readings}
+
+
+def _known(gateway: Gateway, store: ReadingsStore, *, meter_sap: int | None, meter_name: str | None) -> bool:
+    """Whether the registry knows the meter (live or removed) or the store holds readings of it."""
+    meters = [*gateway.registry.meters(), *gateway.registry.meters(state=MeterState.REMOVED)]
+    if any(m.sap == meter_sap if meter_sap is not None else m.name_text == meter_name for m in meters):
+        return True
+    return store.count(meter_sap=meter_sap, meter_name=meter_name) > 0

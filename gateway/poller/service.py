@@ -7,6 +7,11 @@ first, so polling only fills idle medium time and a relay exchange waits at most
 polling exchange in flight. A failed attempt is retried after a doubling back-off (off the line
 meanwhile); a meter that fails ``failure_threshold`` polls in a row is marked failing (store,
 status, MQTT) and tried only every ``failing_interval_s`` until it answers again.
+
+A meter is identified (its logical device name, read through the public client like the relay's
+identity read) before its first poll, so every reading is stored, and published, under its name.
+Each poll's data link counts its frames and frames sent again into the registry, with the bad-FCS
+frames the line's decoder saw from each meter, and says the meter was seen when it answered.
 """
 
 from __future__ import annotations
@@ -18,7 +23,7 @@ import heapq
 import itertools
 import sqlite3
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -32,6 +37,7 @@ from gateway.codec.obis import obis, obis_text
 from gateway.link.client import LinkClient, LinkClientError
 from gateway.link.line import MeterLine
 from gateway.link.medium import link_settings
+from gateway.link.traffic import attribute_bad_frames, count_link
 from gateway.poller.client import Credentials, DlmsClient, InvocationCounterRejectedError, PollingError
 from gateway.poller.config import DEFAULT_POLLING_KEYS, PollerConfig, PollGroup
 from gateway.poller.credentials import (
@@ -44,7 +50,7 @@ from gateway.poller.credentials import (
 from gateway.poller.reading import Column, PollResult, ReadPlan, read_meter
 from gateway.poller.store import PollRecord, ReadingsStore
 from gateway.poller.uplink import MqttUplink
-from gateway.registry.store import Meter, MeterRegistry
+from gateway.registry.store import Meter, MeterRegistry, MeterState, RegistryError
 
 if TYPE_CHECKING:
     from gateway.daemon import Gateway
@@ -55,6 +61,8 @@ FAILING_INTERVALS = 4  # a failing meter is tried every four intervals unless co
 RETENTION_INTERVAL_S = 600.0  # how often old readings are dropped
 POLL_TIMEOUT_S = 30.0  # one APDU exchange (the link retries frames below this)
 NO_CREDENTIALS = Credentials(mechanism=Mechanism.NONE)
+
+Identify = Callable[[int], Awaitable[Meter]]  # reads a meter's logical device name, records it, returns the meter
 
 
 @dataclass(slots=True)
@@ -75,7 +83,7 @@ class PollingService:
 
     def __init__(self, *, config: PollerConfig, lines: Mapping[str, MeterLine], registry: MeterRegistry,
                  counters: sqlite3.Connection, store: ReadingsStore, keys: PollingKeys,
-                 uplink: MqttUplink | None, clock: Callable[[], float] = time.time) -> None:
+                 uplink: MqttUplink | None, identify: Identify, clock: Callable[[], float] = time.time) -> None:
         self.config = config
         self.store = store
         self.uplink = uplink
@@ -83,6 +91,7 @@ class PollingService:
         self._registry = registry
         self._counters_db = counters
         self._keys = keys
+        self._identify = identify
         self._clock = clock
         self._counters: dict[str, DurableCounter] = {}
         self._columns: dict[int, dict[bytes, tuple[Column, ...]]] = {}  # capture objects, per meter and profile
@@ -206,7 +215,9 @@ class PollingService:
             if attempt:
                 await asyncio.sleep(group.retry_backoff_s * 2 ** (attempt - 1))
             try:
-                result = await self._poll_once(target, meter)
+                async with self._places.setdefault(meter.link, asyncio.Semaphore(self.config.polls_per_line)):
+                    meter = await self._identified(meter)  # before its first poll: one name, one topic
+                    result = await self._poll_once(target, meter)
             except (PollingError, LinkClientError, RemoteProtocolError, LocalProtocolError) as exc:
                 error = f"{type(exc).__name__}: {exc}"
                 if isinstance(exc, InvocationCounterRejectedError):
@@ -253,26 +264,55 @@ class PollingService:
             self.uplink.wake()
         return failures
 
+    async def _identified(self, meter: Meter) -> Meter:
+        """The meter with its logical device name, read through the public client if not yet known."""
+        if meter.logical_device_name is not None:
+            return meter
+        try:
+            identified = await self._identify(meter.sap)
+        except RegistryError as exc:
+            raise PollingError(f"identity unknown: {exc}") from None
+        self.store.name_meter(meter_sap=meter.sap, meter_name=identified.name_text)  # its held failures go out
+        return identified
+
     async def _poll_once(self, target: _Target, meter: Meter) -> PollResult:
         group = target.group
         credentials = self._credentials(group, meter)
         secured = credentials.ciphered or credentials.mechanism is Mechanism.HLS_GMAC
         counter = self._counter(credentials) if secured else None
         line = self._lines[meter.link]
-        place = self._places.setdefault(meter.link, asyncio.Semaphore(self.config.polls_per_line))
         address = HdlcAddress.server(logical_device=meter.logical_device, physical_address=meter.physical_address)
-        async with place, LinkClient(line, server_address=address, client_sap=group.client_sap,
-                                     settings=link_settings(line.config), timeout_s=POLL_TIMEOUT_S,
-                                     background=True) as link:
-            client = DlmsClient(link, credentials=credentials, counter=counter)
-            await client.associate()
-            cursors = {obis_source: self.store.cursor(meter_sap=meter.sap, source=obis_source)
-                       for obis_source in _sources(target.plan)}
-            columns = self._columns.setdefault(meter.sap, {})
-            result = await read_meter(client, target.plan, cursors=cursors, columns=columns,
-                                      now=dt.datetime.fromtimestamp(self._clock(), dt.UTC))
-            await client.release()
-            return result
+        data_link = LinkClient(line, server_address=address, client_sap=group.client_sap,
+                               settings=link_settings(line.config), timeout_s=POLL_TIMEOUT_S, background=True)
+        try:
+            async with data_link as link:
+                client = DlmsClient(link, credentials=credentials, counter=counter)
+                await client.associate()
+                cursors = {obis_source: self.store.cursor(meter_sap=meter.sap, source=obis_source)
+                           for obis_source in _sources(target.plan)}
+                columns = self._columns.setdefault(meter.sap, {})
+                result = await read_meter(client, target.plan, cursors=cursors, columns=columns,
+                                          now=dt.datetime.fromtimestamp(self._clock(), dt.UTC))
+                await client.release()
+                return result
+        finally:
+            self._note_traffic(meter, line, data_link)
+
+    def _note_traffic(self, meter: Meter, line: MeterLine, data_link: LinkClient) -> None:
+        """The poll's frames, frames sent again and bad FCS go to the registry; an answer means the meter is online."""
+        registry = self._registry
+        count_link(registry, sap=meter.sap, link=data_link.link)
+        attribute_bad_frames(registry, line_name=line.name, decoder=line.decoder)
+        current = registry.get(meter.sap)
+        task = asyncio.current_task()
+        if current is None or (task is not None and task.cancelling()):
+            return  # removed meanwhile, or the daemon is stopping: silence says nothing about the meter
+        if data_link.link.frames_received:
+            registry.seen(meter.sap)
+            if current.state is not MeterState.ONLINE:
+                registry.set_state(meter.sap, MeterState.ONLINE)
+        elif current.state is MeterState.ONLINE:
+            registry.set_state(meter.sap, MeterState.OFFLINE)
 
     def _credentials(self, group: PollGroup, meter: Meter) -> Credentials:
         if not group.credentials:
@@ -302,7 +342,7 @@ def _sources(plan: ReadPlan) -> list[str]:
     return [obis_text(p) for p in plan.profiles]
 
 
-def build_poller(gateway: Gateway) -> PollingService | None:
+def build_poller(gateway: Gateway, *, identify: Identify) -> PollingService | None:
     """The daemon's polling service, or None when polling is off."""
     config = gateway.config.poller
     if not config.enabled:
@@ -319,4 +359,4 @@ def build_poller(gateway: Gateway) -> PollingService | None:
         client_id = config.mqtt.client_id or gateway.config.management.name
         uplink = MqttUplink(config.mqtt, client_id=client_id, store=store)
     return PollingService(config=config, lines=gateway.lines, registry=gateway.registry,
-                          counters=gateway.database, store=store, keys=keys, uplink=uplink)
+                          counters=gateway.database, store=store, keys=keys, uplink=uplink, identify=identify)

@@ -189,6 +189,19 @@ class ReadingsStore:
                                        (poll.meter_sap,)).fetchone()
         return int(failures)
 
+    def name_meter(self, *, meter_sap: int, meter_name: str) -> None:
+        """Give a meter's polls stored before its identity was known (failures only) its name."""
+        db = self._db
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            for table in ("polls", "readings"):
+                db.execute(f"UPDATE {table} SET meter_name = ? WHERE meter_sap = ? AND meter_name IS NULL",
+                           (meter_name, meter_sap))
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+
     def mark_published(self, poll_ids: Iterable[int]) -> None:
         ids = [(poll_id,) for poll_id in poll_ids]
         if ids:
@@ -229,12 +242,13 @@ class ReadingsStore:
         return None if row is None else MeterHealth(*row)
 
     def unpublished(self, *, limit: int, exclude: Sequence[int] = ()) -> list[dict[str, Any]]:
-        """The oldest polls not yet acknowledged by the broker, with their readings."""
+        """The oldest polls not yet acknowledged by the broker, with their readings; held ones (no name) wait."""
         skip = set(exclude)
         polls = []
         for row in self._db.execute(
             "SELECT id, meter_sap, meter_name, group_name, started_at, finished_at, outcome, error, attempts,"
-            " consecutive_failures FROM polls WHERE published = 0 ORDER BY id LIMIT ?", (limit + len(skip),)
+            " consecutive_failures FROM polls WHERE published = 0 AND meter_name IS NOT NULL ORDER BY id LIMIT ?",
+            (limit + len(skip),)
         ):
             if row[0] in skip:
                 continue
@@ -247,7 +261,14 @@ class ReadingsStore:
         return polls[:limit]
 
     def count_unpublished(self) -> int:
-        (count,) = self._db.execute("SELECT count(*) FROM polls WHERE published = 0").fetchone()
+        """Polls waiting for the broker."""
+        (count,) = self._db.execute("SELECT count(*) FROM polls WHERE published = 0 AND meter_name IS NOT NULL"
+                                    ).fetchone()
+        return int(count)
+
+    def count_held(self) -> int:
+        """Polls (failures) of meters whose identity is not known yet: published once it is."""
+        (count,) = self._db.execute("SELECT count(*) FROM polls WHERE published = 0 AND meter_name IS NULL").fetchone()
         return int(count)
 
     def readings(self, *, meter_sap: int | None = None, meter_name: str | None = None, since: float | None = None,

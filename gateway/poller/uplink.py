@@ -5,7 +5,7 @@ reconnect, resends unacknowledged QoS 1/2 messages after a reconnect). Its netwo
 its own thread; its callbacks are handed to our event loop with call_soon_threadsafe.
 
 Topic layout (``P`` = topic_prefix, ``G`` = client id, by default the gateway's logical device name,
-``M`` = the meter's logical device name, or ``sap-N`` while it is not known):
+``M`` = the meter's logical device name, as text, or in hex when it holds a character MQTT reserves):
 
     P/G/status              "online" (retained); the broker publishes "offline" (retained, the
                             last will) when the gateway goes away, and the gateway does on a clean stop
@@ -19,6 +19,11 @@ Times are UTC seconds. Delivery is at least once: a poll is marked published onl
 acknowledged its message (QoS 1 PUBACK or QoS 2 PUBCOMP); while the broker is away polls pile up in
 the store (bounded by its retention) and go out oldest first when it is back. A consumer drops
 duplicates by (gateway, poll_id).
+
+One topic per meter for life: the key is the meter's logical device name, its own identity, which
+stays when the gateway gives it another SAP or it moves to another line or gateway. The poller
+identifies a meter before its first poll, so only failures of a meter never identified lack a
+name; they are held in the store and go out under the name once it is known.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 from typing import Any
 
 import paho.mqtt.client as mqtt
@@ -41,11 +47,11 @@ MAX_IN_FLIGHT = 20  # messages sent and not yet acknowledged; the rest wait in t
 STOP_FLUSH_S = 2.0  # on a clean stop: time given to the "offline" status to reach the broker
 
 
-def meter_topic_name(*, sap: int, name: str | None) -> str:
-    """A meter's topic level: its name, or sap-N; never a wildcard or a separator."""
+def meter_topic_name(name: str) -> str:
+    """A meter's topic level from its logical device name; never a wildcard or a separator."""
     if name and not any(c in name for c in "/+#\0"):
         return name
-    return f"sap-{sap}"
+    return name.encode().hex().upper()
 
 
 class MqttUplink:
@@ -83,6 +89,7 @@ class MqttUplink:
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
         client.on_publish = self._on_publish
+        client.enable_logger(logging.getLogger("paho.mqtt"))  # through structlog, like every daemon line
         client.connect_async(self.config.host, self.config.port, keepalive=self.config.keepalive_s)
         client.loop_start()
         self._client = client
@@ -111,7 +118,8 @@ class MqttUplink:
     def status(self) -> dict[str, Any]:
         return {"broker": f"{self.config.host}:{self.config.port}", "connected": self.connected,
                 "published": self.published, "in_flight": len(self._in_flight),
-                "buffered": self._store.count_unpublished(), "connections": self.connections}
+                "buffered": self._store.count_unpublished(), "held_until_identified": self._store.count_held(),
+                "connections": self.connections}
 
     # -- paho's thread -> our loop ------------------------------------------------------------
 
@@ -164,7 +172,7 @@ class MqttUplink:
             client = self._client
             assert client is not None
             for poll in batch:
-                topic = (f"{self._base}/meters/{meter_topic_name(sap=poll['meter_sap'], name=poll['meter'])}/"
+                topic = (f"{self._base}/meters/{meter_topic_name(poll['meter'])}/"
                          f"{'failures' if poll['outcome'] == 'failed' else 'readings'}")
                 payload = json.dumps({"gateway": self.client_id, **poll}, separators=(",", ":"))
                 info = client.publish(topic, payload, qos=self.config.qos)

@@ -214,17 +214,26 @@ class MeterRegistry:
     def seen(self, sap: int, *, rtt_ms: float | None = None, frames: int = 0, retries: int = 0,
              crc_errors: int = 0) -> None:
         """Note traffic from a meter (memory only until ``flush``)."""
+        self.count_traffic(sap, rtt_ms=rtt_ms, frames=frames, retries=retries, crc_errors=crc_errors)
         meter = self._live.get(sap)
         if meter is None:
             return
         now = self._clock()
+        first_seen = meter.first_seen if meter.first_seen is not None else now
+        self._live[sap] = replace(meter, last_seen=now, first_seen=first_seen)
+        self._dirty_seen[sap] = now
+
+    def count_traffic(self, sap: int, *, rtt_ms: float | None = None, frames: int = 0, retries: int = 0,
+                      crc_errors: int = 0) -> None:
+        """Add to a meter's link counters without saying it was heard (memory only until ``flush``)."""
+        meter = self._live.get(sap)
+        if meter is None:
+            return
         stats = meter.stats
         stats = LinkStats(frames=stats.frames + frames, retries=stats.retries + retries,
                           crc_errors=stats.crc_errors + crc_errors,
                           last_rtt_ms=rtt_ms if rtt_ms is not None else stats.last_rtt_ms)
-        first_seen = meter.first_seen if meter.first_seen is not None else now
-        self._live[sap] = replace(meter, last_seen=now, first_seen=first_seen, stats=stats)
-        self._dirty_seen[sap] = now
+        self._live[sap] = replace(meter, stats=stats)
         self._dirty_stats[sap] = stats
 
     @property

@@ -9,7 +9,9 @@ Clients (Green Book 4.3, DLMS UA 1000-2 defaults):
   current association, the SAP assignment, and the invocation counter to use with
   client 1. Not the load profile nor the disconnect control: those are the utility's.
 - 1 management, HLS-GMAC with security suite 0, every APDU ciphered: everything,
-  including the load profile and the disconnect methods.
+  including the load profile, the disconnect methods and the image transfer (IC 18).
+  With a ``broadcast_key``, client 1 may also broadcast unconfirmed ACTIONs (image blocks)
+  in general-glo-ciphering under that key (gateway.cosem.broadcast).
 """
 
 from __future__ import annotations
@@ -25,6 +27,8 @@ from gateway.codec.security import SecurityContext
 from gateway.codec.xdlms import ActionResult
 from gateway.cosem.association import ClientPolicy
 from gateway.cosem.association_ln import AssociationLN
+from gateway.cosem.broadcast import BroadcastPolicy
+from gateway.cosem.image_transfer import IMAGE_TRANSFER, ImageCheck, ImageTransfer
 from gateway.cosem.objects import Access, Clock, DataObject, DisconnectControl, Register, SapAssignment, access
 from gateway.cosem.profile import CaptureObject, ProfileGeneric, Row
 from gateway.cosem.server import LogicalDevice
@@ -36,6 +40,8 @@ PUBLIC_CLIENT = 16  # DLMS UA 1000-2: public client SAP
 MANAGEMENT_CLIENT = 1  # DLMS UA 1000-2: management client SAP
 UNIT_WH = 30  # Blue Book 4.3.2 unit enumeration: Wh
 CAPTURE_PERIOD_S = 15 * 60  # a 15-minute load profile
+IMAGE_BLOCK_SIZE = 64  # ours: a broadcast block in general-glo-ciphering fits one 128-octet UI frame
+SHA256_OCTETS = 32
 SERIAL_DIGITS = 13  # "SIM" + 13 digits = a 16-octet logical device name, as real meters use
 _EPOCH = datetime.datetime(2024, 1, 1, tzinfo=datetime.UTC)
 
@@ -65,6 +71,9 @@ class SimMeterSettings:
     profile_entries: int = 96  # a day of 15-minute entries: spans several HDLC segments and GET blocks
     energy_wh: int = 1_000_000
     max_receive_pdu_size: int = 1024
+    broadcast_key: bytes | None = None  # the global broadcast key (GBEK); None: broadcasts are dropped
+    image_block_size: int = IMAGE_BLOCK_SIZE
+    expected_image_sha256: bytes | None = None  # what image_verify accepts; None: any whole image
 
     def __post_init__(self) -> None:
         if not 0 <= self.serial_number < 10**SERIAL_DIGITS:
@@ -73,6 +82,10 @@ class SimMeterSettings:
             raise ValueError("a system title is 8 octets")
         if len(self.block_cipher_key) != 16 or len(self.authentication_key) != 16:
             raise ValueError("security suite 0 keys are 16 octets")
+        if self.broadcast_key is not None and len(self.broadcast_key) != 16:
+            raise ValueError("security suite 0 keys are 16 octets")
+        if self.expected_image_sha256 is not None and len(self.expected_image_sha256) != SHA256_OCTETS:
+            raise ValueError("a SHA-256 is 32 octets")
 
     def __repr__(self) -> str:  # never show the keys
         return f"SimMeterSettings(serial_number={self.serial_number}, system_title={self.system_title.hex()})"
@@ -189,6 +202,11 @@ def build_meter(settings: SimMeterSettings, *, clock: Callable[[], datetime.date
             connect_logical_device=refuse_change,
         ),
         DataObject(logical_name=INVOCATION_COUNTER, rights=public_read, value=next_management_counter),
+        ImageTransfer(
+            rights={MANAGEMENT_CLIENT: access(read=range(1, 8), write=(5,), methods=(1, 2, 3, 4))},
+            block_size=settings.image_block_size,
+            check=ImageCheck(expected_sha256=settings.expected_image_sha256),
+        ),
     ]
     security = SecurityContext(
         system_title=settings.system_title,
@@ -211,11 +229,29 @@ def build_meter(settings: SimMeterSettings, *, clock: Callable[[], datetime.date
             conformance=MANAGEMENT_CONFORMANCE,
         ),
     ]
+    broadcast = None
+    if settings.broadcast_key is not None:
+        broadcast = BroadcastPolicy(
+            client_sap=MANAGEMENT_CLIENT,
+            security=SecurityContext(
+                system_title=settings.system_title,
+                block_cipher_key=settings.broadcast_key,
+                authentication_key=settings.authentication_key,
+            ),
+        )
     device = LogicalDevice(
         name=settings.logical_device_name,
         objects=objects,
         clients=clients,
         max_receive_pdu_size=settings.max_receive_pdu_size,
         clock=clock,
+        broadcast=broadcast,
     )
     return device
+
+
+def image_transfer_of(device: LogicalDevice) -> ImageTransfer:
+    """The Image transfer object (IC 18) of a simulated meter."""
+    item = next(item for item in device.objects if item.logical_name == IMAGE_TRANSFER)
+    assert isinstance(item, ImageTransfer)
+    return item

@@ -116,8 +116,12 @@ def ciphered_read(host: str, port: int, *, counter: int, **addressing: object) -
     aare = client.associate(mechanism=Mechanism.HLS_GMAC)
     assert aare.result is acse.AssociationResult.ACCEPTED
     client.hls(aare)
-    values = [client.get(1, obis("0.0.42.0.0.255"), 2), client.get(8, obis("0.0.1.0.0.255"), 2),
-              client.get(3, obis("1.0.1.8.0.255"), 2), client.get(3, obis("1.0.1.8.0.255"), 3)]
+    disconnect_control = obis("0.0.96.3.10.255")
+    values: list[object] = [client.get(1, obis("0.0.42.0.0.255"), 2), client.get(8, obis("0.0.1.0.0.255"), 2),
+                            client.get(3, obis("1.0.1.8.0.255"), 2), client.get(3, obis("1.0.1.8.0.255"), 3)]
+    for method in (1, 2):  # remote_disconnect, then remote_reconnect: the meter is controlled, not only read
+        values.append(client.action(70, disconnect_control, method, axdr.Data.integer(0)).result)
+        values.append(client.get(70, disconnect_control, 2))
     client.release()
     assert client.channel is not None
     client.channel.close()
@@ -135,6 +139,7 @@ async def test_hls_gmac_and_ciphering_by_gateway_request_read_what_they_read_by_
                                                           gateway=(NETWORK, b"\x13"))
     assert by_gateway == by_sap
     assert by_sap[0] == axdr.Data.octet_string(sim_line.meters[2].device.name)  # type: ignore[attr-defined]
+    assert by_sap[5] == axdr.Data.boolean(False) and by_sap[7] == axdr.Data.boolean(True)  # disconnected, back
     assert (sap_sources, gateway_sources) == ({19}, {1})
 
 

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import os
-from collections.abc import AsyncIterator, Sequence
+import time
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -84,6 +86,15 @@ async def reader_line(meter_clock: MovableClock) -> AsyncIterator[PolledLine]:
     yield line
     line.close()
 
+
+
+async def until(condition: Callable[[], bool], *, timeout_s: float = 15.0) -> None:
+    """Poll a condition we cannot await (the broker's side), with a deadline."""
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        if time.monotonic() > deadline:
+            raise TimeoutError("condition not met in time")
+        await asyncio.sleep(0.02)
 
 
 class Gateways:

@@ -19,7 +19,7 @@ from gurux_dlms import GXDateTime, GXDLMSServer, GXServerReply
 from gurux_dlms.enums import AccessMode, Authentication, InterfaceType, MethodAccessMode, SourceDiagnostic, Unit
 from gurux_dlms.objects import GXDLMSAssociationLogicalName, GXDLMSClock, GXDLMSData, GXDLMSRegister
 
-from gateway.sim.meter import SimMeterSettings
+from gateway.sim.meter import PUBLIC_CLIENT, SimMeterSettings
 from tests.poller.meters import export_energy_at
 
 GURUX_PASSWORD = b"GxLLS-8c"  # the LLS secret of the gurux meter
@@ -40,11 +40,15 @@ class _Reply(GXServerReply):  # type: ignore[misc]
 class _Server(GXDLMSServer):  # type: ignore[misc]
     def __init__(self) -> None:
         super().__init__(True, InterfaceType.WRAPPER)
+        self.client_sap = 0  # of the request being handled
+
 
     def isTarget(self, server_address: int, client_address: int) -> bool:
         return True
 
     def onValidateAuthentication(self, authentication: int, password: Any) -> int:
+        if self.client_sap == PUBLIC_CLIENT and authentication == Authentication.NONE:
+            return SourceDiagnostic.NONE  # Green Book 4.4.4: every meter has the public client
         if authentication != Authentication.LOW or bytes(password or b"") != GURUX_PASSWORD:
             return SourceDiagnostic.AUTHENTICATION_FAILURE
         return SourceDiagnostic.NONE
@@ -127,6 +131,7 @@ class GuruxMeter:
         self._clock_object.time = GXDateTime(now)
         self._import.value = self.settings.energy_at(now)
         self._export.value = export_energy_at(self.settings, now)
+        self._server.client_sap = client_sap
         reply = _Reply(_WRAPPER.pack(1, client_sap, 1, len(apdu)) + apdu)
         self._server.handleRequest(reply)
         self.requests += 1

@@ -3,29 +3,18 @@ after it restarts; the retained status says online, and offline after a clean st
 
 from __future__ import annotations
 
-import asyncio
 import json
 import sqlite3
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 from gateway.config import MeterConfig
 from gateway.poller.config import MqttConfig, PollGroup
 from tests.poller.broker import Broker, Subscriber
-from tests.poller.conftest import Gateways, PolledLine, poller_gateway_config, write_polling_keys
+from tests.poller.conftest import Gateways, PolledLine, poller_gateway_config, until, write_polling_keys
+from tests.poller.meters import reader_settings
 
 PREFIX = "utility-a/dc"
 CLIENT_ID = "DLMSGW-TEST-0001"
-
-
-async def until(condition: Callable[[], bool], *, timeout_s: float = 15.0) -> None:
-    """Poll a condition we cannot await (the broker's side), with a deadline."""
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        if time.monotonic() > deadline:
-            raise TimeoutError("condition not met in time")
-        await asyncio.sleep(0.02)
 
 
 async def test_every_reading_reaches_the_broker_and_waits_while_it_is_away(
@@ -86,7 +75,8 @@ async def test_every_reading_reaches_the_broker_and_waits_while_it_is_away(
     received: dict[int, set[tuple[str, float, str]]] = {}
     for topic, payload, _ in first.messages + second.messages:
         if isinstance(payload, dict):
-            assert topic == f"{PREFIX}/{CLIENT_ID}/meters/sap-{payload['meter_sap']}/readings"
+            name = reader_settings(payload["meter_sap"] - 16).logical_device_name.decode()  # identified first
+            assert (topic, payload["meter"]) == (f"{PREFIX}/{CLIENT_ID}/meters/{name}/readings", name)
             received[payload["poll_id"]] = {(r["obis"], r["captured_at"], json.dumps(r["value"]))
                                             for r in payload["readings"]}
     assert received == stored  # every poll, with every reading, exactly as stored

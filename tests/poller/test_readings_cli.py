@@ -83,6 +83,38 @@ async def test_export_formats_filters_and_progress(tmp_path: Path, reader_line: 
         await server.stop()
 
 
+async def test_a_meter_that_does_not_exist_is_an_error_not_an_empty_export(
+        tmp_path: Path, reader_line: PolledLine, gateways: Gateways, capsys: pytest.CaptureFixture[str]) -> None:
+    write_polling_keys(tmp_path / "polling-keys.toml")
+    config = poller_gateway_config(
+        tmp_path, links=[("bus0", reader_line.pty.slave_path)],
+        meters=[MeterConfig(sap=17 + i, link="bus0", physical_address=17 + i) for i in range(2)],
+        groups=[PollGroup(name="g", meters=(17,), credentials="reader", interval_s=3600,
+                          registers=("1.0.1.8.0.255",))])
+    gateway = await gateways.start(config)
+    assert gateway.poller is not None
+    await gateway.poller.wait_for_polls(1, timeout_s=15)
+    socket = tmp_path / "readings.sock"
+    server = ControlServer(path=socket, handlers=readings_handlers(gateway))
+    await server.start()
+    try:
+        for meter, message in (("99", "no meter with SAP 99"), ("NOBODY", "no meter named 'NOBODY'")):
+            capsys.readouterr()
+            code = await asyncio.to_thread(run_readings, _args("--meter", meter, "--socket", str(socket)))
+            captured = capsys.readouterr()
+            assert code != 0 and message in captured.err and captured.out == ""
+            code = await asyncio.to_thread(run_readings, _args("--meter", meter, "--json", "--socket", str(socket)))
+            answer = json.loads(capsys.readouterr().out)
+            assert code != 0 and answer["ok"] is False and message in answer["error"]
+        # registered meters, by SAP (not polled: no rows) and by name (polled): exports, not errors
+        for meter in ("18", "SIM0000000000001"):
+            code = await asyncio.to_thread(run_readings, _args("--meter", meter, "--json", "--socket", str(socket)))
+            rows = json.loads(capsys.readouterr().out)
+            assert code == 0 and len(rows) == (2 if meter == "SIM0000000000001" else 0)
+    finally:
+        await server.stop()
+
+
 def test_since_accepts_dates_and_ages() -> None:
     assert parse_since("2026-11-21", now=0) == START.replace(hour=0, minute=0, second=0).timestamp()
     assert parse_since("2026-11-21T10:00Z", now=0) == START.replace(hour=10, minute=0, second=0).timestamp()

@@ -66,3 +66,19 @@ async def test_a_failing_meter_is_marked_and_not_hammered(tmp_path: Path, reader
     failed = db.execute("SELECT attempts, error, consecutive_failures FROM polls WHERE meter_sap = 40").fetchall()
     assert [(a, f) for a, _, f in failed] == [(2, 1), (2, 2)]  # each poll: the try and one retry
     assert all("no data link" in error for _, error, _ in failed)
+
+
+def test_failures_of_a_meter_not_yet_identified_wait_for_its_name(tmp_path: Path) -> None:
+    store = ReadingsStore(tmp_path / "readings.db")
+    try:
+        failed = replace(_poll(0, readings=0, finished_at=1.0), meter_sap=40, outcome="failed", error="no answer")
+        store.record(failed)
+        store.record(replace(_poll(1, readings=2, finished_at=2.0), meter_name="SIM0000000000001"))
+        assert [p["meter"] for p in store.unpublished(limit=10)] == ["SIM0000000000001"]
+        assert (store.count_unpublished(), store.count_held()) == (1, 1)
+        store.name_meter(meter_sap=40, meter_name="SIM0000000000024")
+        assert [(p["meter_sap"], p["meter"]) for p in store.unpublished(limit=10)] == [
+            (40, "SIM0000000000024"), (17, "SIM0000000000001")]  # oldest first, under its name now
+        assert (store.count_unpublished(), store.count_held()) == (2, 0)
+    finally:
+        store.close()

@@ -1,6 +1,7 @@
 """HDLC (IEC 62056-46), pure and sans-IO: frames, addresses, parameters, client and server links."""
 
 from gateway.codec.hdlc.address import HdlcAddress, client_sap_fits, decode_address, meter_address_problem
+from gateway.codec.hdlc.broadcast import broadcast_apdu, encode_broadcast
 from gateway.codec.hdlc.client import (
     ApduReceived,
     HdlcClientLink,
@@ -46,10 +47,12 @@ __all__ = [
     "LinkUp",
     "ServerEvent",
     "ServerSettings",
+    "broadcast_apdu",
     "client_sap_fits",
     "crc16_x25",
     "decode_address",
     "decode_parameters",
+    "encode_broadcast",
     "encode_frame",
     "encode_parameters",
     "llc_payload",

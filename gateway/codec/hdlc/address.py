@@ -22,6 +22,7 @@ _ONE_BYTE_RESERVED = 0x7E  # IEC 62056-46: 0x7E (calling) and 0x7F (all-station)
 # address 0x00 is no-station and 0x3FFF all-station. A meter can hold only what lies between.
 PHYSICAL_ADDRESSES = range(0x10, 0x3FFD + 1)
 LOGICAL_DEVICES = range(0x01, 0x3FFD + 1)
+ALL_STATION_HALF = {1: 0x7F, 2: 0x3FFF}  # IEC 62056-46: all-station in a 1-byte and in a 2-byte half
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,6 +57,24 @@ class HdlcAddress:
         if size == 1:
             raise LocalProtocolError("a 1-byte server address has no physical address: use HdlcAddress()")
         return cls(upper=logical_device, lower=physical_address, size=size)
+
+    @classmethod
+    def all_station(cls, *, logical_device: int | None = None, size: int = 2) -> HdlcAddress:
+        """Every meter on the line (lower all-station); upper is one logical device or all-station too."""
+        every = ALL_STATION_HALF[size // 2]
+        return cls(upper=every if logical_device is None else logical_device, lower=every, size=size)
+
+    def reaches(self, *, logical_device: int, physical_address: int) -> bool:
+        """Whether a frame to this address is for the station at (logical_device, physical_address)."""
+        if self.lower is None:
+            return False
+        every = ALL_STATION_HALF[self.size // 2]
+        return self.lower in (physical_address, every) and self.upper in (logical_device, every)
+
+    @property
+    def is_all_station(self) -> bool:
+        """Whether the lower (physical) half is the all-station address."""
+        return self.lower is not None and self.lower == ALL_STATION_HALF[self.size // 2]
 
     def encode(self) -> bytes:
         """Return the address field as sent on the line."""

@@ -77,8 +77,9 @@ class HdlcClientLink:
         self._state = LinkState.DISCONNECTED
         self.parameters: HdlcParameters | None = None
         self.frames_sent = 0
-        self.frames_received = 0
-        self.retries = 0
+        self.frames_received = 0  # addressed to this link, whatever their state
+        self.retries = 0  # exchanges sent again after a response timeout
+        self.retransmissions = 0  # frames sent again: after a timeout, or go-back-N after the meter's F
         self._reset()
 
     def _reset(self) -> None:
@@ -162,6 +163,7 @@ class HdlcClientLink:
             raise LocalProtocolError("transmit() with nothing to send")
         if action is _Action.RETRANSMIT:
             data, count = self._exchange.last_transmission, self._exchange.last_frame_count
+            self.retransmissions += count
         else:
             if action is _Action.SNRM or action is _Action.DISC:
                 self._command = FrameKind.SNRM if action is _Action.SNRM else FrameKind.DISC
@@ -276,7 +278,7 @@ class HdlcClientLink:
         if not frame.poll_final:
             self._exchange.frame_received(now=now)
             return []
-        self._window.go_back()  # what the meter did not acknowledge goes again, same N(S)
+        self.retransmissions += self._window.go_back()  # what the meter did not acknowledge goes again, same N(S)
         if not self._exchange.answered(busy=busy, now=now):
             return self._down(LinkDownReason.METER_BUSY if busy else LinkDownReason.NO_PROGRESS)
         return []

@@ -24,6 +24,7 @@ _FORMAT_TYPE = 0xA000  # IEC 62056-46, frame format: frame format type 3 in the 
 _FORMAT_TYPE_MASK = 0xF000
 _SEGMENTED = 0x0800  # IEC 62056-46, frame format: the S bit, "more segments follow"
 _LENGTH_MASK = 0x07FF  # IEC 62056-46, frame format: 11-bit frame length
+MAX_BLAMED_SOURCES = 256  # addresses remembered between takes: noise cannot grow the table without bound
 _MIN_LENGTH = 7  # format 2 + destination 1 + source 1 + control 1 + FCS 2
 _LONGEST_HEADER = 12  # flag 1 + format 2 + destination 4 + source 4 + control 1
 
@@ -113,6 +114,8 @@ class HdlcFrameDecoder:
         self._last_octet_at: float | None = None
         self.frames = 0
         self.bad_crc = 0
+        # Bad-FCS frames whose HCS vouched for the addresses, by meter (source) address; taken by the caller.
+        self.bad_fcs_by_source: dict[tuple[int, int | None], int] = {}
         self.discarded_bytes = 0  # bytes other than flags that ended up in no frame
         self.timeouts = 0
         # While a capture runs: every whole frame's bytes as it arrived, flags included, with the meter
@@ -149,6 +152,16 @@ class HdlcFrameDecoder:
         """
         if self._last_octet_at is not None:
             self._last_octet_at = max(self._last_octet_at, now)
+
+    def take_bad_fcs(self) -> dict[tuple[int, int | None], int]:
+        """Bad-FCS frames per (logical device, physical address) since the last call."""
+        taken, self.bad_fcs_by_source = self.bad_fcs_by_source, {}
+        return taken
+
+    def _blame(self, source: HdlcAddress) -> None:
+        key = (source.upper, source.lower)
+        if key in self.bad_fcs_by_source or len(self.bad_fcs_by_source) < MAX_BLAMED_SOURCES:
+            self.bad_fcs_by_source[key] = self.bad_fcs_by_source.get(key, 0) + 1
 
     def _discard(self, count: int) -> None:
         self.discarded_bytes += count - self._buffer.count(FLAG, 0, count)
@@ -202,6 +215,7 @@ class HdlcFrameDecoder:
                 return False
             if _check_sequence(buf[1 : end - 2]) != buf[end - 2 : end]:
                 self.bad_crc += 1
+                self._blame(source)
                 if self.keep_raw:
                     self.raw.append((bytes(buf[:end]) + bytes([FLAG]), source, True))
                 self._discard(end)  # the HCS vouched for the length: skip the whole frame

@@ -16,7 +16,7 @@ from gateway.codec.hdlc import (
     encode_frame,
     meter_address_problem,
 )
-from gateway.codec.hdlc.frame import split_frames
+from gateway.codec.hdlc.frame import MAX_BLAMED_SOURCES, split_frames
 from tests.codec.hdlc.vectors import CLIENT_16, SERVER_1, VECTORS, Vector
 
 GARBAGE = bytes.fromhex("00 A0 13 FF 55")  # no flag byte: every byte must be counted as discarded
@@ -172,6 +172,22 @@ def test_bad_check_sequence_is_dropped_and_counted(vector: Vector, where: str, c
     assert _feed_chunks(decoder, bad + VECTORS[0].wire, chunk) == [VECTORS[0].frame]
     assert decoder.bad_crc == 1
     assert decoder.frames == 1
+    # only a bad FCS after a good HCS names its meter: without an HCS, or with a bad one, the address is noise
+    source = vector.frame.source
+    blamed = {(source.upper, source.lower): 1} if where == "fcs" and vector.frame.info else {}
+    assert decoder.take_bad_fcs() == blamed
+    assert decoder.take_bad_fcs() == {}
+
+
+def test_bad_fcs_frames_are_attributed_to_a_bounded_number_of_addresses() -> None:
+    decoder = HdlcFrameDecoder()
+    for physical_address in range(16, 16 + MAX_BLAMED_SOURCES + 10):
+        source = HdlcAddress.server(logical_device=1, physical_address=physical_address)
+        wire = encode_frame(HdlcFrame(HdlcAddress.client(16), source, 0x10, b"\xc4\x01"))
+        decoder.feed(_corrupt(wire, len(wire) - 2) * 2, now=0.0)
+    blamed = decoder.take_bad_fcs()
+    assert len(blamed) == MAX_BLAMED_SOURCES and set(blamed.values()) == {2}
+    assert decoder.bad_crc == 2 * (MAX_BLAMED_SOURCES + 10)
 
 
 def test_corrupted_information_byte_fails_the_fcs_and_the_frame_is_skipped_whole() -> None:

@@ -146,6 +146,37 @@ def test_any_single_lost_frame_is_recovered_and_nothing_is_delivered_twice(windo
         assert loop.server_events[-1] == ClientDisconnected(CLIENT_SAP)
 
 
+def _sent_again(loop: Loop) -> int:
+    """Frames on the line that repeat one sent before: an I-frame's N(S) and data, or a whole transmission."""
+    seen: set[tuple[int, bytes]] = set()
+    again, previous = 0, b""
+    for data in loop.transmissions:
+        for frame in HdlcFrameDecoder().feed(data, now=0.0):
+            if frame.kind is FrameKind.I:
+                again += (frame.send_seq, frame.info) in seen
+                seen.add((frame.send_seq, frame.info))
+            else:
+                again += data == previous
+        previous = data
+    return again
+
+
+@pytest.mark.parametrize("window", [1, 7])
+@pytest.mark.parametrize("direction", ["to-server", "to-client"])
+def test_link_counters_count_frames_and_every_frame_sent_again(window: int, direction: str) -> None:
+    clean = _lossy(window, set(), set())
+    assert (clean.client.frames_sent, clean.client.frames_received) == (len(clean.to_server), len(clean.to_client))
+    assert clean.client.retransmissions == 0
+    for index in range(len(clean.to_server if direction == "to-server" else clean.to_client)):
+        lost = {index}
+        loop = _lossy(window, lost if direction == "to-server" else set(), lost if direction == "to-client" else set())
+        client = loop.client
+        assert client.frames_sent == len(loop.to_server), f"frame {index} lost"
+        assert client.frames_received == len(loop.to_client) - (direction == "to-client"), f"frame {index} lost"
+        assert client.retransmissions == _sent_again(loop), f"frame {index} lost"
+        assert client.retransmissions >= 1 or direction == "to-client"  # a lost answer may be asked for by RR
+
+
 @given(
     sizes=st.lists(st.integers(1, 1500), min_size=1, max_size=3),
     max_info=st.sampled_from([32, 128, 500]),

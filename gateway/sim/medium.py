@@ -1,0 +1,167 @@
+"""A simulated PLC or RF medium between the gateway's serial port (a pty) and simulated meters.
+
+Theory of operation. Real narrowband PLC and RF links are slow, half-duplex and lossy: one frame
+at a time on the whole medium, each taking its octets x 10 bits at the bit rate, arriving after a
+per-frame latency, with a turnaround before the medium carries the next one, and some frames lost
+or corrupted on the way. This medium reads what the gateway writes to the pty, splits it into
+HDLC frames, and schedules each on one shared timeline (gateway to meters and back alike); a frame
+that survives is handed to the simulated bus, whose answers go back on the same timeline. Loss and
+corruption come from a seeded generator, so a run can be replayed. It counts its own airtime, so
+a benchmark can compute how busy the gateway keeps the medium.
+
+    gateway -> pty -> [ frame k: start = max(now, free), end = start + 10 n / rate ] -> bus
+                      arrival = end + latency; the medium is free again at end + turnaround
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from gateway.codec.hdlc import HdlcFrameDecoder
+from gateway.sim.bus import SimulatedBus
+
+BITS_PER_OCTET = 10  # 8N1 on the modem's serial side
+
+PROFILES = {  # bit rate, per-frame latency, turnaround: what the medium's class is like
+    "sfsk": (2_400, 0.050, 0.010),  # S-FSK PLC (IEC 61334-5-1)
+    "g3": (20_000, 0.100, 0.010),  # G3-PLC, one hop
+    "rf": (100_000, 0.020, 0.005),  # sub-GHz RF mesh, one hop
+}
+
+
+@dataclass(frozen=True, slots=True)
+class MediumSettings:
+    bit_rate: int
+    latency_s: float = 0.0
+    turnaround_s: float = 0.0
+    frame_loss: float = 0.0  # share of frames that never arrive
+    corruption: float = 0.0  # share of frames that arrive with one octet changed (their FCS then fails)
+    seed: int = 0
+
+    @classmethod
+    def profile(cls, name: str, *, frame_loss: float = 0.0, corruption: float = 0.0, seed: int = 0) -> MediumSettings:
+        bit_rate, latency_s, turnaround_s = PROFILES[name]
+        return cls(bit_rate=bit_rate, latency_s=latency_s, turnaround_s=turnaround_s, frame_loss=frame_loss,
+                   corruption=corruption, seed=seed)
+
+
+@dataclass(slots=True)
+class MediumFigures:
+    frames: int = 0
+    lost: int = 0
+    corrupted: int = 0
+    airtime_s: float = 0.0  # time frames occupied the medium, lost ones included
+    started_at: float = field(default_factory=time.monotonic)
+    # the gateway's reaction: from a frame handed to it to the next frame it sends (the idle gap it adds)
+    reactions_s: deque[float] = field(default_factory=lambda: deque(maxlen=100_000))
+
+    def utilisation(self, now: float | None = None) -> float:
+        elapsed = (now if now is not None else time.monotonic()) - self.started_at
+        return self.airtime_s / elapsed if elapsed > 0 else 0.0
+
+
+class SimulatedMedium:
+    """One shared half-duplex medium, paced and lossy, between a pty master and a simulated bus."""
+
+    def __init__(self, bus: SimulatedBus, settings: MediumSettings,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self._bus = bus
+        self.settings = settings
+        self._clock = clock
+        self._random = random.Random(settings.seed)
+        self._decoder = HdlcFrameDecoder(inter_octet_timeout_s=3600.0)  # frames arrive whole from the gateway
+        self._decoder.keep_raw = True
+        self._free_at = 0.0
+        self._handed_at: float | None = None  # when the last frame reached the gateway, until it answers
+        self._fd: int | None = None
+        self._unsent = bytearray()
+        self.figures = MediumFigures()
+
+    def attach(self, fd: int) -> None:
+        self._fd = fd
+        self.figures = MediumFigures(started_at=self._clock())
+        asyncio.get_running_loop().add_reader(fd, self._readable)
+
+    def detach(self) -> None:
+        if self._fd is not None:
+            loop = asyncio.get_running_loop()
+            loop.remove_reader(self._fd)
+            loop.remove_writer(self._fd)
+            self._fd = None
+
+    def _readable(self) -> None:
+        assert self._fd is not None
+        try:
+            data = os.read(self._fd, 4096)
+        except (BlockingIOError, InterruptedError, OSError):
+            return
+        now = self._clock()
+        self._decoder.feed(data, now=now)
+        if self._decoder.raw and self._handed_at is not None:
+            self.figures.reactions_s.append(now - self._handed_at)
+            self._handed_at = None
+        for raw, _, bad in self._decoder.raw:
+            if not bad:
+                self._carry(raw, self._to_meters)
+        self._decoder.raw.clear()
+
+    def _carry(self, frame: bytes, deliver: Callable[[bytes], None]) -> None:
+        """Put one frame on the shared timeline; it arrives (or not) after its airtime and the latency."""
+        now = self._clock()
+        start = max(now, self._free_at)
+        airtime = len(frame) * BITS_PER_OCTET / self.settings.bit_rate
+        end = start + airtime
+        self._free_at = end + self.settings.turnaround_s
+        self.figures.frames += 1
+        self.figures.airtime_s += airtime
+        if self._random.random() < self.settings.frame_loss:
+            self.figures.lost += 1
+            return
+        if self._random.random() < self.settings.corruption:
+            self.figures.corrupted += 1
+            where = self._random.randrange(1, len(frame) - 1)  # never a flag: the frame still ends where it did
+            frame = frame[:where] + bytes([frame[where] ^ 0x5A]) + frame[where + 1:]
+        asyncio.get_running_loop().call_later(end + self.settings.latency_s - now, deliver, frame)
+
+    def _to_meters(self, frame: bytes) -> None:
+        answer = self._bus.feed(frame)
+        if not answer:
+            return
+        decoder = HdlcFrameDecoder()
+        decoder.keep_raw = True
+        decoder.feed(answer, now=self._clock())
+        for raw, _, _ in decoder.raw:
+            self._carry(raw, self._to_gateway)
+
+    def _to_gateway(self, frame: bytes) -> None:
+        if self._fd is None:
+            return
+        self._handed_at = self._clock()
+        if self._unsent:
+            self._unsent += frame
+            return
+        try:
+            written = os.write(self._fd, frame)
+        except BlockingIOError:
+            written = 0
+        except OSError:
+            return
+        if written < len(frame):
+            self._unsent += frame[written:]
+            asyncio.get_running_loop().add_writer(self._fd, self._writable)
+
+    def _writable(self) -> None:
+        assert self._fd is not None
+        try:
+            written = os.write(self._fd, self._unsent)
+        except BlockingIOError:
+            return
+        del self._unsent[:written]
+        if not self._unsent:
+            asyncio.get_running_loop().remove_writer(self._fd)
