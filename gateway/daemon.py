@@ -21,15 +21,16 @@ import structlog
 from gateway import __version__
 from gateway.capture.tap import FrameTap
 from gateway.codec.gateway import hdlc_address_bytes, hdlc_address_from
-from gateway.codec.hdlc import HdlcFrame, meter_address_problem
+from gateway.codec.hdlc import meter_address_problem
 from gateway.config import ConfigError, GatewayConfig, LinkConfig, load_config, network_ids
 from gateway.control.commands import Commands
 from gateway.control.discovery import identify, identify_worker, scan_schedule
 from gateway.control.server import ControlServer
 from gateway.core.broadcast import BroadcastRelay
+from gateway.core.channel import UnsolicitedPush
 from gateway.core.gateway_protocol import GatewayProtocol, GatewayRefusal
 from gateway.core.management import ManagementDevice
-from gateway.core.push import PushForwarder, push_apdu
+from gateway.core.push import PushForwarder
 from gateway.core.push_registration import PushRefusal, PushRegistrationGate, PushRegistrationPolicy
 from gateway.core.pushstore import PushStore
 from gateway.core.router import MeterRoute, Router
@@ -37,6 +38,7 @@ from gateway.core.session import HesPeer
 from gateway.keys import GatewayKeys, KeyFileError, load_keys
 from gateway.link.hotplug import HotplugMonitor, matching
 from gateway.link.line import MeterLine, Opener
+from gateway.link.medium import SerialMedium
 from gateway.link.serial_port import LineOpenError, open_serial
 from gateway.link.traffic import attribute_bad_frames
 from gateway.log import configure
@@ -90,6 +92,7 @@ class Gateway:
         self.runtime_directory = _directory(config.paths.runtime_directory, "RUNTIME_DIRECTORY",
                                             DEFAULT_RUNTIME_DIRECTORY)
         self.lines = {link.name: MeterLine(config=link, opener=serial_opener(link)) for link in config.links}
+        self.media = {name: SerialMedium(line) for name, line in self.lines.items()}
         self.tap = FrameTap()  # frame capture: both legs, while a technician captures
         for line in self.lines.values():
             line.tap = self.tap
@@ -106,8 +109,8 @@ class Gateway:
             management_sap=config.management.client_sap,
             counter=ReservedCounter(self.database, key_name="management") if keys is not None else None,
         )
-        self.router = Router(lookup=self.route, lines=self.lines, relay=config.relay, management=self.management,
-                             observer=self)
+        self.router = Router(lookup=self.route, media=self.media, relay=config.relay,
+                             scheduler=asyncio.get_running_loop(), management=self.management, observer=self)
         self.networks = network_ids(config.links)  # gateway-protocol network id -> line name
         self._line_networks = {name: network for network, name in self.networks.items()}
         self.gateway_registrations = PushRegistrationGate(PushRegistrationPolicy(
@@ -135,8 +138,8 @@ class Gateway:
                            for push in config.push]
         self.router.on_subscriber = self._wake_forwarders
         self.router.max_associations_per_peer = config.wan.max_associations_per_peer
-        for line in self.lines.values():
-            line.on_unsolicited(functools.partial(self._unsolicited, line))
+        for medium in self.media.values():
+            medium.on_unsolicited(self._unsolicited)
         self.dial_outs = [DialOut(config=dial, server=self.wan) for dial in config.dial_out]
         self.identity_reads: dict[int, asyncio.Task[Meter]] = {}  # SAP -> the identity read under way
         self.poller = build_poller(self, identify=functools.partial(identify, self, background=True))
@@ -170,11 +173,11 @@ class Gateway:
 
     def route(self, sap: int) -> MeterRoute | None:
         meter = self.registry.get(sap)
-        if meter is None or meter.link not in self.lines:
+        if meter is None or meter.link not in self.media:
             return None
         if meter_address_problem(logical_device=meter.logical_device, physical_address=meter.physical_address):
             return None  # a row from before the registry checked addresses: refused like an unknown SAP
-        return MeterRoute(sap=meter.sap, line=meter.link, physical_address=meter.physical_address,
+        return MeterRoute(sap=meter.sap, network=meter.link, address=meter.physical_address,
                           logical_device=meter.logical_device)
 
     def gateway_route(self, network_id: int, address: bytes, logical_device: int) -> int | GatewayRefusal:
@@ -237,18 +240,16 @@ class Gateway:
         for forwarder in self.forwarders:
             forwarder.wake()
 
-    def _unsolicited(self, line: MeterLine, frame: HdlcFrame) -> None:
-        apdu = push_apdu(frame)
-        if apdu is None:
-            return
-        server = frame.source
-        if server.lower is None:  # a 1-byte address: no physical address, no meter can sit there
+    def _unsolicited(self, push: UnsolicitedPush) -> None:
+        apdu, address = push.apdu, push.meter
+        if not isinstance(address, int):  # a 1-byte address: no physical address, no meter can sit there
             self.push_registrations.refuse(PushRefusal.ADDRESS)
-            self._log_refusal(line, PushRefusal.ADDRESS, logical_device=server.upper, physical_address=None)
+            self._log_refusal(push.network, PushRefusal.ADDRESS, logical_device=push.logical_device,
+                              physical_address=None)
             return
-        meter = self.registry.by_place(link=line.name, physical_address=server.lower, logical_device=server.upper)
+        meter = self.registry.by_place(link=push.network, physical_address=address, logical_device=push.logical_device)
         if meter is None:  # a meter we did not know: register it (bounded), find out who it is, deliver anyway
-            meter = self._register_from_push(line, logical_device=server.upper, physical_address=server.lower)
+            meter = self._register_from_push(push.network, logical_device=push.logical_device, physical_address=address)
             if meter is None:
                 return
             self.registry.seen(meter.sap, frames=1)  # not "online" on a push alone: its identity read says so
@@ -261,37 +262,37 @@ class Gateway:
             return
         if not self._push_burst:  # the frames of one read arrive together: one commit for all of them
             asyncio.get_running_loop().call_soon(self._commit_pushes)
-        self._push_burst.append((meter.sap, frame.destination.upper, apdu))
+        self._push_burst.append((meter.sap, push.client_sap, apdu))
         self._push_log.emit(log.info, "push.queued", key=meter.sap, sap=meter.sap, tag=f"{apdu[0]:02X}",
                             size=len(apdu))
 
-    def _register_from_push(self, line: MeterLine, *, logical_device: int, physical_address: int) -> Meter | None:
+    def _register_from_push(self, network: str, *, logical_device: int, physical_address: int) -> Meter | None:
         """A meter for a push from an unknown address, or None: the push is then dropped and counted."""
         now = time.monotonic()
         refusal = self.push_registrations.admit(logical_device=logical_device, physical_address=physical_address,
                                                 now=now, pending=self._pending_push_registrations)
         if refusal is None:
             try:
-                meter = self.registry.register(link=line.name, physical_address=physical_address,
+                meter = self.registry.register(link=network, physical_address=physical_address,
                                                logical_device=logical_device, registered_by="push")
             except RegistryError:  # no free SAP
                 refusal = self.push_registrations.registry_refused()
         if refusal is not None:
-            self._log_refusal(line, refusal, logical_device=logical_device, physical_address=physical_address)
+            self._log_refusal(network, refusal, logical_device=logical_device, physical_address=physical_address)
             return None
-        log.info("registry.registered_by_push", sap=meter.sap, line=line.name, address=physical_address)
+        log.info("registry.registered_by_push", sap=meter.sap, line=network, address=physical_address)
         if self.config.registry.identify:
             self.identify_queue.put_nowait(meter.sap)
         return meter
 
-    def _log_refusal(self, line: MeterLine, refusal: PushRefusal, *, logical_device: int,
+    def _log_refusal(self, network: str, refusal: PushRefusal, *, logical_device: int,
                      physical_address: int | None) -> None:
         """One line a minute at most: a forger on the meter line cannot flood the log either."""
         now = time.monotonic()
         if self._push_refusal_logged_at is not None and now - self._push_refusal_logged_at < REFUSAL_LOG_INTERVAL_S:
             return
         self._push_refusal_logged_at = now
-        log.warning("push.registration_refused", line=line.name, address=physical_address,
+        log.warning("push.registration_refused", line=network, address=physical_address,
                     logical_device=logical_device, reason=str(refusal),
                     refused={str(k): v for k, v in self.push_registrations.refused.items()})
 
@@ -346,7 +347,7 @@ class Gateway:
             await self.metrics.stop()
         if self.poller is not None:
             await self.poller.stop()
-        if not await self.router.drain(SHUTDOWN_DISC_S):
+        if not await self._drain_sessions(SHUTDOWN_DISC_S):
             log.warning("gateway.sessions_not_released", sessions=len(self.router.sessions))
         self.hotplug_monitor.stop()
         for task in [*self._scans, *self.identity_reads.values()]:
@@ -365,6 +366,21 @@ class Gateway:
         self._commit_pushes()  # a burst received in the last loop turn is not lost
         self.pushes.close()
         log.info("gateway.stopped")
+
+    async def _drain_sessions(self, timeout_s: float) -> bool:
+        """Wait until every session has closed (its goodbye answered); False on timeout."""
+        if not self.router.sessions:
+            return True
+        drained = asyncio.Event()
+        self.router.on_drained = drained.set
+        try:
+            async with asyncio.timeout(timeout_s):
+                await drained.wait()
+        except TimeoutError:
+            return False
+        finally:
+            self.router.on_drained = None
+        return True
 
     def _start_scans(self) -> None:
         for task in self._scans:

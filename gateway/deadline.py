@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable
+
+from gateway.core.clock import Scheduler, TimerHandle
 
 
 class Deadline:
@@ -13,12 +14,12 @@ class Deadline:
     itself for the remainder. So a busy connection costs no timer-heap work per PDU.
     """
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, *, timeout_s: float, on_expiry: Callable[[], None]) -> None:
+    def __init__(self, loop: Scheduler, *, timeout_s: float, on_expiry: Callable[[], None]) -> None:
         self._loop = loop
         self._timeout_s = timeout_s
         self._on_expiry = on_expiry
         self._since: float | None = None
-        self._handle: asyncio.TimerHandle | None = None
+        self._handle: TimerHandle | None = None
 
     @property
     def running(self) -> bool:

@@ -68,6 +68,9 @@ _KIND_BY_TAG[0x28] = ApduKind.GLO_CIPHERED  # glo-initiateResponse
 PUSH_KINDS = frozenset({ApduKind.EVENT_NOTIFICATION, ApduKind.DATA_NOTIFICATION})
 GLO_EVENT_NOTIFICATION = 0xCA
 DED_EVENT_NOTIFICATION = 0xD2
+# Tags a meter-initiated APDU may carry: data-notification, event-notification (plain, glo-, ded-),
+# general-glo/ded/ciphering and general-block-transfer (which may wrap a notification).
+PUSH_TAGS = frozenset({0x0F, 0xC2, 0xCA, 0xD2, 0xDB, 0xDC, 0xDD, 0xE0})
 
 
 def classify(apdu: bytes) -> ApduKind:

@@ -10,12 +10,8 @@ on UDP there is no stream to resynchronise on, so nothing is buffered between da
 
 from __future__ import annotations
 
+from gateway.codec.apdu import PUSH_TAGS
 from gateway.codec.wrapper import HEADER, MAX_APDU, WrapperDecoder, WrapperError, WrapperPdu
-
-# Tags a meter-initiated APDU may carry (Green Book 9.5): data-notification 0F, event-notification
-# C2 (plain, glo- CA, ded- D2), general-glo/ded/ciphering DB/DC/DD and general-block-transfer E0
-# (which may wrap a notification). A relay cannot open the ciphered ones, so it routes on the tag.
-PUSH_TAGS = frozenset({0x0F, 0xC2, 0xCA, 0xD2, 0xDB, 0xDC, 0xDD, 0xE0})
 
 
 def decode_datagram(data: bytes, *, max_apdu: int = MAX_APDU) -> WrapperPdu:
@@ -31,5 +27,5 @@ def decode_datagram(data: bytes, *, max_apdu: int = MAX_APDU) -> WrapperPdu:
 
 
 def may_be_push(apdu: bytes) -> bool:
-    """True when the APDU's tag is one a meter may push unsolicited (plain or ciphered)."""
+    """True when the APDU's tag is one a meter may push unsolicited (plain or ciphered: routed on the tag)."""
     return bool(apdu) and apdu[0] in PUSH_TAGS

@@ -127,7 +127,7 @@ class Commands:
 
     async def sessions(self, request: Mapping[str, Any], progress: Progress) -> list[dict[str, Any]]:
         return [
-            {"peer": s.owner.peer, "client_sap": s.client_sap, "meter_sap": s.meter_sap, "line": s.line.name,
+            {"peer": s.owner.peer, "client_sap": s.client_sap, "meter_sap": s.meter_sap, "line": s.network,
              "addressing": s.owner.addressing if isinstance(s.owner, GatewayPeer) else "sap",
              "state": s.state.value, "since": s.counters.started, "apdus_to_meter": s.counters.apdus_to_meter,
              "apdus_to_hes": s.counters.apdus_to_hes}

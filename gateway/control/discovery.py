@@ -5,17 +5,17 @@ from __future__ import annotations
 import asyncio
 import functools
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import structlog
 
-from gateway.codec.hdlc import HdlcAddress, meter_address_problem
+from gateway.codec.hdlc import meter_address_problem
 from gateway.config import ScanConfig
-from gateway.core.identity import IdentityError, read_identity
-from gateway.core.router import link_settings
-from gateway.link.client import LinkClientError
+from gateway.core.channel import DownReason
+from gateway.core.identity import ChannelClientError, IdentityError, read_identity
 from gateway.link.line import MeterLine
+from gateway.link.medium import PROBE_RETRIES
 from gateway.registry.store import Meter, MeterState, RegistryError
 
 if TYPE_CHECKING:
@@ -72,17 +72,16 @@ async def _identify(gateway: Gateway, sap: int, *, background: bool) -> Meter:
     meter = gateway.registry.get(sap)
     if meter is None:
         raise RegistryError(f"no meter with SAP {sap}")
-    line = gateway.lines.get(meter.link)
-    if line is None:
+    medium = gateway.media.get(meter.link)
+    if medium is None:
         raise RegistryError(f"SAP {sap}: no link named {meter.link!r}")
     problem = meter_address_problem(logical_device=meter.logical_device, physical_address=meter.physical_address)
     if problem is not None:  # a row from before the registry checked addresses
         raise RegistryError(f"SAP {sap}: {problem}")
-    server = HdlcAddress.server(logical_device=meter.logical_device, physical_address=meter.physical_address)
     try:
-        identity = await read_identity(line, server_address=server, settings=link_settings(line.config),
+        identity = await read_identity(medium, meter=meter.physical_address, logical_device=meter.logical_device,
                                        background=background)
-    except (LinkClientError, IdentityError) as exc:
+    except (ChannelClientError, IdentityError) as exc:
         gateway.meter_unreachable(sap)
         raise RegistryError(f"SAP {sap}: {exc}") from None
     updated = gateway.registry.set_identity(sap, name=identity.logical_device_name)
@@ -142,22 +141,20 @@ async def scan(gateway: Gateway, *, link: str, first: int, last: int,
         raise RegistryError(f"no link named {link!r}")
     if not line.is_open:
         raise RegistryError(f"link {link} is down")
-    settings = replace(link_settings(line.config), max_retries=1)  # an empty address costs two timeouts
+    medium = gateway.media[link]
     found: list[ScanResult] = []
     total = last - first + 1
     if progress is not None:  # what the technician is in for: silent addresses dominate a scan
         progress({"done": 0, "total": total, "link": link,
-                  "seconds_per_silent_address": (settings.max_retries + 1) * settings.response_timeout_s})
+                  "seconds_per_silent_address": (PROBE_RETRIES + 1) * line.config.response_timeout_s})
     for done, address in enumerate(range(first, last + 1), start=1):
-        server = HdlcAddress.server(logical_device=1, physical_address=address)
         try:
-            identity = await read_identity(line, server_address=server, settings=settings)
+            identity = await read_identity(medium, meter=address, probe=True)
         except asyncio.CancelledError:  # the technician gave up (Ctrl-C): the line is free again at once
             log.info("registry.scan_cancelled", link=link, first=first, last=last, at=address, found=len(found))
             raise
-        except LinkClientError as exc:
-            note = str(exc)
-            if "busy" in note:  # a HES holds the public client there: the meter is alive and known
+        except ChannelClientError as exc:
+            if exc.reason is DownReason.IN_USE:  # a HES holds the public client there: the meter is alive and known
                 known = gateway.registry.by_place(link=link, physical_address=address)
                 if known is not None:
                     found.append(ScanResult(address, known.sap, known.name_text, "busy with a HES association"))

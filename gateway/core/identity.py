@@ -7,10 +7,9 @@ from dataclasses import dataclass
 
 from gateway.codec import acse, axdr, xdlms
 from gateway.codec.errors import RemoteProtocolError
-from gateway.codec.hdlc import HdlcAddress, LinkSettings
 from gateway.codec.obis import obis
-from gateway.link.client import LinkClient, LinkClientError
-from gateway.link.line import MeterLine
+from gateway.core.channel import Association, MeterAddress, MeterMedium
+from gateway.core.channel_client import ChannelClient, ChannelClientError
 
 PUBLIC_CLIENT_SAP = 16
 LOGICAL_DEVICE_NAME = xdlms.AttributeDescriptor(class_id=1, logical_name=obis("0.0.42.0.0.255"), attribute_id=2)
@@ -41,14 +40,14 @@ def get_logical_device_name() -> bytes:
     return xdlms.encode_xdlms(xdlms.GetRequestNormal(invoke_id=INVOKE_ID, attribute=LOGICAL_DEVICE_NAME))
 
 
-async def read_identity(line: MeterLine, *, server_address: HdlcAddress, settings: LinkSettings,
-                        timeout_s: float = 30.0, background: bool = False) -> Identity:
-    """Associate as the public client, read 0.0.42.0.0.255, release. Raises LinkClientError/IdentityError.
+async def read_identity(medium: MeterMedium, *, meter: MeterAddress, logical_device: int = 1, probe: bool = False,
+                        background: bool = False, timeout_s: float = 30.0) -> Identity:
+    """Associate as the public client, read 0.0.42.0.0.255, release. Raises ChannelClientError/IdentityError.
 
-    In the background, every relay exchange on the line goes before each of ours.
+    In the background, every relay exchange on the medium goes before each of ours.
     """
-    async with LinkClient(line, server_address=server_address, client_sap=PUBLIC_CLIENT_SAP, settings=settings,
-                          timeout_s=timeout_s, background=background) as client:
+    association = Association(client_sap=PUBLIC_CLIENT_SAP, logical_device=logical_device, meter=meter)
+    async with ChannelClient(medium, association, probe=probe, background=background, timeout_s=timeout_s) as client:
         try:
             aare = acse.decode_aare(await client.request(public_aarq()))
         except RemoteProtocolError as exc:
@@ -80,4 +79,4 @@ def _name_from(answer: bytes) -> bytes:
     return value
 
 
-__all__ = ["Identity", "IdentityError", "LinkClientError", "public_aarq", "read_identity"]
+__all__ = ["ChannelClientError", "Identity", "IdentityError", "public_aarq", "read_identity"]

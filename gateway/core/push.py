@@ -1,7 +1,7 @@
 """Meter pushes (alarms, notifications) to the HES: accepted from the meter line, stored, forwarded.
 
-A push is taken from an unsolicited HDLC frame (UI, or an I-frame outside any relayed
-association), queued durably, then delivered in order to each configured destination: over the
+A push is taken from a meter medium's unsolicited pushes (on a line: UI, or an I-frame outside
+any relayed association), queued durably, then delivered in order to each configured destination: over the
 HES connection of the management client once its association with the gateway (SAP 1) is
 accepted and authenticated, else over the destination's own outbound TCP connection,
 reconnecting with a capped exponential back-off that nothing cuts short (a new push only waits
@@ -26,7 +26,6 @@ from collections.abc import Callable
 import structlog
 
 from gateway.codec import gateway as gateway_pdu
-from gateway.codec.hdlc import FrameKind, HdlcFrame, llc_payload
 from gateway.codec.wrapper import WrapperPdu, encode
 from gateway.config import PushConfig
 from gateway.core.pushstore import PushStore, QueuedPush
@@ -34,22 +33,10 @@ from gateway.core.session import HesPeer
 
 log = structlog.get_logger(__name__)
 
-# Tags a meter-initiated APDU may carry: data-notification, event-notification (plain, glo-, ded-),
-# general-glo/ded/ciphering and general-block-transfer (which may wrap a notification).
-PUSH_TAGS = frozenset({0x0F, 0xC2, 0xCA, 0xD2, 0xDB, 0xDC, 0xDD, 0xE0})
 BATCH = 64
 SUBSCRIBER_BATCH = 8  # pushes written to a subscriber before its buffer must drain: bounds the loss window
 CONNECT_TIMEOUT_S = 10.0
 SEND_TIMEOUT_S = 30.0  # a HES that takes no data for this long is reconnected
-
-
-def push_apdu(frame: HdlcFrame) -> bytes | None:
-    """The APDU of an unsolicited frame if it is a meter push, else None (total: any frame, no exception)."""
-    if frame.defined_kind not in (FrameKind.UI, FrameKind.I) or not frame.info:
-        return None
-    payload = llc_payload(frame.info)
-    info = frame.info if payload is None else payload  # a push without LLC header is tolerated
-    return info if info and info[0] in PUSH_TAGS else None
 
 
 class PushForwarder:

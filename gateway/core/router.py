@@ -3,11 +3,16 @@
 SAP 1 is the gateway's own management logical device; every other registered SAP is one meter.
 An unknown SAP gets a DLMS answer (a rejected AARE, or an exception-response), never silence.
 One meter association (meter SAP, client SAP) belongs to one HES connection at a time.
+
+An AARQ that finds its meter's data link busy (the gateway's own identity read, or the
+association's previous link still saying goodbye) waits for the medium to release it, up to the
+exchange timeout, with the PDUs the HES pipelines behind it; then it proceeds, or gets a
+transient rejection. The router knows meters only through the MeterMedium interface and time
+only through the Scheduler it is handed.
 """
 
 from __future__ import annotations
 
-import asyncio
 import functools
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -18,12 +23,12 @@ import structlog
 from gateway.codec import acse
 from gateway.codec import apdu as apdus
 from gateway.codec.apdu import ApduKind
-from gateway.codec.hdlc import HdlcAddress, HdlcClientLink, HdlcParameters, LinkSettings, client_sap_fits
 from gateway.codec.wrapper import WrapperPdu
-from gateway.config import LinkConfig, RelayConfig
+from gateway.config import RelayConfig
+from gateway.core.channel import Association, ChannelError, MeterAddress, MeterMedium
+from gateway.core.clock import Scheduler, TimerHandle
 from gateway.core.rejections import aare_rejected
 from gateway.core.session import HesPeer, MeterObserver, MeterSession, SessionState
-from gateway.link.line import MeterLine
 from gateway.loglimit import LogLimiter
 
 log = structlog.get_logger(__name__)
@@ -31,13 +36,13 @@ log = structlog.get_logger(__name__)
 MANAGEMENT_SAP = 1  # DLMS UA Green Book: the management logical device
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class MeterRoute:
-    """Where a meter SAP lives on the meter network."""
+    """Where a meter SAP lives: which meter network, and the meter's address on that medium."""
 
     sap: int
-    line: str
-    physical_address: int
+    network: str
+    address: MeterAddress
     logical_device: int = 1
 
 
@@ -60,24 +65,10 @@ MAX_WAITING_PDUS = 8  # PDUs a HES may send behind an AARQ that waits for the da
 @dataclass(slots=True)
 class _Waiting:
     owner: HesPeer
-    line: str
-    server: HdlcAddress
+    network: str
+    association: Association
     pdus: list[WrapperPdu]
-    timer: asyncio.TimerHandle
-
-
-def link_settings(config: LinkConfig) -> LinkSettings:
-    """HDLC settings for links on a line, from its configuration."""
-    return LinkSettings(
-        parameters=HdlcParameters(
-            max_info_tx=config.max_info,
-            max_info_rx=config.max_info,
-            window_tx=config.window,
-            window_rx=config.window,
-        ),
-        response_timeout_s=config.response_timeout_s,
-        max_retries=config.max_retries,
-    )
+    timer: TimerHandle
 
 
 class Router:
@@ -87,27 +78,28 @@ class Router:
         self,
         *,
         lookup: RouteLookup,
-        lines: Mapping[str, MeterLine],
+        media: Mapping[str, MeterMedium],
         relay: RelayConfig,
+        scheduler: Scheduler,
         management: ApduServer | None = None,
         observer: MeterObserver | None = None,
     ) -> None:
         self.lookup = lookup
-        self.lines = lines
+        self.media = media
         self.sessions: dict[tuple[int, int], MeterSession] = {}  # (meter SAP, client SAP) -> session
         self.management_owners: dict[int, HesPeer] = {}  # client SAP -> the HES associated with SAP 1
         self.relay = relay
+        self._scheduler = scheduler
         self._management = management
         self._observer = observer
-        self._settings = {name: link_settings(line.config) for name, line in lines.items()}
         self.rejections = 0
         self.max_associations_per_peer: int | None = None  # per HES address (wan.max_associations_per_peer)
         self.on_subscriber: Callable[[], None] | None = None  # the management client passed HLS: it takes pushes
-        self._drained: asyncio.Event | None = None
+        self.on_drained: Callable[[], None] | None = None  # the last session closed
         self._log_limit = LogLimiter()
         self._waiting: dict[tuple[int, int], _Waiting] = {}  # AARQs waiting for a busy data link
-        for name, line in lines.items():
-            line.on_link_released(functools.partial(self._link_released, name))
+        for name, medium in media.items():
+            medium.on_released(functools.partial(self._link_released, name))
 
     def pdu_from_hes(self, owner: HesPeer, pdu: WrapperPdu) -> None:
         """Handle one wrapper PDU from a HES connection."""
@@ -123,8 +115,8 @@ class Router:
         if session is not None:
             if session.owner is owner:
                 if session.state is SessionState.CLOSING and apdus.kind_of(pdu.apdu) is ApduKind.AARQ:
-                    # released and re-associating at once: wait for the DISC to finish
-                    self._wait_for_link(owner, pdu, line=session.line.name, server=session.server_address)
+                    # released and re-associating at once: wait for the goodbye to finish
+                    self._wait_for_link(owner, pdu, network=session.network, association=session.association)
                     return
                 session.request(pdu.apdu)
                 return
@@ -134,24 +126,21 @@ class Router:
             self._to_management(owner, pdu, self._management)
             return
         route = self.lookup(meter_sap)
-        if route is None:
+        if route is None or route.network not in self.media:
             self._reject(owner, pdu, "unknown SAP", transient=False)
             return
         if apdus.kind_of(pdu.apdu) is not ApduKind.AARQ:
             self._reject(owner, pdu, "no association: send an AARQ first", transient=False)
             return
-        if not client_sap_fits(client_sap):
-            self._reject(owner, pdu, "client SAP does not fit an HDLC client address", transient=False)
+        medium = self.media[route.network]
+        if not medium.usable():
+            self._reject(owner, pdu, "meter network down", transient=True)
             return
-        line = self.lines[route.line]
-        if not line.is_open:
-            self._reject(owner, pdu, "meter line down", transient=True)
-            return
-        server = HdlcAddress.server(logical_device=route.logical_device, physical_address=route.physical_address)
-        if line.has_link(client_sap=client_sap, upper=server.upper, lower=server.lower):
+        association = Association(client_sap=client_sap, logical_device=route.logical_device, meter=route.address)
+        if medium.busy(association):
             # the gateway's own short link (identity read, ping, scan) or a data link still closing:
             # wait for it to be released rather than refuse at once
-            self._wait_for_link(owner, pdu, line=route.line, server=server)
+            self._wait_for_link(owner, pdu, network=route.network, association=association)
             return
         if self.max_associations_per_peer is not None:
             held = sum(1 for s in self.sessions.values() if s.owner.peer_address == owner.peer_address)
@@ -160,34 +149,41 @@ class Router:
                 return
         session = MeterSession(
             owner=owner,
-            client_sap=client_sap,
             meter_sap=meter_sap,
-            server_address=server,
-            link=HdlcClientLink(client_sap=client_sap, server_address=server, settings=self._settings[route.line]),
-            line=line,
+            association=association,
+            medium=medium,
+            scheduler=self._scheduler,
             exchange_timeout_s=self.relay.exchange_timeout_s,
-            # the HDLC inactivity timeout of the line, or the relay's association limit, whichever is first
-            idle_timeout_s=min(self.relay.association_idle_s, line.config.inactivity_timeout_s),
+            # the meter's own idle limit (HDLC inactivity timeout) or the relay's, whichever is first
+            idle_timeout_s=min(self.relay.association_idle_s, medium.idle_timeout_s),
             on_closed=self._session_closed,
             peer_log=self._log_limit,
             observer=self._observer,
         )
+        try:
+            session.start()
+        except ChannelError as exc:
+            self._reject(owner, pdu, f"the meter network cannot carry it: {exc}", transient=False)
+            return
         self.sessions[(meter_sap, client_sap)] = session
-        session.start()
         session.request(pdu.apdu)
 
-    def _wait_for_link(self, owner: HesPeer, pdu: WrapperPdu, *, line: str, server: HdlcAddress) -> None:
+    def _wait_for_link(self, owner: HesPeer, pdu: WrapperPdu, *, network: str, association: Association) -> None:
         key = (pdu.destination, pdu.source)
-        timer = asyncio.get_running_loop().call_later(self.relay.exchange_timeout_s, self._waited_too_long, key)
-        self._waiting[key] = _Waiting(owner=owner, line=line, server=server, pdus=[pdu], timer=timer)
+        when = self._scheduler.time() + self.relay.exchange_timeout_s
+        timer = self._scheduler.call_at(when, functools.partial(self._waited_too_long, key))
+        self._waiting[key] = _Waiting(owner=owner, network=network, association=association, pdus=[pdu], timer=timer)
 
-    def _link_released(self, line: str, client_sap: int, upper: int, lower: int | None) -> None:
+    def _link_released(self, network: str, association: Association) -> None:
         for key, waiting in list(self._waiting.items()):
-            if (waiting.line, key[1], waiting.server.upper, waiting.server.lower) == (line, client_sap, upper, lower):
-                del self._waiting[key]
-                waiting.timer.cancel()
-                for pdu in waiting.pdus:  # replayed in order: the AARQ first opens the session
-                    self.pdu_from_hes(waiting.owner, pdu)
+            if (waiting.network, waiting.association) == (network, association) and key not in self.sessions:
+                self._replay(key)  # (a session still closing replays when it has closed)
+
+    def _replay(self, key: tuple[int, int]) -> None:
+        waiting = self._waiting.pop(key)
+        waiting.timer.cancel()
+        for pdu in waiting.pdus:  # in order: the AARQ first opens the session
+            self.pdu_from_hes(waiting.owner, pdu)
 
     def _waited_too_long(self, key: tuple[int, int]) -> None:
         waiting = self._waiting.pop(key, None)
@@ -241,22 +237,11 @@ class Router:
         key = (session.meter_sap, session.client_sap)
         if self.sessions.get(key) is session:
             del self.sessions[key]
-        if not self.sessions and self._drained is not None:
-            self._drained.set()
-
-    async def drain(self, timeout_s: float) -> bool:
-        """Wait until every session has closed (their DISC answered); False on timeout."""
-        if not self.sessions:
-            return True
-        self._drained = asyncio.Event()
-        try:
-            async with asyncio.timeout(timeout_s):
-                await self._drained.wait()
-        except TimeoutError:
-            return False
-        finally:
-            self._drained = None
-        return True
+        waiting = self._waiting.get(key)
+        if waiting is not None and not self.media[waiting.network].busy(waiting.association):
+            self._replay(key)  # its link left before the session did
+        if not self.sessions and self.on_drained is not None:
+            self.on_drained()
 
     def _reject(self, owner: HesPeer, pdu: WrapperPdu, reason: str, *, transient: bool) -> None:
         self.rejections += 1

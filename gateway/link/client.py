@@ -48,7 +48,7 @@ class LinkClient:
         event = await self._next()
         if not isinstance(event, LinkUp):
             self._detach()
-            raise LinkClientError(f"no data link: {getattr(event, 'reason', event)}")
+            raise LinkClientError(f"no data link: {event}")
         return self
 
     async def request(self, apdu: bytes) -> bytes:
@@ -57,7 +57,7 @@ class LinkClient:
         self.line.wake()
         event = await self._next()
         if isinstance(event, LinkDown):
-            raise LinkClientError(f"data link lost: {event.reason}")
+            raise LinkClientError(f"data link lost: {event}")
         assert isinstance(event, ApduReceived)
         return event.apdu
 

@@ -27,6 +27,7 @@ from gateway.codec.hdlc import (
     HdlcFrame,
     HdlcFrameDecoder,
     LinkDown,
+    LinkDownReason,
     LinkEvent,
     encode_broadcast,
 )
@@ -181,7 +182,7 @@ class MeterLine:
         transport, self._transport = self._transport, None
         if transport is not None:
             transport.close()
-        self._fail_all("line closed")
+        self._fail_all(LinkDownReason.LINE_CLOSED)
 
     async def aclose(self) -> None:
         """Close the device and wait until the port is released (its lock too)."""
@@ -419,9 +420,9 @@ class MeterLine:
             return
         self._transport = None
         self._log.warning("line.lost", error=str(exc) if exc else None)
-        self._fail_all("line lost")
+        self._fail_all(LinkDownReason.LINE_LOST)
 
-    def _fail_all(self, reason: str) -> None:
+    def _fail_all(self, reason: LinkDownReason) -> None:
         self._holder = None
         while self._broadcasts:  # never sent: their HES is told
             self._broadcasts.popleft().done(None)

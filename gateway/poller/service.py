@@ -34,9 +34,9 @@ from gateway.codec.acse import Mechanism
 from gateway.codec.errors import LocalProtocolError, RemoteProtocolError
 from gateway.codec.hdlc import HdlcAddress
 from gateway.codec.obis import obis, obis_text
-from gateway.core.router import link_settings
 from gateway.link.client import LinkClient, LinkClientError
 from gateway.link.line import MeterLine
+from gateway.link.medium import link_settings
 from gateway.link.traffic import attribute_bad_frames, count_link
 from gateway.poller.client import Credentials, DlmsClient, InvocationCounterRejectedError, PollingError
 from gateway.poller.config import DEFAULT_POLLING_KEYS, PollerConfig, PollGroup

@@ -18,15 +18,16 @@ from pathlib import Path
 from typing import Any
 
 from gateway.codec import acse
+from gateway.codec.apdu import PUSH_TAGS
 from gateway.codec.hdlc import HdlcAddress, HdlcClientLink, HdlcFrame, LinkSettings, encode_frame
 from gateway.codec.wrapper import WrapperDecoder, WrapperError, WrapperPdu
 from gateway.config import LinkConfig, RelayConfig
 from gateway.core.management import ManagementDevice
-from gateway.core.push import PUSH_TAGS, push_apdu
 from gateway.core.rejections import aare_rejected
 from gateway.core.router import MeterRoute, Router
 from gateway.keys import GatewayKeys
 from gateway.link.line import MeterLine
+from gateway.link.medium import SerialMedium, push_apdu
 from gateway.registry.database import open_database
 from gateway.registry.store import MeterRegistry
 
@@ -205,9 +206,9 @@ async def _router(data: bytes) -> None:
     config = LinkConfig(name="bus0", device="/dev/null", response_timeout_s=30.0)
     line = MeterLine(config=config, opener=opener)
     await line.open()
-    routes = {17: MeterRoute(sap=17, line="bus0", physical_address=17)}
-    router = Router(lookup=routes.get, lines={"bus0": line}, relay=RelayConfig(exchange_timeout_s=30.0),
-                    management=_management())
+    routes = {17: MeterRoute(sap=17, network="bus0", address=17)}
+    router = Router(lookup=routes.get, media={"bus0": SerialMedium(line)}, relay=RelayConfig(exchange_timeout_s=30.0),
+                    scheduler=asyncio.get_running_loop(), management=_management())
     hes = _Peer()
     decoder = WrapperDecoder()
     try:

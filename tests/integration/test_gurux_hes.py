@@ -113,7 +113,7 @@ async def test_gurux_hes_with_hls_and_ciphering_through_the_gateway_matches_a_di
 
     # The gateway never saw a key or an authentication value: not in its configuration, not in its logs.
     logs = captured_logs.getvalue()
-    assert "session.link_up" in logs  # the capture did see the relay's log lines
+    assert "hdlc.link_up" in logs  # the capture did see the relay's log lines
     assert "hdlc.rx" in logs and "<60, " in logs  # frames logged at debug, the AARQ's content left out
     assert len(CHALLENGES[0]) >= 8
     secrets = [TEST_BLOCK_CIPHER_KEY, TEST_AUTHENTICATION_KEY, CHALLENGES[0]]

@@ -7,11 +7,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 from gateway.codec import acse
-from gateway.codec.hdlc import HdlcAddress
 from gateway.config import GatewayConfig
-from gateway.core.router import link_settings
+from gateway.core.channel import Association
+from gateway.core.channel_client import ChannelClient
 from gateway.daemon import Gateway
-from gateway.link.client import LinkClient
 from gateway.sim.bus import SimMeter, SimulatedBus
 from gateway.sim.meter import build_meter
 from gateway.sim.pty import open_pty
@@ -22,9 +21,9 @@ from tests.integration.test_relay import associate_and_read_name, ldn_of
 
 async def hold_public_link(gateway: Gateway, *, address: int, release: asyncio.Event, held: asyncio.Event) -> None:
     """The gateway's own short association (as an identity read or a ping makes) on client 16."""
-    line = gateway.lines["bus0"]
-    server = HdlcAddress.server(logical_device=1, physical_address=address)
-    async with LinkClient(line, server_address=server, client_sap=16, settings=link_settings(line.config)):
+    association = Association(client_sap=16, logical_device=1, meter=address)
+    async with ChannelClient(gateway.media["bus0"], association) as client:
+        await client.request(PUBLIC_AARQ)
         held.set()
         await release.wait()
 

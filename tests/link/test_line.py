@@ -21,9 +21,9 @@ from gateway.codec.hdlc import (
     encode_frame,
 )
 from gateway.config import LinkConfig
-from gateway.core.push import push_apdu
 from gateway.daemon import serial_opener
 from gateway.link.line import MeterLine
+from gateway.link.medium import push_apdu
 from gateway.sim.bus import SimMeter, SimulatedBus
 from gateway.sim.pty import PtyPair, open_pty
 

@@ -24,7 +24,15 @@ from gateway.codec.errors import LocalProtocolError
 from gateway.codec.hdlc.address import HdlcAddress
 from gateway.codec.hdlc.control import SEQUENCE_MODULUS, FrameKind, i_control, s_control, u_control
 from gateway.codec.hdlc.errors import HdlcError
-from gateway.codec.hdlc.events import ApduReceived, LinkDown, LinkEvent, LinkSettings, LinkState, LinkUp
+from gateway.codec.hdlc.events import (
+    ApduReceived,
+    LinkDown,
+    LinkDownReason,
+    LinkEvent,
+    LinkSettings,
+    LinkState,
+    LinkUp,
+)
 from gateway.codec.hdlc.exchange import Exchange, Expiry
 from gateway.codec.hdlc.frame import HdlcFrame, encode_frame
 from gateway.codec.hdlc.params import HdlcParameters, decode_parameters, encode_parameters, negotiate
@@ -38,7 +46,16 @@ from gateway.codec.hdlc.window import (
     strip_llc,
 )
 
-__all__ = ["ApduReceived", "HdlcClientLink", "LinkDown", "LinkEvent", "LinkSettings", "LinkState", "LinkUp"]
+__all__ = [
+    "ApduReceived",
+    "HdlcClientLink",
+    "LinkDown",
+    "LinkDownReason",
+    "LinkEvent",
+    "LinkSettings",
+    "LinkState",
+    "LinkUp",
+]
 
 
 class _Action(Enum):
@@ -192,7 +209,7 @@ class HdlcClientLink:
         try:
             kind = frame.kind
         except HdlcError as error:
-            return self._down(f"protocol error: {error}")
+            return self._down(LinkDownReason.PROTOCOL_ERROR, str(error))
         if kind is FrameKind.UI:  # a push: it does not answer our poll
             return [ApduReceived(strip_llc(frame.info, LLC_RESPONSE))] if frame.info else []
         if kind in (FrameKind.UA, FrameKind.DM) and self._command is not None:
@@ -200,9 +217,9 @@ class HdlcClientLink:
         if not self._established:
             return []
         if kind is FrameKind.DM:
-            return self._down("meter disconnected")
+            return self._down(LinkDownReason.METER_DISCONNECTED)
         if kind is FrameKind.FRMR:
-            return self._down("frame rejected")
+            return self._down(LinkDownReason.FRAME_REJECTED)
         if kind is FrameKind.I:
             return self._on_information(frame, now=now)
         if kind in (FrameKind.RR, FrameKind.RNR):
@@ -213,13 +230,13 @@ class HdlcClientLink:
         command, self._command = self._command, None
         self._exchange.succeeded()
         if command is FrameKind.DISC:
-            return self._down("disconnected")
+            return self._down(LinkDownReason.DISCONNECTED)
         if kind is FrameKind.DM:
-            return self._down("refused")
+            return self._down(LinkDownReason.REFUSED)
         try:
             offered = decode_parameters(info)
         except HdlcError as error:
-            return self._down(f"protocol error: {error}")
+            return self._down(LinkDownReason.PROTOCOL_ERROR, str(error))
         # The server's UA holds its own tx/rx; capping ours by them is the server's rule mirrored.
         self.parameters = negotiate(proposed=offered, supported=self._settings.parameters)
         self._established = True
@@ -232,25 +249,25 @@ class HdlcClientLink:
         events: list[LinkEvent] = []
         if frame.send_seq == self._received.recv_seq:
             if self._window.acknowledge(frame.recv_seq) is None:
-                return self._down("protocol error: N(R) out of range")
+                return self._down(LinkDownReason.PROTOCOL_ERROR, "N(R) out of range")
             try:
                 apdu = self._received.accept(frame.info, more=frame.segmented)
             except HdlcError as error:
-                return self._down(f"protocol error: {error}")
+                return self._down(LinkDownReason.PROTOCOL_ERROR, str(error))
             self._exchange.progress = True
             if apdu is not None:
                 events.append(ApduReceived(apdu))
         elif frame.send_seq == (self._received.recv_seq - 1) % SEQUENCE_MODULUS:
             return []  # a late copy of a frame already taken, answering our retransmission
         elif self._negotiated().window_rx == 1:
-            return self._down("protocol error: N(S) out of sequence")
+            return self._down(LinkDownReason.PROTOCOL_ERROR, "N(S) out of sequence")
         # else: a frame of the window was lost; the next RR asks the meter to go back to N(R)
         return events + self._after_response_frame(frame, busy=False, now=now)
 
     def _on_supervisory(self, frame: HdlcFrame, *, busy: bool, now: float) -> list[LinkEvent]:
         acknowledged = self._window.acknowledge(frame.recv_seq)
         if acknowledged is None:
-            return self._down("protocol error: N(R) out of range")
+            return self._down(LinkDownReason.PROTOCOL_ERROR, "N(R) out of range")
         self._exchange.progress = self._exchange.progress or acknowledged > 0
         # RR while the meter owes us segments means it has nothing yet: as busy as an RNR
         return self._after_response_frame(frame, busy=busy or self._received.more, now=now)
@@ -263,20 +280,20 @@ class HdlcClientLink:
             return []
         self.retransmissions += self._window.go_back()  # what the meter did not acknowledge goes again, same N(S)
         if not self._exchange.answered(busy=busy, now=now):
-            return self._down("meter busy" if busy else "no progress")
+            return self._down(LinkDownReason.METER_BUSY if busy else LinkDownReason.NO_PROGRESS)
         return []
 
     def expire(self, *, now: float) -> list[LinkEvent]:
         """Handle the deadline: retransmit, end a back-off, or give up after max_retries."""
         expiry = self._exchange.expire(now=now)
         if expiry is Expiry.GIVE_UP:
-            return self._down("no response")
+            return self._down(LinkDownReason.NO_RESPONSE)
         if expiry is Expiry.RETRANSMIT:
             self.retries += 1
         self._poll = self._poll or expiry is Expiry.POLL
         return []
 
-    def _down(self, reason: str) -> list[LinkEvent]:
+    def _down(self, reason: LinkDownReason, detail: str = "") -> list[LinkEvent]:
         self._reset()
         self._state = LinkState.DISCONNECTED
-        return [LinkDown(reason)]
+        return [LinkDown(reason, detail)]

@@ -42,11 +42,30 @@ class ApduReceived:
     apdu: bytes
 
 
+class LinkDownReason(Enum):
+    """Why a data-link connection ended; match on these, never on text."""
+
+    DISCONNECTED = "disconnected"  # our DISC was answered: a graceful end
+    REFUSED = "refused"  # the meter answered our SNRM with DM
+    METER_DISCONNECTED = "meter disconnected"  # DM on an established connection
+    FRAME_REJECTED = "frame rejected"  # FRMR
+    PROTOCOL_ERROR = "protocol error"  # the meter broke IEC 62056-46; `detail` says how
+    NO_RESPONSE = "no response"  # no final frame after max_retries retransmissions
+    METER_BUSY = "meter busy"  # RNR beyond the retries
+    NO_PROGRESS = "no progress"  # answers that acknowledge nothing, beyond the retries
+    LINE_CLOSED = "line closed"  # the gateway closed the serial port
+    LINE_LOST = "line lost"  # the serial port went away
+
+
 @dataclass(frozen=True, slots=True)
 class LinkDown:
-    """The connection is gone; `reason` says why."""
+    """The connection is gone; `reason` says why, `detail` adds what a protocol error was."""
 
-    reason: str
+    reason: LinkDownReason
+    detail: str = ""
+
+    def __str__(self) -> str:
+        return f"{self.reason.value}: {self.detail}" if self.detail else self.reason.value
 
 
 LinkEvent = LinkUp | ApduReceived | LinkDown

@@ -20,6 +20,7 @@ from gateway.codec.hdlc import (
     HdlcParameters,
     HdlcServerLink,
     LinkDown,
+    LinkDownReason,
     LinkState,
     LinkUp,
     ServerSettings,
@@ -139,7 +140,7 @@ def test_any_single_lost_frame_is_recovered_and_nothing_is_delivered_twice(windo
         assert delivered == requests, f"frame {index} lost"
         received = [e.apdu for e in loop.client_events if isinstance(e, ApduReceived)]
         assert received == [request[::-1] for request in requests], f"frame {index} lost"
-        assert loop.client_events[-1] == LinkDown("disconnected")
+        assert loop.client_events[-1] == LinkDown(LinkDownReason.DISCONNECTED)
         assert loop.client.retries <= 1
         assert len(loop.transmissions) == clean_transmissions + 1  # one loss costs one transmission
         assert loop.server_events[-1] == ClientDisconnected(CLIENT_SAP)
@@ -204,7 +205,7 @@ def test_random_losses_never_lose_duplicate_or_reorder_an_apdu(
     assert [e.apdu for e in loop.server_events if isinstance(e, ApduFromClient)] == requests
     assert [e.apdu for e in loop.client_events if isinstance(e, ApduReceived)] == [r[::-1] for r in requests]
     assert loop.client_events[0] == LinkUp(_parameters(max_info, window))
-    assert loop.client_events[-1] == LinkDown("disconnected")
+    assert loop.client_events[-1] == LinkDown(LinkDownReason.DISCONNECTED)
 
 
 def test_a_retransmission_resends_the_same_bytes() -> None:
@@ -234,7 +235,7 @@ def test_silent_meter_means_link_down_after_max_retries_plus_one_sends(max_retri
     before = len(loop.transmissions)
     loop.drop_to_server = set(range(len(loop.to_server), 1000))
     loop.run()
-    assert loop.client_events[-1] == LinkDown("no response")
+    assert loop.client_events[-1] == LinkDown(LinkDownReason.NO_RESPONSE)
     sends = loop.transmissions[before:]
     assert len(sends) == max_retries + 1
     assert len(set(sends)) == 1
@@ -248,7 +249,7 @@ def test_dm_to_snrm_is_refused() -> None:
     loop = Loop()
     loop.client.connect()
     loop.client.transmit(now=0.0)
-    assert loop.client.receive(_from_meter(0x1F), now=0.1) == [LinkDown("refused")]
+    assert loop.client.receive(_from_meter(0x1F), now=0.1) == [LinkDown(LinkDownReason.REFUSED)]
     assert loop.client.state is LinkState.DISCONNECTED
 
 
@@ -259,7 +260,7 @@ def test_disc_closes_both_ends() -> None:
     loop.run()
     assert loop.to_server[-1].kind is FrameKind.DISC
     assert loop.to_client[-1].kind is FrameKind.UA
-    assert loop.client_events[-1] == LinkDown("disconnected")
+    assert loop.client_events[-1] == LinkDown(LinkDownReason.DISCONNECTED)
     assert loop.server_events[-1] == ClientDisconnected(CLIENT_SAP)
     assert loop.server.connected_clients == []
 
@@ -271,7 +272,7 @@ def test_disc_sends_queued_apdus_first() -> None:
     with pytest.raises(LocalProtocolError):
         loop.client.send_apdu(b"\xc0")
     loop.run()
-    assert loop.client_events[1:] == [ApduReceived(b"\x02\x01\xc0"), LinkDown("disconnected")]
+    assert loop.client_events[1:] == [ApduReceived(b"\x02\x01\xc0"), LinkDown(LinkDownReason.DISCONNECTED)]
 
 
 def test_disconnect_before_the_link_is_up_drops_the_queue_and_sends_disc() -> None:
@@ -282,7 +283,7 @@ def test_disconnect_before_the_link_is_up_drops_the_queue_and_sends_disc() -> No
     loop.run()
     assert [frame.kind for frame in loop.to_server] == [FrameKind.DISC]
     assert loop.to_client[0].kind is FrameKind.DM  # the meter had no connection with us
-    assert loop.client_events == [LinkDown("disconnected")]
+    assert loop.client_events == [LinkDown(LinkDownReason.DISCONNECTED)]
 
 
 def test_meter_that_forgot_us_answers_dm_and_the_link_goes_down() -> None:
@@ -292,24 +293,26 @@ def test_meter_that_forgot_us_answers_dm_and_the_link_goes_down() -> None:
     loop.run()
     assert loop.server_events[-1] == ClientDisconnected(CLIENT_SAP)
     assert loop.to_client[-1].kind is FrameKind.DM
-    assert loop.client_events[-1] == LinkDown("meter disconnected")
+    assert loop.client_events[-1] == LinkDown(LinkDownReason.METER_DISCONNECTED)
 
 
 @pytest.mark.parametrize(
-    ("answer", "reason"),
+    ("answer", "down"),
     [
-        (_from_meter(0x97), "frame rejected"),
-        (_from_meter(0x1F), "meter disconnected"),
-        (_from_meter(0x51), "protocol error: N(R) out of range"),  # RR N(R)=2: we sent one frame
-        (_from_meter(0x54, b"\xe6\xe7\x00\xc4"), "protocol error: N(S) out of sequence"),  # N(S)=2
-        (_from_meter(0x09), "protocol error: undefined HDLC control field 0x09"),
+        (_from_meter(0x97), LinkDown(LinkDownReason.FRAME_REJECTED)),
+        (_from_meter(0x1F), LinkDown(LinkDownReason.METER_DISCONNECTED)),
+        # RR N(R)=2: we sent one frame
+        (_from_meter(0x51), LinkDown(LinkDownReason.PROTOCOL_ERROR, "N(R) out of range")),
+        # N(S)=2
+        (_from_meter(0x54, b"\xe6\xe7\x00\xc4"), LinkDown(LinkDownReason.PROTOCOL_ERROR, "N(S) out of sequence")),
+        (_from_meter(0x09), LinkDown(LinkDownReason.PROTOCOL_ERROR, "undefined HDLC control field 0x09")),
     ],
 )
-def test_protocol_breaches_bring_the_link_down(answer: HdlcFrame, reason: str) -> None:
+def test_protocol_breaches_bring_the_link_down(answer: HdlcFrame, down: LinkDown) -> None:
     loop = _connected(Loop())
     loop.client.send_apdu(b"\xc0\x01")
     loop.client.transmit(now=loop.now)
-    assert loop.client.receive(answer, now=loop.now) == [LinkDown(reason)]
+    assert loop.client.receive(answer, now=loop.now) == [down]
     assert loop.client.state is LinkState.DISCONNECTED
 
 
@@ -346,7 +349,7 @@ def test_a_meter_busy_for_ever_brings_the_link_down() -> None:
         loop.client.transmit(now=float(attempt))
         events = loop.client.receive(_from_meter(0x15), now=attempt + 0.1)
         loop.client.expire(now=attempt + 1.1)
-    assert events == [LinkDown("meter busy")]
+    assert events == [LinkDown(LinkDownReason.METER_BUSY)]
 
 
 def test_ui_push_is_delivered_without_disturbing_the_link() -> None:
