@@ -113,11 +113,12 @@ class Router:
             return
         session = self.sessions.get((meter_sap, client_sap))
         if session is not None:
+            if session.state is SessionState.CLOSING and apdus.kind_of(pdu.apdu) is ApduKind.AARQ:
+                # released, or its HES connection dropped, and still saying goodbye on the medium: whoever
+                # associates now (the same connection, or a HES that reconnected at once) waits for it
+                self._wait_for_link(owner, pdu, network=session.network, association=session.association)
+                return
             if session.owner is owner:
-                if session.state is SessionState.CLOSING and apdus.kind_of(pdu.apdu) is ApduKind.AARQ:
-                    # released and re-associating at once: wait for the goodbye to finish
-                    self._wait_for_link(owner, pdu, network=session.network, association=session.association)
-                    return
                 session.request(pdu.apdu)
                 return
             self._reject(owner, pdu, "meter association held by another HES connection", transient=True)

@@ -211,6 +211,31 @@ def test_an_aarq_right_after_a_release_waits_for_the_goodbye_then_proceeds_in_or
     assert [pdu.apdu for pdu in hes.received] == [AARE_ACCEPTED, get_answer(4)]
 
 
+def test_a_hes_that_reconnects_at_once_waits_for_its_old_link_to_close_instead_of_being_refused() -> None:
+    # issue 13: after a TCP drop the old session takes a while to say goodbye (DISC); the new
+    # connection's AARQ waits for it, as an AARQ on the same connection already does
+    r, old, new = rig(), FakeHes(), FakeHes()
+    associated(r, old)
+    r.router.hes_disconnected(old)
+    assert r.medium.opened[0].state == "closing"
+    r.send(new, AARQ)
+    r.send(new, GET)
+    assert new.received == [] and len(r.medium.opened) == 1  # waiting, not rejected-transient
+    r.medium.opened[0].down(DownReason.RELEASED)
+    assert len(r.medium.opened) == 2 and r.medium.opened[1].sent == [AARQ, GET]
+    r.medium.opened[1].answer(AARE_ACCEPTED)
+    assert [pdu.apdu for pdu in new.received] == [AARE_ACCEPTED]
+    assert r.router.sessions[(17, 16)].owner is new
+
+
+def test_an_open_association_of_another_hes_is_still_refused_transiently() -> None:
+    r, holder, other = rig(), FakeHes(), FakeHes()
+    associated(r, holder)
+    r.send(other, AARQ)
+    assert aare_result(other.received[-1].apdu) is acse.AssociationResult.REJECTED_TRANSIENT
+    assert len(r.medium.opened) == 1
+
+
 def test_the_hes_disconnecting_releases_its_sessions_and_forgets_what_it_had_waiting() -> None:
     r, hes, other = rig(), FakeHes(), FakeHes(peer="198.51.100.2:1", peer_address="198.51.100.2")
     associated(r, hes)
