@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+import math
 import socket
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import structlog
@@ -52,10 +54,19 @@ class MeshChannel:
     def association(self) -> Association:
         return self._association
 
+    @property
+    def max_apdu(self) -> int:
+        return self._endpoint.network.settings.max_apdu
+
     def send_apdu(self, apdu: bytes) -> None:
         self._endpoint.send_apdu(self._association, apdu)
 
-    def close(self) -> None:
+    def close(self) -> bool:
+        """Gone at once: a wrapper association has no data-link goodbye (the RLRQ/RLRE was the goodbye)."""
+        self.abort()
+        return True
+
+    def abort(self) -> None:
         self._endpoint.close_channel(self._association)
 
 
@@ -78,9 +89,10 @@ class MeshEndpoint:
 
     def __init__(self, *, name: str, settings: MeshSettings | None = None) -> None:
         self._name = name
-        self.network = MeshNetwork(settings)
+        self.network = MeshNetwork(settings, name=name)
         self._listeners: dict[Association, ChannelListener] = {}
-        self._unsolicited: PushListener | None = None
+        self._unsolicited: list[PushListener] = []
+        self._released: list[Callable[[Association], None]] = []
         self._transport: asyncio.DatagramTransport | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._timer: asyncio.TimerHandle | None = None
@@ -122,13 +134,26 @@ class MeshEndpoint:
         if self._transport is not None:
             self._transport.close()
 
+    @property
+    def idle_timeout_s(self) -> float:
+        return math.inf  # a wrapper meter keeps no data link that could time out; the relay's own limit applies
+
     def usable(self) -> bool:
         return self._transport is not None and not self._transport.is_closing()
 
-    def on_unsolicited(self, listener: PushListener) -> None:
-        self._unsolicited = listener
+    def busy(self, association: Association) -> bool:
+        return association in self._listeners
 
-    def open(self, association: Association, listener: ChannelListener) -> MeshChannel:
+    def on_unsolicited(self, listener: PushListener) -> None:
+        self._unsolicited.append(listener)
+
+    def on_released(self, listener: Callable[[Association], None]) -> None:
+        self._released.append(listener)
+
+    def open(self, association: Association, listener: ChannelListener, *, probe: bool = False,
+             background: bool = False) -> MeshChannel:
+        """Open a channel. `probe` and `background` change nothing here: every exchange on a mesh has the
+        same response timeout and competes for the same in-flight slots, round-robin."""
         if not self.usable():
             raise ChannelError(f"mesh {self._name} is not usable")
         self.network.open(association, now=self._now())
@@ -144,10 +169,11 @@ class MeshEndpoint:
         self._run(self.network.send_apdu(association, apdu, now=self._now()), deferred=True)
 
     def close_channel(self, association: Association) -> None:
-        """Close a channel; no event follows."""
+        """Close a channel; no event follows (but `on_released` listeners hear of it)."""
         if self._listeners.pop(association, None) is not None:
             self._close_tcp(association)
             self._run(self.network.close(association, now=self._now()), deferred=True)
+            self._link_released(association)
 
     def datagram_received(self, data: bytes, addr: tuple[str | object, ...]) -> None:
         try:
@@ -171,6 +197,7 @@ class MeshEndpoint:
         for association, listener in listeners.items():
             self.network.close(association, now=self._now())
             listener(ChannelDown(DownReason.MEDIUM_LOST))
+            self._link_released(association)
         self._log.info("mesh.stopped", error=str(exc) if exc else None)
 
     def _close_tcp(self, association: Association) -> None:
@@ -194,7 +221,7 @@ class MeshEndpoint:
                     self._transport.sendto(action.data, (str(action.meter.host), action.meter.port))
             elif isinstance(action, Deliver):
                 self._deliver(action.association, action.event, deferred=deferred)
-            elif self._unsolicited is not None:
+            else:
                 self._hand_push(action, deferred=deferred)
         self._arm_timer()
 
@@ -208,17 +235,26 @@ class MeshEndpoint:
             self._log.info("mesh.channel_down", meter=str(association.meter), reason=event.reason.value)
         if deferred:
             assert self._loop is not None
-            self._loop.call_soon(listener, event)
+            self._loop.call_soon(self._down_then_released, association, listener, event)
         else:
-            listener(event)
+            self._down_then_released(association, listener, event)
+
+    def _down_then_released(self, association: Association, listener: ChannelListener, event: ChannelEvent) -> None:
+        listener(event)
+        if isinstance(event, ChannelDown):
+            self._link_released(association)
+
+    def _link_released(self, association: Association) -> None:
+        for listener in list(self._released):
+            listener(association)
 
     def _hand_push(self, push: UnsolicitedPush, *, deferred: bool) -> None:
-        assert self._unsolicited is not None
-        if deferred:
-            assert self._loop is not None
-            self._loop.call_soon(self._unsolicited, push)
-        else:
-            self._unsolicited(push)
+        for listener in self._unsolicited:
+            if deferred:
+                assert self._loop is not None
+                self._loop.call_soon(listener, push)
+            else:
+                listener(push)
 
     def _arm_timer(self) -> None:
         deadline = self.network.deadline

@@ -78,7 +78,8 @@ class _Channel:
 class MeshNetwork:
     """All channels of one meter network; returns actions, does no I/O."""
 
-    def __init__(self, settings: MeshSettings | None = None) -> None:
+    def __init__(self, settings: MeshSettings | None = None, *, name: str = "mesh") -> None:
+        self.name = name  # the network's name: pushes handed to intake carry it
         self.settings = settings or MeshSettings()
         self.counters = MeshCounters()
         self._channels: dict[Association, _Channel] = {}
@@ -197,8 +198,8 @@ class MeshNetwork:
             self.counters.pushes += 1
             return [Deliver(association, Push(pdu.apdu))]
         self.counters.unsolicited += 1
-        return [UnsolicitedPush(meter=association.meter, logical_device=pdu.source, client_sap=pdu.destination,
-                               apdu=pdu.apdu)]
+        return [UnsolicitedPush(network=self.name, meter=association.meter, logical_device=pdu.source,
+                                client_sap=pdu.destination, apdu=pdu.apdu)]
 
     def expire(self, *, now: float) -> list[MeshAction]:
         """Handle every deadline that has passed: timeouts end their channel; quiet periods end."""

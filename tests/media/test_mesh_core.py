@@ -156,7 +156,7 @@ def test_pushes_go_to_their_channel_or_to_the_unsolicited_listener() -> None:
     assert network.in_flight == 1
     # From a meter without a channel (a ciphered event-notification to the management client).
     stranger = network.receive(answer(association(5, client_sap=1), GLO_EVENT), source=meter(5), now=0.2)
-    assert stranger == [UnsolicitedPush(meter=meter(5), logical_device=1, client_sap=1, apdu=GLO_EVENT)]
+    assert stranger == [UnsolicitedPush(network="mesh", meter=meter(5), logical_device=1, client_sap=1, apdu=GLO_EVENT)]
     # A GET response from a stranger is no push: counted and dropped.
     assert network.receive(answer(association(6)), source=meter(6), now=0.3) == []
     assert (network.counters.pushes, network.counters.unsolicited, network.counters.unexpected) == (1, 1, 1)

@@ -107,7 +107,7 @@ async def test_pushes_reach_their_channel_or_push_intake() -> None:
         second.push(to=second_route.back, client_sap=MANAGEMENT_CLIENT, apdu=DATA_NOTIFICATION)
         async with asyncio.timeout(5):
             push = await unsolicited.get()
-        assert push == UnsolicitedPush(meter=mesh.association(1).meter, logical_device=1,
+        assert push == UnsolicitedPush(network="mesh-test", meter=mesh.association(1).meter, logical_device=1,
                                        client_sap=MANAGEMENT_CLIENT, apdu=DATA_NOTIFICATION)
         assert await reader.read_checked(mesh.meters[0][1], count=2) == 2  # answers come after the push
         assert reader.pushes == [DATA_NOTIFICATION]
@@ -159,3 +159,23 @@ async def test_a_stopped_endpoint_is_not_usable_and_its_channels_go_down() -> No
     assert not endpoint.usable()
     with pytest.raises(ChannelError):
         endpoint.open(Association(client_sap=16, logical_device=1, meter=IpMeter(LOOPBACK, 9)), events.put_nowait)
+
+
+async def test_a_mesh_channel_is_busy_until_closed_and_its_release_is_heard() -> None:
+    endpoint = MeshEndpoint(name="mesh-close", settings=MeshSettings(max_apdu=512))
+    await endpoint.start(MeshBinding(host="::1", port=0))
+    released: list[Association] = []
+    endpoint.on_released(released.append)
+    association = Association(client_sap=16, logical_device=1, meter=IpMeter(LOOPBACK, 9))
+    try:
+        channel = endpoint.open(association, lambda event: None, probe=True, background=True)
+        assert endpoint.busy(association) and channel.max_apdu == 512
+        assert endpoint.idle_timeout_s == float("inf")
+        assert channel.close() is True  # no data-link goodbye on a wrapper network
+        assert not endpoint.busy(association) and released == [association]
+        with pytest.raises(ChannelError):
+            channel.send_apdu(b"\xc0\x01")
+        channel.abort()  # twice: nothing more happens
+        assert released == [association]
+    finally:
+        endpoint.stop()
