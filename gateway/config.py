@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import ipaddress
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -60,11 +60,32 @@ class LinkConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class MeshConfig:
+    """An IPv6 meter network (Wi-SUN FAN, G3-PLC) reached over the UDP/TCP wrapper."""
+
+    name: str
+    source_address: str = "::"  # the gateway's address on the mesh: meters answer and push to it
+    interface: str = ""  # bind to this interface (the border router's TUN, e.g. "tun0"); empty: any
+    port: int = WRAPPER_PORT  # IEC 62056-4-7: the gateway's UDP port, and the meters'
+    max_in_flight: int = 8  # exchanges at once on this network: a mesh is not a bus, but flooding collapses it
+    max_queued: int = 256  # APDUs waiting for a slot; beyond this an association is refused (congested)
+    response_timeout_s: float = 10.0  # several hops each way; a lost datagram is this, then an exception-response
+    network_id: int = -1  # the gateway protocol's network id (E6/E7); -1: after the [[links]], by place
+    wisun_bus: str = ""  # "system": follow wsbrd's node list on the system D-Bus (register, readdress); "": off
+
+
+@dataclass(frozen=True, slots=True)
 class MeterConfig:
     sap: int
-    link: str
-    physical_address: int
-    logical_device: int = 1
+    link: str  # a [[links]] or a [[meshes]] name
+    physical_address: int = -1  # on a serial line (required there)
+    logical_device: int = 1  # the HDLC upper address on a line, the wrapper wPort on a mesh
+    address: str = ""  # on a mesh: the meter's IPv6 address (required there)
+    eui64: str = ""  # on a mesh, optional: 16 hex digits; the meter keeps its SAP when its address changes
+
+    @property
+    def eui64_bytes(self) -> bytes | None:
+        return bytes.fromhex(self.eui64.replace(":", "").replace("-", "")) if self.eui64 else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -160,6 +181,7 @@ class GatewayConfig:
     registry: RegistryConfig = field(default_factory=RegistryConfig)
     management: ManagementConfig = field(default_factory=ManagementConfig)
     links: tuple[LinkConfig, ...] = ()
+    meshes: tuple[MeshConfig, ...] = ()
     meters: tuple[MeterConfig, ...] = ()
     scan: tuple[ScanConfig, ...] = ()
     push: tuple[PushConfig, ...] = ()
@@ -196,23 +218,75 @@ def check_wan(config: WanConfig) -> list[tuple[str, str]]:
     return problems
 
 
-def network_ids(links: tuple[LinkConfig, ...]) -> dict[int, str]:
-    """Gateway-protocol network id -> link name (an unset id is 1 + the link's place in [[links]])."""
-    return {link.network_id if link.network_id >= 0 else index + 1: link.name for index, link in enumerate(links)}
+_Fail = Callable[[str, "int | None", str, str], None]  # Problems.fail
+
+
+def _networks(links: tuple[LinkConfig, ...], meshes: tuple[MeshConfig, ...]) -> list[tuple[str, int, int, str]]:
+    """(table, index, network id, name) of every meter network; an unset id is its place, from 1: lines first."""
+    found = [("links", i, link.network_id if link.network_id >= 0 else i + 1, link.name)
+             for i, link in enumerate(links)]
+    found += [("meshes", i, mesh.network_id if mesh.network_id >= 0 else len(links) + i + 1, mesh.name)
+              for i, mesh in enumerate(meshes)]
+    return found
+
+
+def network_ids(links: tuple[LinkConfig, ...], meshes: tuple[MeshConfig, ...] = ()) -> dict[int, str]:
+    """Gateway-protocol network id -> line or mesh name (unset: 1 + its place in [[links]], then [[meshes]])."""
+    return {network: name for _, _, network, name in _networks(links, meshes)}
+
+
+def _check_meshes(config: GatewayConfig, fail: _Fail) -> None:
+    for i, mesh in enumerate(config.meshes):
+        try:
+            ipaddress.IPv6Address(mesh.source_address)
+        except ValueError:
+            fail("meshes", i, "source_address", f"{mesh.source_address!r} is not an IPv6 address (\"::\": any)")
+        if not 0 <= mesh.port <= 65535:
+            fail("meshes", i, "port", "must be 0..65535 (0: any, for tests)")
+        if not 1 <= mesh.max_in_flight <= 1024:
+            fail("meshes", i, "max_in_flight", "must be 1..1024")
+        if not 0 <= mesh.max_queued <= 100000:
+            fail("meshes", i, "max_queued", "must be 0..100000")
+        if not mesh.response_timeout_s > 0:
+            fail("meshes", i, "response_timeout_s", "must be > 0")
+        if mesh.wisun_bus not in ("", "system", "session"):
+            fail("meshes", i, "wisun_bus", "must be \"system\", \"session\" or \"\" (off)")
+
+
+def _check_mesh_meter(meter: MeterConfig, i: int, fail: _Fail) -> tuple[str, int | str, int] | None:
+    """Problems of a [[meters]] entry on a mesh; its place (mesh, canonical IPv6, wPort) when it has one."""
+    if meter.physical_address != -1:
+        fail("meters", i, "physical_address", f"{meter.link!r} is a mesh: give the meter's IPv6 \"address\"")
+    if not 0 <= meter.logical_device <= 0xFFFF:
+        fail("meters", i, "logical_device", "must be a wrapper wPort, 0..65535")
+    if meter.eui64:
+        try:
+            if len(meter.eui64_bytes or b"") != 8:
+                raise ValueError
+        except ValueError:
+            fail("meters", i, "eui64", "must be 16 hex digits (colons or dashes allowed)")
+    try:
+        return (meter.link, str(ipaddress.IPv6Address(meter.address)), meter.logical_device)
+    except ValueError:
+        fail("meters", i, "address", f"{meter.address!r} is not an IPv6 address" if meter.address
+             else "a meter on a mesh needs its IPv6 address")
+        return None
 
 
 def _check(config: GatewayConfig, problems: Problems) -> None:
     fail = problems.fail
     seen_networks: dict[int, str] = {}
-    for index, link in enumerate(config.links):
-        network = link.network_id if link.network_id >= 0 else index + 1
-        if not -1 <= link.network_id <= 255:
-            fail("links", index, "network_id", "must be 0..255 (or -1: its place in [[links]], from 1)")
+    for table, index, network, network_name in _networks(config.links, config.meshes):
+        network_id = config.links[index].network_id if table == "links" else config.meshes[index].network_id
+        if not -1 <= network_id <= 255:
+            fail(table, index, "network_id", f"must be 0..255 (or -1: its place in [[{table}]])")
         elif network in seen_networks:
-            fail("links", index, "network_id", f"network {network} is already link {seen_networks[network]!r}'s")
-        seen_networks.setdefault(network, link.name)
+            fail(table, index, "network_id", f"network {network} is already {seen_networks[network]!r}'s")
+        seen_networks.setdefault(network, network_name)
+    for index, link in enumerate(config.links):
         if not 0.05 <= link.broadcast_share <= 1.0:
             fail("links", index, "broadcast_share", "must be 0.05..1.0")
+    _check_meshes(config, fail)
     for index, push in enumerate(config.push):
         if push.form not in ("sap", "gateway"):
             fail("push", index, "form", "must be \"sap\" or \"gateway\"")
@@ -252,23 +326,40 @@ def _check(config: GatewayConfig, problems: Problems) -> None:
             fail("links", i, "inter_octet_timeout_s", "must be > 0")
         if not 0 <= link.max_retries <= 10:
             fail("links", i, "max_retries", "must be 0..10")
+    mesh_names = {mesh.name for mesh in config.meshes}
+    for i, mesh in enumerate(config.meshes):
+        if mesh.name in names or any(m.name == mesh.name for m in config.meshes[:i]):
+            fail("meshes", i, "name", f"{mesh.name!r} is already a line or mesh name")
     reg = config.registry
     saps: dict[int, int] = {}
-    places: set[tuple[str, int, int]] = set()
+    places: set[tuple[str, int | str, int]] = set()
     for i, meter in enumerate(config.meters):
-        if meter.link not in names:
-            fail("meters", i, "link", f"no link named {meter.link!r}")
+        if meter.link not in names and meter.link not in mesh_names:
+            fail("meters", i, "link", f"no link or mesh named {meter.link!r}")
         if meter.sap in saps:
             fail("meters", i, "sap", f"SAP {meter.sap} is already meters[{saps[meter.sap]}]'s; each meter needs "
                  f"its own, {reg.sap_first}..{reg.sap_last}")
         saps.setdefault(meter.sap, i)
-        problem = meter_address_problem(logical_device=meter.logical_device, physical_address=meter.physical_address)
-        if problem is not None:
-            fail("meters", i, problem.field, problem.message)
-        place = (meter.link, meter.physical_address, meter.logical_device)
-        if place in places:
-            fail("meters", i, "physical_address", "another meter has the same link and address")
-        places.add(place)
+        place: tuple[str, int | str, int] | None
+        if meter.link in mesh_names:
+            place = _check_mesh_meter(meter, i, fail)
+        else:
+            if meter.address or meter.eui64:
+                fail("meters", i, "address" if meter.address else "eui64",
+                     f"{meter.link!r} is a serial line: give the meter's \"physical_address\"")
+            place = (meter.link, meter.physical_address, meter.logical_device)
+            problem = meter_address_problem(logical_device=meter.logical_device,
+                                            physical_address=meter.physical_address)
+            if problem is not None:
+                unset = meter.physical_address == -1 and problem.field == "physical_address"
+                fail("meters", i, problem.field,
+                     f"a meter on a serial line needs its HDLC physical address: {problem.message}" if unset
+                     else problem.message)
+        if place is not None and place in places:
+            fail("meters", i, "address" if meter.link in mesh_names else "physical_address",
+                 "another meter has the same link and address")
+        if place is not None:
+            places.add(place)
         if not reg.sap_first <= meter.sap <= reg.sap_last:
             fail("meters", i, "sap", f"outside the SAP range {reg.sap_first}..{reg.sap_last} "
                  "(SAP 1 is the gateway itself)")
@@ -355,6 +446,8 @@ def parse_config(text: str) -> GatewayConfig:
         management=build_table(ManagementConfig, tables["management"], problems, "management"),
         links=tuple(build_table(LinkConfig, t, problems, "links", i)
                     for i, t in enumerate(_tables(raw, "links", problems))),
+        meshes=tuple(build_table(MeshConfig, t, problems, "meshes", i)
+                     for i, t in enumerate(_tables(raw, "meshes", problems))),
         meters=tuple(build_table(MeterConfig, t, problems, "meters", i)
                      for i, t in enumerate(_tables(raw, "meters", problems))),
         scan=tuple(build_table(ScanConfig, t, problems, "scan", i)

@@ -46,7 +46,7 @@ _ASSIGNMENT = re.compile(rf"^\s*({_DOTTED_KEY})\s*=\s*(.*)$")
 _INLINE_KEY = re.compile(rf"(?:^|[{{,])\s*({_DOTTED_KEY})\s*=")
 _STRING = re.compile(r"\"(?:[^\"\\]|\\.)*\"|'[^']*'")
 _INLINE_TABLE = re.compile(r"\{[^{}]*\}")
-ARRAY_TABLES = ("links", "meters", "scan", "push", "dial_out", "poller.groups")
+ARRAY_TABLES = ("links", "meshes", "meters", "scan", "push", "dial_out", "poller.groups")
 
 
 def _parts(dotted: str) -> list[str]:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway.config import ConfigError, load_config, parse_config
+from gateway.config import ConfigError, load_config, network_ids, parse_config
 
 GOOD = """\
 [wan]
@@ -60,7 +60,7 @@ def test_empty_file_gives_defaults() -> None:
         (("port = 14059", 'port = "4059"'), r"'wan.port' \(line 2\): expected int, got str"),
         (("sap = 18", "sap = 17"), r"'meters\[1\].sap' \(line 19\): SAP 17 is already meters\[0\]'s"),
         (('link = "bus0"\nphysical_address = 18', 'link = "bus1"\nphysical_address = 18'),
-         r"'meters\[1\].link' \(line 20\): no link named 'bus1'"),
+         r"'meters\[1\].link' \(line 20\): no link or mesh named 'bus1'"),
         (("[relay]", "[relais]"), r"unknown key 'relais' \(line 5\)"),
         (("physical_address = 17", "physical_address = 5"), r"'meters\[0\].physical_address' \(line 16\)"),
     ],
@@ -148,3 +148,53 @@ def test_poll_groups_name_credentials_that_the_polling_keys_file_holds(tmp_path:
     with pytest.raises(ConfigError, match=r"'poller.groups\[0\].credentials' \(line 30\): no credentials "
                                           r"'residential' in .*polling-keys.toml \(it holds: reader\)"):
         load_config(path)
+
+
+MESHES = """
+[[links]]
+name = "bus0"
+device = "/dev/ttyUSB0"
+
+[[meshes]]
+name = "wisun0"
+source_address = "fd00::1"
+max_in_flight = 4
+
+[[meshes]]
+name = "g3"
+network_id = 9
+
+[[meters]]
+sap = 17
+link = "bus0"
+physical_address = 17
+
+[[meters]]
+sap = 18
+link = "wisun0"
+address = "FD00:0::17"
+logical_device = 1
+eui64 = "00:11:22:33:44:55:66:77"
+"""
+
+
+def test_meshes_sit_beside_lines_with_their_own_network_ids() -> None:
+    config = parse_config(MESHES)
+    assert [(m.name, m.port, m.max_in_flight, m.wisun_bus) for m in config.meshes] == [
+        ("wisun0", 4059, 4, ""), ("g3", 4059, 8, "")]
+    assert network_ids(config.links, config.meshes) == {1: "bus0", 2: "wisun0", 9: "g3"}
+    mesh_meter = config.meters[1]
+    assert (mesh_meter.address, mesh_meter.eui64_bytes) == ("FD00:0::17", bytes.fromhex("0011223344556677"))
+
+
+@pytest.mark.parametrize(("edit", "message"), [
+    (("network_id = 9", "network_id = 1"), r"'meshes\[1\].network_id' \(line 13\): network 1 is already 'bus0'"),
+    (('address = "FD00:0::17"', 'address = "10.0.0.1"'), r"'meters\[1\].address' \(line 23\): '10.0.0.1' is not"),
+    (('address = "FD00:0::17"', "physical_address = 17"), r"'meters\[1\].physical_address' .*is a mesh"),
+    (('name = "g3"', 'name = "bus0"'), r"'meshes\[1\].name' \(line 12\): 'bus0' is already"),
+    (('eui64 = "00:11:22:33:44:55:66:77"', 'eui64 = "0011"'), r"'meters\[1\].eui64'.*16 hex digits"),
+    (('physical_address = 17', 'address = "fd00::9"'), r"'meters\[0\].address'.*is a serial line"),
+])
+def test_mesh_errors_name_the_key_and_line(edit: tuple[str, str], message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        parse_config(MESHES.replace(*edit, 1))

@@ -195,7 +195,7 @@ def test_example_config_documents_every_key() -> None:
 
 def uncomment(text: str) -> str:
     """The example with every '# key = value' and '# [table]' line switched on."""
-    return re.sub(r"(?m)^# (\[|[a-z_]+ = )", r"\1", text)
+    return re.sub(r"(?m)^# (\[|[a-z_][a-z0-9_]* = )", r"\1", text)
 
 
 def table_type(hint: Any) -> type[Any] | None:
@@ -215,7 +215,9 @@ def undocumented(cls: type[Any], raw: dict[str, Any], path: str) -> list[str]:
         nested = table_type(hints[f.name])
         if nested is not None:
             value = raw[f.name]
-            missing += undocumented(nested, value[0] if isinstance(value, list) else value, f"{path}{f.name}.")
+            if isinstance(value, list):  # [[tables]]: a key may be shown on any of the examples (serial, mesh meter)
+                value = {key: item for entry in value for key, item in entry.items()}
+            missing += undocumented(nested, value, f"{path}{f.name}.")
     return missing
 
 

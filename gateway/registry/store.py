@@ -8,6 +8,7 @@ written on every frame.
 
 from __future__ import annotations
 
+import ipaddress
 import sqlite3
 import time
 from collections.abc import Callable, Iterator
@@ -16,6 +17,8 @@ from dataclasses import dataclass, replace
 from enum import StrEnum
 
 from gateway.codec.hdlc import meter_address_problem
+
+Place = tuple[str, int | str, int]  # (link, HDLC physical address or canonical IPv6 text, logical device)
 
 MANAGEMENT_SAP = 1  # the gateway's own logical device
 PUBLIC_CLIENT_SAP = 16
@@ -55,10 +58,18 @@ class Meter:
     last_seen: float | None
     removed_at: float | None
     stats: LinkStats = LinkStats()
+    ip_address: str | None = None  # on a mesh: the meter's IPv6 address (physical_address is then 0)
+    eui64: bytes | None = None
 
     @property
-    def place(self) -> tuple[str, int, int]:
-        return (self.link, self.physical_address, self.logical_device)
+    def place(self) -> Place:
+        return (self.link, self.ip_address if self.ip_address is not None else self.physical_address,
+                self.logical_device)
+
+    @property
+    def address_text(self) -> str:
+        """The meter's address on its medium, for people: IPv6 on a mesh, the HDLC physical address on a line."""
+        return self.ip_address if self.ip_address is not None else str(self.physical_address)
 
     @property
     def name_text(self) -> str:
@@ -77,7 +88,15 @@ class SapPolicy:
 
 
 _COLUMNS = ("id, sap, link, physical_address, logical_device, state, logical_device_name, system_title, "
-            "registered_by, first_seen, last_seen, removed_at")
+            "registered_by, first_seen, last_seen, removed_at, ip_address, eui64")
+
+
+def canonical_ip(address: str | ipaddress.IPv6Address) -> str:
+    """The one text form of a meter's IPv6 address. Raises RegistryError."""
+    try:
+        return str(ipaddress.IPv6Address(str(address)))
+    except ValueError:
+        raise RegistryError(f"{address!r} is not an IPv6 address") from None
 
 
 class MeterRegistry:
@@ -89,8 +108,9 @@ class MeterRegistry:
         self.policy = policy
         self._clock = clock
         self._live: dict[int, Meter] = {}  # SAP -> meter, every state but removed
-        self._by_place: dict[tuple[str, int, int], int] = {}
+        self._by_place: dict[Place, int] = {}
         self._by_name: dict[bytes, int] = {}
+        self._by_eui64: dict[tuple[bytes, int], int] = {}  # (EUI-64, logical device) -> SAP
         self._removed: dict[int, Meter] = {}  # SAP -> the latest removed meter that held it
         self._dirty_seen: dict[int, float] = {}
         self._dirty_stats: dict[int, LinkStats] = {}
@@ -103,6 +123,14 @@ class MeterRegistry:
 
     def by_place(self, *, link: str, physical_address: int, logical_device: int = 1) -> Meter | None:
         sap = self._by_place.get((link, physical_address, logical_device))
+        return None if sap is None else self._live[sap]
+
+    def by_ip(self, *, link: str, address: str | ipaddress.IPv6Address, logical_device: int = 1) -> Meter | None:
+        sap = self._by_place.get((link, canonical_ip(address), logical_device))
+        return None if sap is None else self._live[sap]
+
+    def by_eui64(self, eui64: bytes, *, logical_device: int = 1) -> Meter | None:
+        sap = self._by_eui64.get((eui64, logical_device))
         return None if sap is None else self._live[sap]
 
     def by_name(self, name: bytes) -> Meter | None:
@@ -154,6 +182,47 @@ class MeterRegistry:
                 sap = self._choose_sap(sap)
             return self._insert(sap=sap, place=place, name=name, registered_by=registered_by)
 
+    def register_ip(self, *, link: str, address: str | ipaddress.IPv6Address, logical_device: int = 1,
+                    eui64: bytes | None = None, sap: int | None = None, name: bytes | None = None,
+                    registered_by: str = "provisioning") -> Meter:
+        """Register a mesh meter at an IPv6 address (idempotent).
+
+        A meter known by its EUI-64 (and logical device) keeps its SAP when its address changes
+        (prefix renumbering, a rejoin): its row moves to the new address. A meter without EUI-64
+        keeps its SAP through its logical device name, as on a serial line (`set_identity`).
+        """
+        if eui64 is not None and len(eui64) != 8:
+            raise RegistryError(f"an EUI-64 has 8 bytes, not {len(eui64)}")
+        if not 0 <= logical_device <= 0xFFFF:
+            raise RegistryError(f"logical device {logical_device} is not a wrapper wPort (0..65535)")
+        place: Place = (link, canonical_ip(address), logical_device)
+        known = self.by_eui64(eui64, logical_device=logical_device) if eui64 is not None else None
+        here_sap = self._by_place.get(place)
+        here = None if here_sap is None else self._live[here_sap]
+        if known is not None:
+            if sap is not None and sap != known.sap:
+                raise RegistryError(f"EUI-64 {eui64.hex() if eui64 else ''} already has SAP {known.sap}")
+            if known.place == place:
+                return known
+            with self._transaction():  # the same meter at a new address: it keeps its SAP
+                if here is not None and here.sap != known.sap:
+                    self._remove(here)
+                return self._move(known, place)
+        if here is not None and (eui64 is None or here.eui64 in (None, eui64)):
+            if sap is not None and sap != here.sap:
+                raise RegistryError(f"{link} address {place[1]} is already registered with SAP {here.sap}")
+            if eui64 is not None and here.eui64 is None:
+                with self._transaction():
+                    self._db.execute("UPDATE meters SET eui64 = ? WHERE id = ?", (eui64, here.id))
+                    here = replace(here, eui64=eui64)
+                    self._index(here)
+            return self.set_identity(here.sap, name=name) if name is not None else here
+        with self._transaction():
+            if here is not None:  # another meter (another EUI-64) has this address now: the old one is gone
+                self._remove(here)
+            return self._insert(sap=self._choose_sap(sap), place=place, name=name, registered_by=registered_by,
+                                eui64=eui64)
+
     def set_identity(self, sap: int, *, name: bytes, system_title: bytes | None = None) -> Meter:
         """Record the identity read from a meter. If another live meter had it, that meter moved here."""
         meter = self._require(sap)
@@ -184,8 +253,9 @@ class MeterRegistry:
             self._db.execute("UPDATE meters SET sap = ? WHERE id = ?", (new_sap, meter.id))
             self._db.execute(
                 "INSERT INTO meters (sap, logical_device_name, link, physical_address, logical_device, state,"
-                " registered_by, removed_at) VALUES (?, NULL, ?, ?, ?, 'removed', ?, ?)",
-                (sap, meter.link, meter.physical_address, meter.logical_device, meter.registered_by, now),
+                " registered_by, removed_at, ip_address) VALUES (?, NULL, ?, ?, ?, 'removed', ?, ?, ?)",
+                (sap, meter.link, meter.physical_address, meter.logical_device, meter.registered_by, now,
+                 meter.ip_address),
             )  # a tombstone that holds the old SAP in quarantine
             del self._live[sap]
             self._removed[sap] = replace(meter, state=MeterState.REMOVED, removed_at=now, logical_device_name=None)
@@ -308,28 +378,30 @@ class MeterRegistry:
                 return meter
         return None
 
-    def _insert(self, *, sap: int, place: tuple[str, int, int], name: bytes | None, registered_by: str) -> Meter:
-        link, physical_address, logical_device = place
+    def _insert(self, *, sap: int, place: Place, name: bytes | None, registered_by: str,
+                eui64: bytes | None = None) -> Meter:
+        link, physical_address, ip_address, logical_device = _columns(place)
         cursor = self._db.execute(
             "INSERT INTO meters (sap, logical_device_name, link, physical_address, logical_device, state,"
-            " registered_by) VALUES (?, ?, ?, ?, ?, 'registered', ?)",
-            (sap, name, link, physical_address, logical_device, registered_by),
+            " registered_by, ip_address, eui64) VALUES (?, ?, ?, ?, ?, 'registered', ?, ?, ?)",
+            (sap, name, link, physical_address, logical_device, registered_by, ip_address, eui64),
         )
         assert cursor.lastrowid is not None
         meter = Meter(id=cursor.lastrowid, sap=sap, link=link, physical_address=physical_address,
                       logical_device=logical_device, state=MeterState.REGISTERED, logical_device_name=name,
                       system_title=None, registered_by=registered_by, first_seen=None, last_seen=None,
-                      removed_at=None)
+                      removed_at=None, ip_address=ip_address, eui64=eui64)
         self._removed.pop(sap, None)
         self._index(meter)
         return meter
 
-    def _move(self, meter: Meter, place: tuple[str, int, int]) -> Meter:
-        link, physical_address, logical_device = place
-        self._db.execute("UPDATE meters SET link = ?, physical_address = ?, logical_device = ? WHERE id = ?",
-                         (link, physical_address, logical_device, meter.id))
+    def _move(self, meter: Meter, place: Place) -> Meter:
+        link, physical_address, ip_address, logical_device = _columns(place)
+        self._db.execute("UPDATE meters SET link = ?, physical_address = ?, logical_device = ?, ip_address = ?"
+                         " WHERE id = ?", (link, physical_address, logical_device, ip_address, meter.id))
         self._by_place.pop(meter.place, None)
-        moved = replace(meter, link=link, physical_address=physical_address, logical_device=logical_device)
+        moved = replace(meter, link=link, physical_address=physical_address, logical_device=logical_device,
+                        ip_address=ip_address)
         self._index(moved)
         return moved
 
@@ -340,6 +412,8 @@ class MeterRegistry:
         self._by_place.pop(meter.place, None)
         if meter.logical_device_name is not None and self._by_name.get(meter.logical_device_name) == meter.sap:
             del self._by_name[meter.logical_device_name]
+        if meter.eui64 is not None and self._by_eui64.get((meter.eui64, meter.logical_device)) == meter.sap:
+            del self._by_eui64[(meter.eui64, meter.logical_device)]
         removed = replace(meter, state=MeterState.REMOVED, removed_at=now)
         self._removed[meter.sap] = removed
         return removed
@@ -349,11 +423,14 @@ class MeterRegistry:
         self._by_place[meter.place] = meter.sap
         if meter.logical_device_name is not None:
             self._by_name[meter.logical_device_name] = meter.sap
+        if meter.eui64 is not None:
+            self._by_eui64[(meter.eui64, meter.logical_device)] = meter.sap
 
     def _load(self) -> None:
         self._live.clear()
         self._by_place.clear()
         self._by_name.clear()
+        self._by_eui64.clear()
         self._removed.clear()
         stats = {
             row[0]: LinkStats(frames=row[1], retries=row[2], crc_errors=row[3], last_rtt_ms=row[4])
@@ -363,10 +440,18 @@ class MeterRegistry:
             meter = Meter(id=row[0], sap=row[1], link=row[2], physical_address=row[3], logical_device=row[4],
                           state=MeterState(row[5]), logical_device_name=row[6], system_title=row[7],
                           registered_by=row[8], first_seen=row[9], last_seen=row[10], removed_at=row[11],
-                          stats=stats.get(row[0], LinkStats()))
+                          stats=stats.get(row[0], LinkStats()), ip_address=row[12], eui64=row[13])
             if meter.state is MeterState.REMOVED:
                 latest = self._removed.get(meter.sap)
                 if latest is None or (meter.removed_at or 0) >= (latest.removed_at or 0):
                     self._removed[meter.sap] = meter
             else:
                 self._index(meter)
+
+
+def _columns(place: Place) -> tuple[str, int, str | None, int]:
+    """(link, physical_address, ip_address, logical_device) columns of a place."""
+    link, address, logical_device = place
+    if isinstance(address, str):
+        return link, 0, address, logical_device
+    return link, address, None, logical_device

@@ -202,3 +202,38 @@ def test_the_registry_refuses_what_the_configuration_refuses(
     with pytest.raises(RegistryError, match="IEC 62056-46"):
         registry.register(link="bus0", physical_address=physical_address, logical_device=logical_device)
     assert len(reopen(db_path, clock)) == 0
+
+
+def test_a_version_3_database_gains_mesh_meters_beside_its_serial_ones(tmp_path: Path, clock: Clock) -> None:
+    path = tmp_path / "v3.db"
+    shutil.copy(FIXTURES / "registry_v3.db", path)
+    registry = reopen(path, clock)
+    assert [(m.sap, m.place) for m in registry.meters()] == [(17, ("bus0", 17, 1)), (18, ("bus0", 18, 1))]
+    meter = registry.register_ip(link="wisun0", address="FD00::0017", eui64=bytes(range(8)), registered_by="config")
+    other = registry.register_ip(link="wisun0", address="fd00::18")  # physical_address 0 for both: no clash
+    assert (meter.sap, meter.place, meter.address_text) == (19, ("wisun0", "fd00::17", 1), "fd00::17")
+    assert other.sap == 20 and registry.by_ip(link="wisun0", address="fd00:0::17") == meter
+
+
+def test_a_mesh_meter_keeps_its_sap_when_its_address_changes(
+    registry: MeterRegistry, db_path: Path, clock: Clock
+) -> None:
+    eui64 = bytes.fromhex("0011223344556677")
+    meter = registry.register_ip(link="wisun0", address="fd00::17", eui64=eui64)
+    assert registry.register_ip(link="wisun0", address="fd00::17", eui64=eui64) == meter  # idempotent
+    # Prefix renumbering: the same EUI-64 at a new address keeps its SAP.
+    moved = registry.register_ip(link="wisun0", address="fd01::17", eui64=eui64)
+    assert (moved.sap, moved.ip_address) == (meter.sap, "fd01::17")
+    assert registry.by_ip(link="wisun0", address="fd00::17") is None
+    # Another meter takes the old address: a new SAP, and the first keeps its own.
+    newcomer = registry.register_ip(link="wisun0", address="fd00::17", eui64=bytes(8))
+    assert newcomer.sap != meter.sap
+    # Without EUI-64 the logical device name is the identity, as on a line.
+    named = registry.register_ip(link="wisun0", address="fd00::40", name=b"LGZ0000000000040")
+    again = registry.register_ip(link="wisun0", address="fd00::41")
+    assert registry.set_identity(again.sap, name=b"LGZ0000000000040").sap == named.sap
+    reopened = reopen(db_path, clock)
+    assert reopened.by_eui64(eui64) == registry.get(meter.sap)
+    assert reopened.by_ip(link="wisun0", address="fd00::41").sap == named.sap  # type: ignore[union-attr]
+    with pytest.raises(RegistryError, match="IPv6"):
+        registry.register_ip(link="wisun0", address="10.0.0.1")
