@@ -20,6 +20,7 @@ from gateway.config_source import ConfigError as ConfigError  # noqa: PLC0414 - 
 from gateway.config_source import ConfigProblem as ConfigProblem  # noqa: PLC0414
 from gateway.config_source import Problems, SourceLines, build_table
 from gateway.poller.config import DEFAULT_POLLING_KEYS, PollerConfig, parse_poller
+from gateway.registry.store import RegistryError, canonical_ip
 from gateway.wan.limits import KEEPALIVE_IDLE_MAX_S, USER_TIMEOUT_MAX_S
 
 
@@ -71,7 +72,7 @@ class MeshConfig:
     max_queued: int = 256  # APDUs waiting for a slot; beyond this an association is refused (congested)
     response_timeout_s: float = 10.0  # several hops each way; a lost datagram is this, then an exception-response
     network_id: int = -1  # the gateway protocol's network id (E6/E7); -1: after the [[links]], by place
-    wisun_bus: str = ""  # "system": follow wsbrd's node list on the system D-Bus (register, readdress); "": off
+    wisun_bus: str = ""  # "system" (or a D-Bus address): follow wsbrd's node list, register/readdress; "": off
 
 
 @dataclass(frozen=True, slots=True)
@@ -249,8 +250,8 @@ def _check_meshes(config: GatewayConfig, fail: _Fail) -> None:
             fail("meshes", i, "max_queued", "must be 0..100000")
         if not mesh.response_timeout_s > 0:
             fail("meshes", i, "response_timeout_s", "must be > 0")
-        if mesh.wisun_bus not in ("", "system", "session"):
-            fail("meshes", i, "wisun_bus", "must be \"system\", \"session\" or \"\" (off)")
+        if mesh.wisun_bus not in ("", "system") and not mesh.wisun_bus.startswith(("unix:", "tcp:")):
+            fail("meshes", i, "wisun_bus", "must be \"system\", a D-Bus address (unix:path=...) or \"\" (off)")
 
 
 def _check_mesh_meter(meter: MeterConfig, i: int, fail: _Fail) -> tuple[str, int | str, int] | None:
@@ -266,10 +267,10 @@ def _check_mesh_meter(meter: MeterConfig, i: int, fail: _Fail) -> tuple[str, int
         except ValueError:
             fail("meters", i, "eui64", "must be 16 hex digits (colons or dashes allowed)")
     try:
-        return (meter.link, str(ipaddress.IPv6Address(meter.address)), meter.logical_device)
-    except ValueError:
-        fail("meters", i, "address", f"{meter.address!r} is not an IPv6 address" if meter.address
-             else "a meter on a mesh needs its IPv6 address")
+        return (meter.link, canonical_ip(meter.address), meter.logical_device)
+    except RegistryError:
+        fail("meters", i, "address", f"{meter.address!r} is not an IPv6 address (or [address]:port)"
+             if meter.address else "a meter on a mesh needs its IPv6 address")
         return None
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import ipaddress
 import os
 import signal
 import time
@@ -22,12 +23,12 @@ from gateway import __version__
 from gateway.capture.tap import FrameTap
 from gateway.codec.gateway import hdlc_address_bytes, hdlc_address_from
 from gateway.codec.hdlc import meter_address_problem
-from gateway.config import ConfigError, GatewayConfig, LinkConfig, load_config, network_ids
+from gateway.config import ConfigError, GatewayConfig, LinkConfig, MeshConfig, load_config, network_ids
 from gateway.control.commands import Commands
 from gateway.control.discovery import identify, identify_worker, scan_schedule
 from gateway.control.server import ControlServer
 from gateway.core.broadcast import BroadcastRelay
-from gateway.core.channel import UnsolicitedPush
+from gateway.core.channel import MeterAddress, MeterMedium, UnsolicitedPush
 from gateway.core.gateway_protocol import GatewayProtocol, GatewayRefusal
 from gateway.core.management import ManagementDevice
 from gateway.core.push import PushForwarder
@@ -43,17 +44,21 @@ from gateway.link.serial_port import LineOpenError, open_serial
 from gateway.link.traffic import attribute_bad_frames
 from gateway.log import configure
 from gateway.loglimit import LogLimiter
+from gateway.media.channel import IpMeter
+from gateway.media.mesh import MeshBinding, MeshEndpoint
+from gateway.media.mesh_settings import MeshSettings
 from gateway.poller.service import build_poller
 from gateway.private_files import private_directory
 from gateway.registry.counters import ReservedCounter
 from gateway.registry.database import open_database
-from gateway.registry.store import Meter, MeterRegistry, MeterState, RegistryError, SapPolicy
+from gateway.registry.store import Meter, MeterRegistry, MeterState, RegistryError, SapPolicy, ip_endpoint
 from gateway.sdnotify import notify
 from gateway.supervisor import Supervisor, Worker
 from gateway.wan.dialout import DialOut
 from gateway.wan.server import WanListenError, WanServer
 
 if TYPE_CHECKING:
+    from gateway.media.wisun import BorderRouterWatcher, WisunNode
     from gateway.metrics import MetricsEndpoint
 
 log = structlog.get_logger(__name__)
@@ -63,6 +68,8 @@ SHUTDOWN_TASKS_S = 1.0  # then for background tasks to end once cancelled (SIGTE
 DEFAULT_STATE_DIRECTORY = Path("/var/lib/dlms-gateway")
 DEFAULT_RUNTIME_DIRECTORY = Path("/run/dlms-gateway")
 DEFAULT_KEYS_FILE = Path("/etc/dlms-gateway/keys.toml")
+IPV6_LENGTH = 16  # a gateway-request's physical device address on a mesh: the meter's IPv6 address
+EUI64_LENGTH = 8  # ... or its EUI-64 (Wi-SUN, G3-PLC)
 REFUSAL_LOG_INTERVAL_S = 60.0  # one log line a minute at most for pushes refused a registration
 
 
@@ -73,6 +80,16 @@ def serial_opener(config: LinkConfig) -> Opener:
         return await open_serial(device=config.device, baudrate=config.baudrate, protocol_factory=factory)
 
     return opener
+
+
+def mesh_endpoint(config: MeshConfig) -> MeshEndpoint:
+    """The medium of one [[meshes]] entry (its socket is bound by `start`)."""
+    return MeshEndpoint(name=config.name, settings=MeshSettings(
+        max_in_flight=config.max_in_flight, max_queued=config.max_queued, response_timeout_s=config.response_timeout_s))
+
+
+def mesh_binding(config: MeshConfig) -> MeshBinding:
+    return MeshBinding(host=config.source_address, port=config.port, interface=config.interface or None)
 
 
 def _directory(configured: str, environment: str, default: Path) -> Path:
@@ -92,7 +109,10 @@ class Gateway:
         self.runtime_directory = _directory(config.paths.runtime_directory, "RUNTIME_DIRECTORY",
                                             DEFAULT_RUNTIME_DIRECTORY)
         self.lines = {link.name: MeterLine(config=link, opener=serial_opener(link)) for link in config.links}
-        self.media = {name: SerialMedium(line) for name, line in self.lines.items()}
+        self.meshes = {mesh.name: mesh_endpoint(mesh) for mesh in config.meshes}
+        self.media: dict[str, MeterMedium] = {name: SerialMedium(line) for name, line in self.lines.items()}
+        self.media.update(self.meshes)
+        self.wisun_watchers: list[BorderRouterWatcher] = []
         self.tap = FrameTap()  # frame capture: both legs, while a technician captures
         for line in self.lines.values():
             line.tap = self.tap
@@ -111,14 +131,14 @@ class Gateway:
         )
         self.router = Router(lookup=self.route, media=self.media, relay=config.relay,
                              scheduler=asyncio.get_running_loop(), management=self.management, observer=self)
-        self.networks = network_ids(config.links)  # gateway-protocol network id -> line name
+        self.networks = network_ids(config.links, config.meshes)  # gateway-protocol network id -> line or mesh
         self._line_networks = {name: network for network, name in self.networks.items()}
         self.gateway_registrations = PushRegistrationGate(PushRegistrationPolicy(
             enabled=config.relay.gateway_any_address, per_hour=config.registry.push_registrations_per_hour,
             burst=config.registry.push_registration_burst, max_pending=config.registry.push_registration_max_pending,
         ), now=time.monotonic())
         self.broadcasts = BroadcastRelay(networks={network: self.lines[name]
-                                                   for network, name in self.networks.items()})
+                                                   for network, name in self.networks.items() if name in self.lines})
         self.gateway_protocol = GatewayProtocol(router=self.router, lookup=self.gateway_route,
                                                 broadcasts=self.broadcasts)
         self.wan = WanServer(config=config.wan, sink=self.gateway_protocol, tap=self.tap)
@@ -156,10 +176,17 @@ class Gateway:
 
     def _seed_meters(self) -> None:
         """[[meters]] in the configuration seed the registry; they never override what it knows."""
+        meshes = {mesh.name for mesh in self.config.meshes}
         for meter in self.config.meters:
             try:
-                self.registry.register(link=meter.link, physical_address=meter.physical_address,
-                                       logical_device=meter.logical_device, sap=meter.sap, registered_by="config")
+                if meter.link in meshes:
+                    self.registry.register_ip(link=meter.link, address=meter.address, eui64=meter.eui64_bytes,
+                                              logical_device=meter.logical_device, sap=meter.sap,
+                                              registered_by="config")
+                else:
+                    self.registry.register(link=meter.link, physical_address=meter.physical_address,
+                                           logical_device=meter.logical_device, sap=meter.sap,
+                                           registered_by="config")
             except RegistryError as exc:
                 log.warning("registry.seed_skipped", sap=meter.sap, reason=str(exc))
 
@@ -171,20 +198,34 @@ class Gateway:
             log.warning("keys.unavailable", error=str(exc), effect="management client disabled")
             return None
 
+    def meter_address(self, meter: Meter) -> MeterAddress | None:
+        """The meter's address on its medium: an IpMeter on a mesh, the HDLC physical address on a line."""
+        if meter.link in self.meshes:
+            if meter.ip_address is None:
+                return None
+            host, port = ip_endpoint(meter.ip_address)
+            return IpMeter(host, port)
+        if meter.ip_address is not None or meter_address_problem(logical_device=meter.logical_device,
+                                                                 physical_address=meter.physical_address):
+            return None  # a row from before the registry checked addresses: refused like an unknown SAP
+        return meter.physical_address
+
     def route(self, sap: int) -> MeterRoute | None:
         meter = self.registry.get(sap)
         if meter is None or meter.link not in self.media:
             return None
-        if meter_address_problem(logical_device=meter.logical_device, physical_address=meter.physical_address):
-            return None  # a row from before the registry checked addresses: refused like an unknown SAP
-        return MeterRoute(sap=meter.sap, network=meter.link, address=meter.physical_address,
-                          logical_device=meter.logical_device)
+        address = self.meter_address(meter)
+        if address is None:
+            return None
+        return MeterRoute(sap=meter.sap, network=meter.link, address=address, logical_device=meter.logical_device)
 
     def gateway_route(self, network_id: int, address: bytes, logical_device: int) -> int | GatewayRefusal:
         """The SAP of the meter a gateway-request names (README: "Two ways to address a meter")."""
         line = self.networks.get(network_id)
         if line is None:
             return GatewayRefusal.UNKNOWN_NETWORK
+        if line in self.meshes:
+            return self._mesh_gateway_route(line, address, logical_device)
         physical_address = hdlc_address_from(address)
         if physical_address is None:  # not an HDLC address: a logical device name, or a system title
             meter = self.registry.by_name(address) or next(
@@ -212,11 +253,29 @@ class Gateway:
         log.info("registry.registered_by_gateway_request", sap=meter.sap, line=line, address=physical_address)
         return meter.sap
 
+    def _mesh_gateway_route(self, mesh: str, address: bytes, logical_device: int) -> int | GatewayRefusal:
+        """On a mesh a gateway-request names a meter by its IPv6 address (16 bytes), its EUI-64 (8 bytes), its
+        logical device name or system title. Only registered meters: a mesh address is not registered on sight."""
+        meter: Meter | None
+        if len(address) == IPV6_LENGTH:
+            host = ipaddress.IPv6Address(address)
+            meter = self.registry.by_ip(link=mesh, address=host, logical_device=logical_device) or next(
+                (m for m in self.registry.meters() if m.link == mesh and m.logical_device == logical_device
+                 and m.ip_address is not None and ip_endpoint(m.ip_address)[0] == host), None)  # off port 4059
+        elif len(address) == EUI64_LENGTH and (found := self.registry.by_eui64(address, logical_device=logical_device)):
+            meter = found
+        else:
+            meter = self.registry.by_name(address) or next(
+                (m for m in self.registry.meters() if m.system_title == address), None)
+        return meter.sap if meter is not None and meter.link == mesh else GatewayRefusal.UNKNOWN_METER
+
     def gateway_address(self, sap: int) -> tuple[int, bytes] | None:
-        """(network id, physical device address) of a meter, as a gateway-response names it."""
+        """(network id, physical device address) of a meter, as a gateway-response names it (IPv6 on a mesh)."""
         meter = self.registry.get(sap)
         if meter is None or meter.link not in self._line_networks:
             return None
+        if meter.ip_address is not None:
+            return self._line_networks[meter.link], ip_endpoint(meter.ip_address)[0].packed
         return self._line_networks[meter.link], hdlc_address_bytes(meter.physical_address)
 
     def meter_seen(self, sap: int) -> None:
@@ -241,7 +300,10 @@ class Gateway:
             forwarder.wake()
 
     def _unsolicited(self, push: UnsolicitedPush) -> None:
-        apdu, address = push.apdu, push.meter
+        if push.network in self.meshes:
+            self._mesh_push(push)
+            return
+        address = push.meter
         if not isinstance(address, int):  # a 1-byte address: no physical address, no meter can sit there
             self.push_registrations.refuse(PushRefusal.ADDRESS)
             self._log_refusal(push.network, PushRefusal.ADDRESS, logical_device=push.logical_device,
@@ -255,6 +317,24 @@ class Gateway:
             self.registry.seen(meter.sap, frames=1)  # not "online" on a push alone: its identity read says so
         else:
             self.meter_seen(meter.sap)
+        self._store_push(meter, push)
+
+    def _mesh_push(self, push: UnsolicitedPush) -> None:
+        """A push from a mesh meter: only registered meters' are taken (a datagram's source is easily forged)."""
+        meter = None
+        if isinstance(push.meter, IpMeter):
+            endpoint = f"[{push.meter.host}]:{push.meter.port}"
+            meter = self.registry.by_ip(link=push.network, address=endpoint, logical_device=push.logical_device)
+        if meter is None:
+            self.push_registrations.refuse(PushRefusal.ADDRESS)
+            self._log_refusal(push.network, PushRefusal.ADDRESS, logical_device=push.logical_device,
+                              physical_address=None)
+            return
+        self.meter_seen(meter.sap)
+        self._store_push(meter, push)
+
+    def _store_push(self, meter: Meter, push: UnsolicitedPush) -> None:
+        apdu = push.apdu
         if not self.forwarders:
             self._push_log.emit(log.warning, "push.no_destination", key=meter.sap, sap=meter.sap,
                                 tag=f"{apdu[0]:02X}")
@@ -309,6 +389,8 @@ class Gateway:
     async def start(self) -> None:
         if self.lines:
             self.hotplug_monitor.start()
+        for mesh in self.config.meshes:
+            await self._start_mesh(mesh)
         for line in self.lines.values():
             await self._try_open(line)
             self._spawn(functools.partial(self._keep_open, line), f"line-{line.name}")
@@ -361,6 +443,10 @@ class Gateway:
         self._tasks.clear()
         for line in self.lines.values():
             await line.aclose()
+        for watcher in self.wisun_watchers:
+            await watcher.stop()
+        for endpoint in self.meshes.values():
+            endpoint.stop()
         self.registry.flush()
         self.database.close()
         self._commit_pushes()  # a burst received in the last loop turn is not lost
@@ -408,6 +494,40 @@ class Gateway:
     def _spawn(self, work: Worker, name: str) -> None:
         """Run a long-lived worker for the daemon's life, restarted (and logged) whenever it fails."""
         self._tasks.append(asyncio.create_task(self.supervisor.supervise(work, name), name=name))
+
+    async def _start_mesh(self, config: MeshConfig) -> None:
+        """Bind the mesh's socket; a mesh that cannot bind stays unusable (its meters are refused, logged)."""
+        try:
+            await self.meshes[config.name].start(mesh_binding(config))
+        except OSError as exc:
+            log.error("mesh.start_failed", mesh=config.name, error=str(exc))
+            return
+        if config.wisun_bus:
+            from gateway.media.wisun import BorderRouterWatcher  # noqa: PLC0415 - D-Bus only when asked for
+
+            watcher = BorderRouterWatcher(on_nodes=functools.partial(self.wisun_nodes, config.name),
+                                          bus_address=None if config.wisun_bus == "system" else config.wisun_bus)
+            try:
+                await watcher.start()
+            except Exception as exc:  # no bus, or wsbrd's refused us: the mesh still relays its known meters
+                log.warning("wisun.unavailable", mesh=config.name, error=str(exc))
+                return
+            self.wisun_watchers.append(watcher)
+
+    def wisun_nodes(self, mesh: str, nodes: list[WisunNode]) -> None:
+        """wsbrd's node list: each node (EUI-64) is a meter at its first address; a new address keeps its SAP."""
+        for node in nodes:
+            if not node.ipv6:
+                continue
+            address = next((a for a in node.ipv6 if not a.is_link_local), node.ipv6[0])
+            try:
+                meter = self.registry.register_ip(link=mesh, address=address, eui64=node.eui64,
+                                                  registered_by="discovery")
+            except RegistryError as exc:
+                log.warning("wisun.register_refused", mesh=mesh, eui64=node.eui64.hex(), error=str(exc))
+                continue
+            if meter.logical_device_name is None and self.config.registry.identify:
+                self.identify_queue.put_nowait(meter.sap)
 
     async def _try_open(self, line: MeterLine) -> None:
         try:

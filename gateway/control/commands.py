@@ -21,7 +21,10 @@ if TYPE_CHECKING:
 
 def meter_summary(meter: Meter) -> dict[str, Any]:
     return {
-        "sap": meter.sap, "name": meter.name_text, "link": meter.link, "address": meter.physical_address,
+        "sap": meter.sap, "name": meter.name_text, "link": meter.link,
+        "medium": "mesh" if meter.ip_address is not None else "serial",
+        "address": meter.ip_address if meter.ip_address is not None else meter.physical_address,
+        "eui64": meter.eui64.hex().upper() if meter.eui64 else None,
         "logical_device": meter.logical_device, "state": meter.state.value, "registered_by": meter.registered_by,
         "last_seen": meter.last_seen,
     }

@@ -10,7 +10,6 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 
-from gateway.codec.hdlc import meter_address_problem
 from gateway.config import ScanConfig
 from gateway.core.channel import DownReason
 from gateway.core.identity import ChannelClientError, IdentityError, read_identity
@@ -75,11 +74,11 @@ async def _identify(gateway: Gateway, sap: int, *, background: bool) -> Meter:
     medium = gateway.media.get(meter.link)
     if medium is None:
         raise RegistryError(f"SAP {sap}: no link named {meter.link!r}")
-    problem = meter_address_problem(logical_device=meter.logical_device, physical_address=meter.physical_address)
-    if problem is not None:  # a row from before the registry checked addresses
-        raise RegistryError(f"SAP {sap}: {problem}")
+    address = gateway.meter_address(meter)
+    if address is None:  # a row from before the registry checked addresses
+        raise RegistryError(f"SAP {sap}: no usable address on {meter.link}")
     try:
-        identity = await read_identity(medium, meter=meter.physical_address, logical_device=meter.logical_device,
+        identity = await read_identity(medium, meter=address, logical_device=meter.logical_device,
                                        background=background)
     except (ChannelClientError, IdentityError) as exc:
         gateway.meter_unreachable(sap)

@@ -91,12 +91,29 @@ _COLUMNS = ("id, sap, link, physical_address, logical_device, state, logical_dev
             "registered_by, first_seen, last_seen, removed_at, ip_address, eui64")
 
 
-def canonical_ip(address: str | ipaddress.IPv6Address) -> str:
-    """The one text form of a meter's IPv6 address. Raises RegistryError."""
+WRAPPER_PORT = 4059  # IEC 62056-4-7: a mesh meter's UDP port unless its address says otherwise
+
+
+def ip_endpoint(address: str | ipaddress.IPv6Address) -> tuple[ipaddress.IPv6Address, int]:
+    """(IPv6 address, UDP port) of "fd00::17" or "[fd00::17]:40001". Raises RegistryError."""
+    text, port = str(address).strip(), WRAPPER_PORT
     try:
-        return str(ipaddress.IPv6Address(str(address)))
+        if text.startswith("["):
+            host, _, rest = text[1:].partition("]")
+            if not rest.startswith(":"):
+                raise ValueError
+            text, port = host, int(rest[1:])
+        if not 1 <= port <= 65535:
+            raise ValueError
+        return ipaddress.IPv6Address(text), port
     except ValueError:
-        raise RegistryError(f"{address!r} is not an IPv6 address") from None
+        raise RegistryError(f"{address!r} is not an IPv6 address (or [address]:port)") from None
+
+
+def canonical_ip(address: str | ipaddress.IPv6Address) -> str:
+    """A mesh meter's endpoint as one text: "fd00::17", or "[::1]:40001" off 4059. Raises RegistryError."""
+    host, port = ip_endpoint(address)
+    return str(host) if port == WRAPPER_PORT else f"[{host}]:{port}"
 
 
 class MeterRegistry:
