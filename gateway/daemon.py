@@ -259,9 +259,11 @@ class Gateway:
         meter: Meter | None
         if len(address) == IPV6_LENGTH:
             host = ipaddress.IPv6Address(address)
-            meter = self.registry.by_ip(link=mesh, address=host, logical_device=logical_device) or next(
-                (m for m in self.registry.meters() if m.link == mesh and m.logical_device == logical_device
-                 and m.ip_address is not None and ip_endpoint(m.ip_address)[0] == host), None)  # off port 4059
+            meter = self.registry.by_ip(link=mesh, address=host, logical_device=logical_device)
+            if meter is None:  # a meter off port 4059: by its host, if that names one meter only
+                here = [m for m in self.registry.meters() if m.link == mesh and m.logical_device == logical_device
+                        and m.ip_address is not None and ip_endpoint(m.ip_address)[0] == host]
+                meter = here[0] if len(here) == 1 else None
         elif len(address) == EUI64_LENGTH and (found := self.registry.by_eui64(address, logical_device=logical_device)):
             meter = found
         else:

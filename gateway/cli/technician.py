@@ -21,7 +21,8 @@ from gateway.cli.client import (
     wants_json,
 )
 
-METER_COLUMNS = [("sap", "SAP"), ("name", "NAME"), ("link", "LINK"), ("address", "ADDRESS"), ("state", "STATE"),
+METER_COLUMNS = [("sap", "SAP"), ("name", "NAME"), ("link", "LINK"), ("medium", "MEDIUM"), ("address", "ADDRESS"),
+                 ("state", "STATE"),
                  ("registered_by", "BY"), ("last_seen", "LAST SEEN")]
 STATES = ["registered", "online", "offline", "removed"]
 
@@ -88,6 +89,7 @@ def _dispatch(args: argparse.Namespace, path: Path) -> tuple[Any, Any]:
     if args.command == "sessions":
         return call(path, "sessions"), lambda rows: print_table(rows, [
             ("peer", "HES PEER"), ("client_sap", "CLIENT"), ("meter_sap", "METER"), ("line", "LINE"),
+            ("medium", "MEDIUM"), ("address", "ADDRESS"),
             ("addressing", "ADDRESSED BY"), ("state", "STATE"), ("since", "SINCE"),
             ("apdus_to_meter", "TO METER"), ("apdus_to_hes", "TO HES")])
     if args.command == "ping":
@@ -127,6 +129,12 @@ def _render_status(status: dict[str, Any]) -> None:
                                   ("frames_sent", "SENT"), ("frames_received", "RECEIVED"),
                                   ("timeouts", "TIMEOUTS"), ("bad_crc", "BAD CRC"),
                                   ("frames_undefined", "UNDEFINED")])
+    if status.get("meshes"):
+        print("Meshes:")
+        print_table(status["meshes"], [("name", "NAME"), ("local", "LOCAL"), ("usable", "UP"),
+                                       ("in_flight", "IN FLIGHT"), ("queued", "QUEUED"),
+                                       ("datagrams_sent", "SENT"), ("datagrams_received", "RECEIVED"),
+                                       ("timeouts", "TIMEOUTS"), ("unsolicited", "PUSHES")])
     meters = status["meters"]
     print("Meters: " + ", ".join(f"{count} {state}" for state, count in meters.items()))
     by_push = status.get("push_registrations", {})

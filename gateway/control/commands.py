@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import time
 from collections.abc import Mapping
@@ -85,6 +86,12 @@ class Commands:
                  "exchanges": line.counters.exchanges, "busy_ratio": line.busy_ratio(), "waiting": line.waiting()}
                 for line in gw.lines.values()
             ],
+            "meshes": [
+                {"name": name, "usable": mesh.usable(), "in_flight": mesh.network.in_flight,
+                 "queued": mesh.network.queued, **dataclasses.asdict(mesh.network.counters),
+                 "local": "[{}]:{}".format(*mesh.local_address) if mesh.usable() else None}
+                for name, mesh in gw.meshes.items()
+            ],
             "meters": by_state,
             "push_registrations": {"registered": gw.push_registrations.registered,
                                    "refused": {str(reason): count for reason, count
@@ -131,6 +138,7 @@ class Commands:
     async def sessions(self, request: Mapping[str, Any], progress: Progress) -> list[dict[str, Any]]:
         return [
             {"peer": s.owner.peer, "client_sap": s.client_sap, "meter_sap": s.meter_sap, "line": s.network,
+             "medium": "mesh" if s.network in self.gateway.meshes else "serial", "address": str(s.association.meter),
              "addressing": s.owner.addressing if isinstance(s.owner, GatewayPeer) else "sap",
              "state": s.state.value, "since": s.counters.started, "apdus_to_meter": s.counters.apdus_to_meter,
              "apdus_to_hes": s.counters.apdus_to_hes}

@@ -91,10 +91,10 @@ def test_meters_lists_every_meter_and_filters_by_state(running: Running) -> None
     assert added.returncode == EXIT_OK, added.stderr
 
     table = running.cli("meters").stdout.splitlines()
-    assert table[0].split() == ["SAP", "NAME", "LINK", "ADDRESS", "STATE", "BY", "LAST", "SEEN"]
+    assert table[0].split() == ["SAP", "NAME", "LINK", "MEDIUM", "ADDRESS", "STATE", "BY", "LAST", "SEEN"]
     rows = {int(line.split()[0]): line.split() for line in table[2:]}
-    assert rows[17][:5] == ["17", SEEDED[17], "bus0", "17", "online"]
-    assert rows[400][:4] == ["400", "bus0", "40", "registered"]  # no name: the identity read fails
+    assert rows[17][:6] == ["17", SEEDED[17], "bus0", "serial", "17", "online"]
+    assert rows[400][:5] == ["400", "bus0", "serial", "40", "registered"]  # no name: the identity read fails
 
     listed = {m["sap"]: m for m in running.json("meters")}
     assert listed[18]["name"] == SEEDED[18] and listed[18]["registered_by"] == "config"
@@ -438,7 +438,7 @@ def test_times_are_iso_with_a_zone_and_numbers_are_rounded(running: Running) -> 
         (session,) = running.json("sessions")
         assert _is_iso_time(session["since"])
         row = running.cli("sessions").stdout.splitlines()[2]
-        assert row.split()[4] == "sap" and _is_iso_time(row.split()[6]), row
+        assert row.split()[4:7] == ["serial", "17", "sap"] and _is_iso_time(row.split()[8]), row
     finally:
         hes.release()
         hes.close()
