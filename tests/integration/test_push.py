@@ -8,6 +8,7 @@ import io
 from collections.abc import AsyncIterator, Callable
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import pytest
 from gurux_dlms import GXByteBuffer, GXReplyData
@@ -92,7 +93,7 @@ async def listener() -> AsyncIterator[HesListener]:
         await hes.stop()
 
 
-def push_config(device: str, directory: Path, port: int, **kwargs: object) -> GatewayConfig:
+def push_config(device: str, directory: Path, port: int, **kwargs: Any) -> GatewayConfig:
     config = gateway_config(device, directory=directory)
     return replace(config, push=(PushConfig(name="hes", host="127.0.0.1", port=port, deliver_to_subscribed=False,
                                             reconnect_min_s=0.05, reconnect_max_s=0.2),), **kwargs)
