@@ -11,6 +11,7 @@ import asyncio
 import datetime as dt
 import io
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 from gurux_dlms import GXDateTime
@@ -23,16 +24,20 @@ from gurux_dlms.objects import (
     GXDLMSRegister,
 )
 
-from gateway.config import GatewayConfig
+from gateway.config import GatewayConfig, MeshConfig, MeterConfig
 from gateway.daemon import Gateway
+from gateway.sim.meter import build_meter
+from gateway.sim.udp_meter import SimUdpMeter
 from tests.hes import GuruxHes, HesCredentials, SerialChannel, TcpChannel
 from tests.integration.conftest import (
     FIXED_NOW,
     TEST_AUTHENTICATION_KEY,
     TEST_BLOCK_CIPHER_KEY,
     SimLine,
+    fixed_clock,
     gateway_config,
     make_sim_line,
+    meter_settings,
 )
 
 MANAGEMENT = HesCredentials(client_sap=1, hls_gmac=True, block_cipher_key=TEST_BLOCK_CIPHER_KEY,
@@ -121,3 +126,32 @@ async def test_gurux_hes_with_hls_and_ciphering_through_the_gateway_matches_a_di
         for form in (secret.hex(), secret.hex().upper(), secret.hex(" "), repr(secret)):
             assert form not in logs
             assert form not in repr(config)
+
+
+async def test_gurux_hes_with_hls_and_ciphering_to_a_udp_meter_reads_what_it_reads_from_its_serial_twin(
+    sim_line: SimLine, gateway_factory: Callable[[GatewayConfig], Gateway],
+) -> None:
+    udp_meter = SimUdpMeter(devices={1: build_meter(meter_settings(1), clock=fixed_clock)})  # bus0 address 17's twin
+    await udp_meter.start("::1", 0)
+    try:
+        host, port = udp_meter.address[:2]
+        config = gateway_config(sim_line.pty.slave_path)
+        config = replace(config, meshes=(MeshConfig(name="wisun0", source_address="::1", port=0),),
+                         meters=(*config.meters, MeterConfig(sap=40, link="wisun0", address=f"[{host}]:{port}")))
+        gateway = gateway_factory(config)
+        await gateway.start()
+        wan_host, wan_port = gateway.wan.addresses[0]
+
+        def read(sap: int) -> dict[str, Any]:
+            return full_read(GuruxHes(TcpChannel(wan_host, wan_port), credentials=MANAGEMENT, server_sap=sap,
+                                      max_pdu=256))
+
+        over_mesh = await asyncio.to_thread(read, 40)
+        over_line = await asyncio.to_thread(read, 17)
+    finally:
+        udp_meter.stop()
+    assert len(over_mesh["profile"]) == 96 and over_mesh["output_disconnected"] is False
+    assert over_mesh == over_line
+    counters = gateway.meshes["wisun0"].network.counters
+    assert counters.answers == counters.datagrams_sent == udp_meter.counters.requests  # one datagram each way
+    assert counters.timeouts == 0
