@@ -486,7 +486,7 @@ class Gateway:
         self._seed_meters()
         if new.scan != old.scan:
             self._start_scans()
-        needs_restart = [name for name in ("wan", "links", "paths", "registry", "management", "push",
+        needs_restart = [name for name in ("wan", "links", "meshes", "paths", "registry", "management", "push",
                                            "push_queue", "dial_out", "poller", "metrics")
                          if getattr(new, name) != getattr(old, name)]
         log.info("gateway.reloaded", log_level=new.log.level, meters=len(new.meters), scans=len(new.scan),

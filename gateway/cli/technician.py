@@ -43,7 +43,8 @@ def add_commands(commands: Any, options: argparse.ArgumentParser) -> None:
         "--state", choices=STATES, default=argparse.SUPPRESS)
     add = command(actions, "add", "register a meter at a link address")
     add.add_argument("--link", required=True)
-    add.add_argument("--address", type=int, required=True, help="HDLC physical address")
+    add.add_argument("--address", required=True,
+                     help="HDLC physical address on a serial line; IPv6 address (or [address]:port) on a mesh")
     add.add_argument("--sap", type=int, default=None, help="the SAP to give it (default: the next free one)")
     remove = command(actions, "remove", "remove a meter (its SAP is quarantined)")
     remove.add_argument("meter", help="SAP or logical device name")
@@ -102,7 +103,8 @@ def _dispatch(args: argparse.Namespace, path: Path) -> tuple[Any, Any]:
         return rows, lambda r: print_table([{**row, "last_seen": row["last_seen"] or "never"} for row in r],
                                            METER_COLUMNS)
     if action == "add":
-        return call(path, "meters.add", link=args.link, address=args.address, sap=args.sap), \
+        address = int(args.address) if args.address.isdigit() else args.address  # a number on a line, text on a mesh
+        return call(path, "meters.add", link=args.link, address=address, sap=args.sap), \
             lambda r: print(f"registered: SAP {r['sap']} at {r['link']} address {r['address']}")
     if action == "remove":
         return call(path, "meters.remove", meter=args.meter), \

@@ -158,14 +158,17 @@ class Commands:
 
     async def add(self, request: Mapping[str, Any], progress: Progress) -> dict[str, Any]:
         link = text(request, "link")
-        if link not in self.gateway.lines:
+        if link not in self.gateway.lines and link not in self.gateway.meshes:
             raise CommandError(f"no link named {link[:40]!r}")
+        sap = number(request, "sap") if request.get("sap") is not None else None
+        logical_device = number(request, "logical_device", default=1)
         try:  # the registry applies the address rule of the configuration (one rule, in the HDLC codec)
-            meter = self.gateway.registry.register(
-                link=link, physical_address=number(request, "address"),
-                logical_device=number(request, "logical_device", default=1),
-                sap=number(request, "sap") if request.get("sap") is not None else None,
-            )
+            if link in self.gateway.meshes:  # an IPv6 address (or [address]:port), given as text
+                meter = self.gateway.registry.register_ip(
+                    link=link, address=text(request, "address"), logical_device=logical_device, sap=sap)
+            else:
+                meter = self.gateway.registry.register(
+                    link=link, physical_address=number(request, "address"), logical_device=logical_device, sap=sap)
         except RegistryError as exc:
             raise CommandError(str(exc)) from None
         if meter.logical_device_name is None and self.gateway.config.registry.identify:

@@ -24,6 +24,7 @@ from gateway.codec.apdu import ApduKind
 from gateway.codec.wrapper import WrapperPdu
 from gateway.config import GatewayConfig, MeshConfig, MeterConfig, PushConfig
 from gateway.control.commands import Commands
+from gateway.control.server import CommandError
 from gateway.core.gateway_protocol import GatewayRefusal
 from gateway.daemon import Gateway
 from gateway.media.mesh import MeshEndpoint
@@ -230,3 +231,15 @@ async def test_the_cli_shows_each_meter_and_session_with_its_medium_and_address(
 
 def ignore_progress(update: Mapping[str, Any]) -> None:
     """Commands report progress on long work; these answer at once."""
+
+
+async def test_meters_add_registers_a_mesh_meter_by_its_ipv6_address(both: Both) -> None:
+    commands = Commands(both.gateway)
+    added = await commands.add({"link": MESH, "address": "FD00::0042", "sap": 60}, ignore_progress)
+    assert (added["sap"], added["medium"], added["address"]) == (60, "mesh", "fd00::42")
+    serial = await commands.add({"link": "bus0", "address": 44}, ignore_progress)
+    assert (serial["medium"], serial["address"]) == ("serial", 44)
+    with pytest.raises(CommandError, match="must be a string"):  # the CLI sends digits as a number
+        await commands.add({"link": MESH, "address": 44}, ignore_progress)
+    with pytest.raises(CommandError, match="whole number"):
+        await commands.add({"link": "bus0", "address": "fd00::44"}, ignore_progress)
