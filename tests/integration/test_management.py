@@ -30,7 +30,7 @@ def prepopulate(state: Path, count: int) -> None:
     registry = MeterRegistry(connection)
     for index in range(count):
         registry.register(link="bus0", physical_address=1000 + index, name=f"FAR{index:013d}".encode(),
-                          sap=100 + index)
+                          sap=100 + index + (100 + index >= 127))  # 127: all-station, never a meter's
     connection.close()
 
 
