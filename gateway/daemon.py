@@ -327,9 +327,9 @@ class Gateway:
         if isinstance(push.meter, IpMeter):
             endpoint = f"[{push.meter.host}]:{push.meter.port}"
             meter = self.registry.by_ip(link=push.network, address=endpoint, logical_device=push.logical_device)
-        if meter is None:
-            self.push_registrations.refuse(PushRefusal.ADDRESS)
-            self._log_refusal(push.network, PushRefusal.ADDRESS, logical_device=push.logical_device,
+        if meter is None:  # a source address is easily forged on a mesh: counted, logged once a minute, dropped
+            self.push_registrations.refuse(PushRefusal.UNREGISTERED)
+            self._log_refusal(push.network, PushRefusal.UNREGISTERED, logical_device=push.logical_device,
                               physical_address=None)
             return
         self.meter_seen(meter.sap)

@@ -34,6 +34,7 @@ class PushRefusal(StrEnum):
     DISABLED = "disabled"  # registry.push_registration = false
     RATE = "rate"  # more new addresses than push_registrations_per_hour / push_registration_burst allow
     PENDING = "pending"  # push_registration_max_pending meters still await their identity read
+    UNREGISTERED = "unregistered"  # a mesh datagram from no registered meter: a mesh meter is registered, not pushed in
     REGISTRY = "registry"  # the registry said no (no free SAP)
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import io
 import ipaddress
+import socket
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
@@ -21,11 +22,12 @@ from gateway.codec import acse
 from gateway.codec import apdu as apdus
 from gateway.codec import gateway as gw_pdu
 from gateway.codec.apdu import ApduKind
-from gateway.codec.wrapper import WrapperPdu
+from gateway.codec.wrapper import WrapperPdu, encode
 from gateway.config import GatewayConfig, MeshConfig, MeterConfig, PushConfig
 from gateway.control.commands import Commands
 from gateway.control.server import CommandError
 from gateway.core.gateway_protocol import GatewayRefusal
+from gateway.core.push_registration import PushRefusal
 from gateway.daemon import Gateway
 from gateway.media.mesh import MeshEndpoint
 from gateway.sim.mesh_fleet import MeshFleet, start_mesh_fleet
@@ -34,6 +36,7 @@ from gateway.sim.meter import PUBLIC_CLIENT
 from tests.integration.conftest import SimLine, gateway_config
 from tests.integration.rawhes import GET_LDN, PUBLIC_AARQ, RLRQ, RawHes
 from tests.integration.test_push import PUSH_CLIENT_SAP, HesListener, data_notification, listener  # noqa: F401
+from tests.wan.support import until
 
 MESH = "wisun0"
 MESH_SAP = 40  # the first mesh meter; the serial meters are 17..20
@@ -140,6 +143,15 @@ async def test_a_push_from_a_mesh_meter_reaches_the_push_destination(
         fleet.meters[0].push(to=fleet.routes[0].back, client_sap=PUSH_CLIENT_SAP, apdu=notification)
         (received,) = await listener.take(1)
         assert received == WrapperPdu(source=MESH_SAP, destination=PUSH_CLIENT_SAP, apdu=notification)
+        # The same push from an address no meter is registered at: counted and dropped, never forwarded.
+        stranger = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+        try:
+            stranger.sendto(encode(WrapperPdu(source=1, destination=PUSH_CLIENT_SAP, apdu=notification)),
+                            gateway.meshes[MESH].local_address)
+            await until(lambda: gateway.push_registrations.refused[PushRefusal.UNREGISTERED] == 1)
+        finally:
+            stranger.close()
+        assert listener.received.empty()  # refused where it came in: nothing was queued for the destination
     finally:
         fleet.close()
 
@@ -243,3 +255,24 @@ async def test_meters_add_registers_a_mesh_meter_by_its_ipv6_address(both: Both)
         await commands.add({"link": MESH, "address": 44}, ignore_progress)
     with pytest.raises(CommandError, match="whole number"):
         await commands.add({"link": "bus0", "address": "fd00::44"}, ignore_progress)
+
+
+async def test_an_answer_later_than_the_timeout_is_never_taken_for_the_next_requests(both: Both) -> None:
+    hes = await RawHes.connect("127.0.0.1", both.wan_port)
+    try:
+        assert acse.association_accepted((await hes.request(client_sap=PUBLIC_CLIENT, meter_sap=MESH_SAP,
+                                                            apdu=PUBLIC_AARQ)).apdu)
+        model = both.fleet.emulator.model
+        model.conditions = replace(QUICK, delay_s=MESH_TIMEOUT_S * 1.6)  # this GET reaches the meter too late
+        late = await hes.request(client_sap=PUBLIC_CLIENT, meter_sap=MESH_SAP, apdu=GET_LDN)
+        model.conditions = QUICK  # its answer comes back at once, after the timeout answered the HES
+        assert late.apdu[:1] == b"\xd8"
+        # At once a new association on the same wPorts: the late GET answer must not be taken for its AARE.
+        assert acse.association_accepted((await hes.request(client_sap=PUBLIC_CLIENT, meter_sap=MESH_SAP,
+                                                            apdu=PUBLIC_AARQ)).apdu)
+        answer = await hes.request(client_sap=PUBLIC_CLIENT, meter_sap=MESH_SAP, apdu=GET_LDN)
+        assert answer.apdu.endswith(both.fleet.settings[0].logical_device_name)
+        assert both.fleet.meters[0].counters.answers == 4  # AARE, the late GET's answer, AARE, GET
+        assert both.mesh.network.counters.unexpected == 1  # the late answer: counted and dropped
+    finally:
+        await hes.close()
