@@ -25,11 +25,13 @@ from gateway.codec.apdu import ApduKind
 from gateway.codec.wrapper import WrapperPdu, encode
 from gateway.config import GatewayConfig, MeshConfig, MeterConfig, PushConfig
 from gateway.control.commands import Commands
+from gateway.control.discovery import identify
 from gateway.control.server import CommandError
 from gateway.core.gateway_protocol import GatewayRefusal
 from gateway.core.push_registration import PushRefusal
 from gateway.daemon import Gateway
 from gateway.media.mesh import MeshEndpoint
+from gateway.registry.store import MeterState
 from gateway.sim.mesh_fleet import MeshFleet, start_mesh_fleet
 from gateway.sim.mesh_model import MeshConditions
 from gateway.sim.meter import PUBLIC_CLIENT
@@ -276,3 +278,16 @@ async def test_an_answer_later_than_the_timeout_is_never_taken_for_the_next_requ
         assert both.mesh.network.counters.unexpected == 1  # the late answer: counted and dropped
     finally:
         await hes.close()
+
+
+async def test_the_gateway_reads_a_mesh_meters_identity_and_it_survives_readdressing(both: Both) -> None:
+    identified = await identify(both.gateway, MESH_SAP)
+    assert identified.logical_device_name == both.fleet.settings[0].logical_device_name
+    online = both.gateway.registry.get(MESH_SAP)
+    assert online is not None and online.state is MeterState.ONLINE and online.stats.last_rtt_ms is not None
+    # The meter rejoins at another address (here: the second route's): its EUI-64 keeps its SAP and name.
+    second_host, second_port = both.fleet.routes[1].front
+    moved = both.gateway.registry.register_ip(link=MESH, address=f"[{second_host}]:{second_port}",
+                                              eui64=identified.eui64)
+    assert (moved.sap, moved.logical_device_name) == (MESH_SAP, identified.logical_device_name)
+    assert both.gateway.registry.get(MESH_SAP + 1) is None  # the meter registered at that address has left it
