@@ -20,7 +20,7 @@ from gateway.config_source import ConfigError as ConfigError  # noqa: PLC0414 - 
 from gateway.config_source import ConfigProblem as ConfigProblem  # noqa: PLC0414
 from gateway.config_source import Problems, SourceLines, build_table
 from gateway.poller.config import DEFAULT_POLLING_KEYS, PollerConfig, parse_poller
-from gateway.registry.store import ALL_STATION_SAP, RegistryError, canonical_ip
+from gateway.registry.store import ALL_STATION_SAP, TRANSPORTS, RegistryError, canonical_ip
 from gateway.wan.limits import KEEPALIVE_IDLE_MAX_S, USER_TIMEOUT_MAX_S
 
 
@@ -83,6 +83,7 @@ class MeterConfig:
     logical_device: int = 1  # the HDLC upper address on a line, the wrapper wPort on a mesh
     address: str = ""  # on a mesh: the meter's IPv6 address (required there)
     eui64: str = ""  # on a mesh, optional: 16 hex digits; the meter keeps its SAP when its address changes
+    transport: str = "udp"  # on a mesh: "udp", or "tcp" for a meter that listens only on TCP (one connection each)
 
     @property
     def eui64_bytes(self) -> bytes | None:
@@ -260,6 +261,8 @@ def _check_mesh_meter(meter: MeterConfig, i: int, fail: _Fail) -> tuple[str, int
         fail("meters", i, "physical_address", f"{meter.link!r} is a mesh: give the meter's IPv6 \"address\"")
     if not 0 <= meter.logical_device <= 0xFFFF:
         fail("meters", i, "logical_device", "must be a wrapper wPort, 0..65535")
+    if meter.transport not in TRANSPORTS:
+        fail("meters", i, "transport", "must be \"udp\" or \"tcp\"")
     if meter.eui64:
         try:
             if len(meter.eui64_bytes or b"") != 8:
@@ -345,8 +348,8 @@ def _check(config: GatewayConfig, problems: Problems) -> None:
         if meter.link in mesh_names:
             place = _check_mesh_meter(meter, i, fail)
         else:
-            if meter.address or meter.eui64:
-                fail("meters", i, "address" if meter.address else "eui64",
+            if meter.address or meter.eui64 or meter.transport != "udp":
+                fail("meters", i, "address" if meter.address else "eui64" if meter.eui64 else "transport",
                      f"{meter.link!r} is a serial line: give the meter's \"physical_address\"")
             place = (meter.link, meter.physical_address, meter.logical_device)
             problem = meter_address_problem(logical_device=meter.logical_device,

@@ -44,7 +44,7 @@ from gateway.link.serial_port import LineOpenError, open_serial
 from gateway.link.traffic import attribute_bad_frames
 from gateway.log import configure
 from gateway.loglimit import LogLimiter
-from gateway.media.channel import IpMeter
+from gateway.media.channel import IpMeter, IpTransport
 from gateway.media.mesh import MeshBinding, MeshEndpoint
 from gateway.media.mesh_settings import MeshSettings
 from gateway.poller.service import build_poller
@@ -182,7 +182,7 @@ class Gateway:
                 if meter.link in meshes:
                     self.registry.register_ip(link=meter.link, address=meter.address, eui64=meter.eui64_bytes,
                                               logical_device=meter.logical_device, sap=meter.sap,
-                                              registered_by="config")
+                                              registered_by="config", transport=meter.transport)
                 else:
                     self.registry.register(link=meter.link, physical_address=meter.physical_address,
                                            logical_device=meter.logical_device, sap=meter.sap,
@@ -204,7 +204,7 @@ class Gateway:
             if meter.ip_address is None:
                 return None
             host, port = ip_endpoint(meter.ip_address)
-            return IpMeter(host, port)
+            return IpMeter(host, port, IpTransport(meter.ip_transport))
         if meter.ip_address is not None or meter_address_problem(logical_device=meter.logical_device,
                                                                  physical_address=meter.physical_address):
             return None  # a row from before the registry checked addresses: refused like an unknown SAP

@@ -194,6 +194,8 @@ def test_meshes_sit_beside_lines_with_their_own_network_ids() -> None:
     (('name = "g3"', 'name = "bus0"'), r"'meshes\[1\].name' \(line 12\): 'bus0' is already"),
     (('eui64 = "00:11:22:33:44:55:66:77"', 'eui64 = "0011"'), r"'meters\[1\].eui64'.*16 hex digits"),
     (('physical_address = 17', 'address = "fd00::9"'), r"'meters\[0\].address'.*is a serial line"),
+    (('eui64 = "00:11:22:33:44:55:66:77"', 'transport = "sctp"'), r"'meters\[1\].transport'.*\"udp\" or \"tcp\""),
+    (('physical_address = 17', 'physical_address = 17\ntransport = "tcp"'), r"'meters\[0\].transport'.*serial"),
 ])
 def test_mesh_errors_name_the_key_and_line(edit: tuple[str, str], message: str) -> None:
     with pytest.raises(ConfigError, match=message):

@@ -61,6 +61,7 @@ class Meter:
     stats: LinkStats = LinkStats()
     ip_address: str | None = None  # on a mesh: the meter's IPv6 address (physical_address is then 0)
     eui64: bytes | None = None
+    ip_transport: str = "udp"  # on a mesh: "udp" (a datagram per APDU) or "tcp" (a connection per association)
 
     @property
     def place(self) -> Place:
@@ -89,10 +90,11 @@ class SapPolicy:
 
 
 _COLUMNS = ("id, sap, link, physical_address, logical_device, state, logical_device_name, system_title, "
-            "registered_by, first_seen, last_seen, removed_at, ip_address, eui64")
+            "registered_by, first_seen, last_seen, removed_at, ip_address, eui64, ip_transport")
 
 
-WRAPPER_PORT = 4059  # IEC 62056-4-7: a mesh meter's UDP port unless its address says otherwise
+WRAPPER_PORT = 4059  # IEC 62056-4-7: a mesh meter's UDP (or TCP) port unless its address says otherwise
+TRANSPORTS = ("udp", "tcp")  # how the wrapper reaches a mesh meter
 
 
 def ip_endpoint(address: str | ipaddress.IPv6Address) -> tuple[ipaddress.IPv6Address, int]:
@@ -202,7 +204,7 @@ class MeterRegistry:
 
     def register_ip(self, *, link: str, address: str | ipaddress.IPv6Address, logical_device: int = 1,
                     eui64: bytes | None = None, sap: int | None = None, name: bytes | None = None,
-                    registered_by: str = "provisioning") -> Meter:
+                    registered_by: str = "provisioning", transport: str = "udp") -> Meter:
         """Register a mesh meter at an IPv6 address (idempotent).
 
         A meter known by its EUI-64 (and logical device) keeps its SAP when its address changes
@@ -211,6 +213,8 @@ class MeterRegistry:
         """
         if eui64 is not None and len(eui64) != 8:
             raise RegistryError(f"an EUI-64 has 8 bytes, not {len(eui64)}")
+        if transport not in TRANSPORTS:
+            raise RegistryError(f"transport {transport!r}: one of {', '.join(TRANSPORTS)}")
         if not 0 <= logical_device <= 0xFFFF:
             raise RegistryError(f"logical device {logical_device} is not a wrapper wPort (0..65535)")
         place: Place = (link, canonical_ip(address), logical_device)
@@ -239,7 +243,7 @@ class MeterRegistry:
             if here is not None:  # another meter (another EUI-64) has this address now: the old one is gone
                 self._remove(here)
             return self._insert(sap=self._choose_sap(sap), place=place, name=name, registered_by=registered_by,
-                                eui64=eui64)
+                                eui64=eui64, transport=transport)
 
     def set_identity(self, sap: int, *, name: bytes, system_title: bytes | None = None) -> Meter:
         """Record the identity read from a meter. If another live meter had it, that meter moved here."""
@@ -398,18 +402,18 @@ class MeterRegistry:
         return None
 
     def _insert(self, *, sap: int, place: Place, name: bytes | None, registered_by: str,
-                eui64: bytes | None = None) -> Meter:
+                eui64: bytes | None = None, transport: str = "udp") -> Meter:
         link, physical_address, ip_address, logical_device = _columns(place)
         cursor = self._db.execute(
             "INSERT INTO meters (sap, logical_device_name, link, physical_address, logical_device, state,"
-            " registered_by, ip_address, eui64) VALUES (?, ?, ?, ?, ?, 'registered', ?, ?, ?)",
-            (sap, name, link, physical_address, logical_device, registered_by, ip_address, eui64),
+            " registered_by, ip_address, eui64, ip_transport) VALUES (?, ?, ?, ?, ?, 'registered', ?, ?, ?, ?)",
+            (sap, name, link, physical_address, logical_device, registered_by, ip_address, eui64, transport),
         )
         assert cursor.lastrowid is not None
         meter = Meter(id=cursor.lastrowid, sap=sap, link=link, physical_address=physical_address,
                       logical_device=logical_device, state=MeterState.REGISTERED, logical_device_name=name,
                       system_title=None, registered_by=registered_by, first_seen=None, last_seen=None,
-                      removed_at=None, ip_address=ip_address, eui64=eui64)
+                      removed_at=None, ip_address=ip_address, eui64=eui64, ip_transport=transport)
         self._removed.pop(sap, None)
         self._index(meter)
         return meter
@@ -459,7 +463,8 @@ class MeterRegistry:
             meter = Meter(id=row[0], sap=row[1], link=row[2], physical_address=row[3], logical_device=row[4],
                           state=MeterState(row[5]), logical_device_name=row[6], system_title=row[7],
                           registered_by=row[8], first_seen=row[9], last_seen=row[10], removed_at=row[11],
-                          stats=stats.get(row[0], LinkStats()), ip_address=row[12], eui64=row[13])
+                          stats=stats.get(row[0], LinkStats()), ip_address=row[12], eui64=row[13],
+                          ip_transport=row[14])
             if meter.state is MeterState.REMOVED:
                 latest = self._removed.get(meter.sap)
                 if latest is None or (meter.removed_at or 0) >= (latest.removed_at or 0):

@@ -34,10 +34,12 @@ from gateway.media.mesh import MeshEndpoint
 from gateway.registry.store import MeterState
 from gateway.sim.mesh_fleet import MeshFleet, start_mesh_fleet
 from gateway.sim.mesh_model import MeshConditions
-from gateway.sim.meter import PUBLIC_CLIENT
-from tests.integration.conftest import SimLine, gateway_config
+from gateway.sim.meter import PUBLIC_CLIENT, build_meter
+from gateway.sim.tcp_meter import SimTcpMeter
+from tests.integration.conftest import SimLine, fixed_clock, gateway_config, meter_settings
 from tests.integration.rawhes import GET_LDN, PUBLIC_AARQ, RLRQ, RawHes
 from tests.integration.test_push import PUSH_CLIENT_SAP, HesListener, data_notification, listener  # noqa: F401
+from tests.media.test_mesh_tcp import wait_closed
 from tests.wan.support import until
 
 MESH = "wisun0"
@@ -291,3 +293,32 @@ async def test_the_gateway_reads_a_mesh_meters_identity_and_it_survives_readdres
                                               eui64=identified.eui64)
     assert (moved.sap, moved.logical_device_name) == (MESH_SAP, identified.logical_device_name)
     assert both.gateway.registry.get(MESH_SAP + 1) is None  # the meter registered at that address has left it
+
+
+async def test_a_mesh_meter_that_listens_only_on_tcp_is_read_over_one_connection_per_association(
+    sim_line: SimLine, gateway_factory: Callable[[GatewayConfig], Gateway]
+) -> None:
+    settings = meter_settings(7)
+    tcp_meter = SimTcpMeter(devices={1: build_meter(settings, clock=fixed_clock)})
+    await tcp_meter.start("::1", 0)
+    try:
+        host, port = tcp_meter.address
+        config = gateway_config(sim_line.pty.slave_path)
+        config = replace(config, meshes=(MeshConfig(name=MESH, source_address="::1", port=0),), meters=(
+            *config.meters, MeterConfig(sap=MESH_SAP, link=MESH, address=f"[{host}]:{port}", transport="tcp")))
+        gateway = gateway_factory(config)
+        await gateway.start()
+        hes = await RawHes.connect("127.0.0.1", gateway.wan.addresses[0][1])
+        try:
+            first = await read_ldn(hes, MESH_SAP)
+            await wait_closed(tcp_meter)  # the release closed the association's connection
+            second = await read_ldn(hes, MESH_SAP)
+            await wait_closed(tcp_meter)
+        finally:
+            await hes.close()
+    finally:
+        await tcp_meter.stop()
+    assert first == second and first.endswith(settings.logical_device_name)
+    route = gateway.route(MESH_SAP)
+    assert route is not None and str(route.address) == f"tcp://[{host}]:{port}"
+    assert gateway.meshes[MESH].network.counters.answers == 6
