@@ -34,6 +34,7 @@ def meter_summary(meter: Meter) -> dict[str, Any]:
 def meter_detail(meter: Meter) -> dict[str, Any]:
     return {
         **meter_summary(meter),
+        "transport": meter.ip_transport if meter.ip_address is not None else None,  # on a mesh: udp or tcp
         "system_title": meter.system_title.hex().upper() if meter.system_title else None,
         "first_seen": meter.first_seen,
         "frames": meter.stats.frames, "retries": meter.stats.retries, "crc_errors": meter.stats.crc_errors,

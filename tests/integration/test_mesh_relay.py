@@ -237,6 +237,7 @@ async def test_the_cli_shows_each_meter_and_session_with_its_medium_and_address(
         "mesh", endpoint, "0000000000000001")
     assert (rows[17]["medium"], rows[17]["address"]) == ("serial", 17)
     assert (detail["network_id"], detail["gateway_address"]) == (MESH_NETWORK, "0" * 31 + "1")  # ::1, 16 bytes
+    assert detail["transport"] == "udp"
     (mesh,) = status["meshes"]
     assert mesh["name"] == MESH and mesh["usable"] and mesh["answers"] >= 1
     table = io.StringIO()
