@@ -116,6 +116,11 @@ class MeterChannel(Protocol):
         """The longest APDU `send_apdu` carries."""
         ...
 
+    @property
+    def last_heard(self) -> float | None:
+        """When (scheduler time) the meter last sent anything on this channel, a part of an answer included."""
+        ...
+
     def send_apdu(self, apdu: bytes) -> None:
         """Queue an APDU for the meter, byte for byte. Raises ChannelError once the channel is down."""
 

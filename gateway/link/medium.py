@@ -178,6 +178,10 @@ class LineChannel:
     def association(self) -> Association:
         return self._association
 
+    @property
+    def last_heard(self) -> float | None:
+        return self.link.last_heard  # every frame of a segmented answer counts: the meter is not silent
+
     def send_apdu(self, apdu: bytes) -> None:
         if not self._attached:
             raise ChannelError("the channel is down")
