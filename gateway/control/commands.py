@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import datetime as dt
 import time
 from collections.abc import Mapping
@@ -136,6 +138,10 @@ class Commands:
 
     async def ping(self, request: Mapping[str, Any], progress: Progress) -> dict[str, Any]:
         meter = self._find(request)
+        under_way = self.gateway.identity_reads.get(meter.sap)
+        if under_way is not None:  # a ping measures a read of its own: let one that started earlier finish first
+            with contextlib.suppress(Exception):
+                await asyncio.shield(under_way)
         started = time.perf_counter()
         try:
             identified = await identify(self.gateway, meter.sap)
