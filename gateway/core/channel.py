@@ -148,7 +148,7 @@ class MeterMedium(Protocol):
         ...
 
     def busy(self, association: Association) -> bool:
-        """Whether a data link for this association is on the medium already."""
+        """Whether the meter's data link is taken (a serial line keeps one per physical meter): wait, or refuse."""
         ...
 
     def open(self, association: Association, listener: ChannelListener, *, probe: bool = False,

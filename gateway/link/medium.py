@@ -121,9 +121,10 @@ class SerialMedium:
         return self.line.is_open
 
     def busy(self, association: Association) -> bool:
+        """One data link per physical meter at a time (issue 13): many meters keep one HDLC connection only,
+        and a second one (another client SAP, or the gateway's own read) would drop the first."""
         meter = association.meter
-        return isinstance(meter, int) and self.line.has_link(
-            client_sap=association.client_sap, upper=association.logical_device, lower=meter)
+        return isinstance(meter, int) and self.line.has_link_to(meter)
 
     def open(self, association: Association, listener: ChannelListener, *, probe: bool = False,
              background: bool = False) -> LineChannel:
