@@ -45,6 +45,9 @@ from gateway.registry.counters import ReservedCounter
 from gateway.registry.database import open_database
 from gateway.registry.store import Meter, MeterRegistry, MeterState, RegistryError, SapPolicy
 from gateway.sdnotify import notify
+from gateway.standby.channel import SecretFileError, load_secret
+from gateway.standby.replication import ReplicationClient, ReplicationServer
+from gateway.standby.role import Role, record_role, start_role
 from gateway.supervisor import Supervisor, Worker
 from gateway.wan.dialout import DialOut
 from gateway.wan.server import WanListenError, WanServer
@@ -97,6 +100,8 @@ class Gateway:
         policy = SapPolicy(first=config.registry.sap_first, last=config.registry.sap_last,
                            quarantine_s=config.registry.quarantine_days * 86400.0)
         self.registry = MeterRegistry(self.database, policy=policy)
+        self.role = start_role(config.standby, self.state_directory)
+        self.registry.replica = self.role is not Role.PRIMARY  # a standby's registry is the primary's copy
         self._seed_meters()
         keys = self._load_keys()
         self.management = ManagementDevice(
@@ -140,6 +145,11 @@ class Gateway:
         self.supervisor = Supervisor()
         self._tasks: list[asyncio.Task[None]] = []
         self._scans: list[asyncio.Task[None]] = []
+        self.line_workers: dict[str, asyncio.Task[None]] = {}  # while this gateway serves its meter lines
+        self._dial_out_tasks: list[asyncio.Task[None]] = []
+        self.replication_server: ReplicationServer | None = None
+        self.replication_client: ReplicationClient | None = None
+        self._following: asyncio.Task[None] | None = None
         self.control: ControlServer | None = None
         self.metrics: MetricsEndpoint | None = None
 
@@ -147,6 +157,8 @@ class Gateway:
 
     def _seed_meters(self) -> None:
         """[[meters]] in the configuration seed the registry; they never override what it knows."""
+        if self.registry.replica:
+            return  # the primary's registry is the truth; it was seeded there
         for meter in self.config.meters:
             try:
                 self.registry.register(link=meter.link, physical_address=meter.physical_address,
@@ -299,13 +311,123 @@ class Gateway:
 
     # -- life cycle ---------------------------------------------------------------------------
 
+    # -- roles (issue 15) ----------------------------------------------------------------------
+
+    @property
+    def serves_meters(self) -> bool:
+        """Whether this gateway opens its meter lines now: a primary, or a standby on a medium both may use."""
+        return self.role is not Role.STANDBY
+
+    async def _serve_meters(self) -> None:
+        for line in self.lines.values():
+            if line.name not in self.line_workers:
+                await self._try_open(line)
+                self.line_workers[line.name] = asyncio.create_task(self.supervisor.supervise(
+                    functools.partial(self._keep_open, line), f"line-{line.name}"), name=f"line-{line.name}")
+
+    async def _release_meters(self) -> None:
+        """Close every line (its data links fail back to their HES at once) and stop reopening them."""
+        workers, self.line_workers = list(self.line_workers.values()), {}
+        for task in workers:
+            task.cancel()
+        await asyncio.gather(*workers, return_exceptions=True)
+        for line in self.lines.values():
+            await line.aclose()
+
+    def _start_dial_outs(self) -> None:
+        self._dial_out_tasks = [asyncio.create_task(self.supervisor.supervise(dial.run, f"dialout-{dial.config.host}"),
+                                                    name=f"dialout-{dial.config.host}") for dial in self.dial_outs]
+
+    async def _stop_dial_outs(self) -> None:
+        tasks, self._dial_out_tasks = self._dial_out_tasks, []
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    def _follow_primary(self) -> None:
+        if self.replication_client is not None and self._following is None:
+            self._following = asyncio.create_task(self.replication_client.run(), name="replication-follow")
+
+    async def _stop_following(self) -> None:
+        task, self._following = self._following, None
+        if task is not None:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+
+    async def promote(self) -> Role:
+        """Become primary: stop following, take writes, open the meter lines, dial out; serve the registry."""
+        if self.role is Role.PRIMARY:
+            return self.role
+        started = time.monotonic()
+        await self._stop_following()
+        self.registry.replica = False
+        self.role = Role.PRIMARY
+        if self.config.standby.paired:
+            record_role(self.state_directory, self.role)
+        if self.replication_server is not None:
+            self.replication_server.serving = True
+        await self._serve_meters()
+        self._start_dial_outs()
+        self._start_scans()
+        log.info("standby.promoted", meters=len(self.registry),
+                 lines_open=sum(line.is_open for line in self.lines.values()),
+                 took_ms=round((time.monotonic() - started) * 1e3, 1))
+        return self.role
+
+    async def demote(self) -> Role:
+        """Become standby: stop serving the registry, close shared lines, stop dialling out, follow the peer."""
+        if self.role is not Role.PRIMARY:
+            return self.role
+        self.role = Role.STANDBY if self.config.standby.shared_medium else Role.ACTIVE_STANDBY
+        record_role(self.state_directory, self.role)
+        if self.replication_server is not None:
+            self.replication_server.serving = False
+            self.replication_server.changed()  # followers are told, and let go
+        for task in self._scans:
+            task.cancel()
+        self._scans = []
+        await self._stop_dial_outs()
+        if not self.serves_meters:
+            await self._release_meters()
+        self.registry.flush()
+        self.registry.replica = True
+        self._follow_primary()
+        log.info("standby.demoted", role=self.role.value)
+        return self.role
+
+    def _start_replication(self) -> None:
+        standby = self.config.standby
+        if not standby.paired:
+            return
+        try:
+            secret = load_secret(Path(standby.secret_file))
+        except SecretFileError as exc:
+            raise WanListenError(f"no replication secret: {exc}") from None  # one line, no traceback
+        self.replication_server = ReplicationServer(registry=self.registry, secret=secret, host=standby.listen,
+                                                    port=standby.port)
+        self.replication_server.serving = self.role is Role.PRIMARY
+        self.registry.on_change = self.replication_server.changed
+        self.replication_client = ReplicationClient(registry=self.registry, secret=secret, host=standby.peer,
+                                                    port=standby.peer_port, reconnect_s=standby.reconnect_s)
+        record_role(self.state_directory, self.role)
+
+    # -- life cycle ---------------------------------------------------------------------------
+
     async def start(self) -> None:
+        self._start_replication()  # a bad secret file stops the start here, before anything is opened
         if self.lines:
             self.hotplug_monitor.start()
-        for line in self.lines.values():
-            await self._try_open(line)
-            self._spawn(functools.partial(self._keep_open, line), f"line-{line.name}")
+        if self.serves_meters:
+            await self._serve_meters()
         await self.wan.start()
+        if self.replication_server is not None:
+            try:
+                await self.replication_server.start()
+            except OSError as exc:
+                raise WanListenError(f"cannot listen for the standby on {self.config.standby.listen}:"
+                                     f"{self.config.standby.port}: {exc.strerror}") from None
+        if self.role is not Role.PRIMARY:
+            self._follow_primary()
         commands = Commands(self)
         server = ControlServer(path=self.runtime_directory / "control.sock", handlers=commands.handlers())
         await server.start()
@@ -318,22 +440,26 @@ class Gateway:
         self._spawn(self._flush_loop, "registry-flush")
         for forwarder in self.forwarders:
             self._spawn(forwarder.run, f"push-{forwarder.config.name}")
-        for dial in self.dial_outs:
-            self._spawn(dial.run, f"dialout-{dial.config.host}")
+        if self.role is Role.PRIMARY:
+            self._start_dial_outs()
         if self.poller is not None:
             await self.poller.start()
         self._spawn(functools.partial(identify_worker, self), "identify")
-        self._start_scans()
-        if self.config.registry.identify:
+        if self.serves_meters:
+            self._start_scans()
+        if self.config.registry.identify and not self.registry.replica:
             for meter in self.registry.meters():
                 if meter.logical_device_name is None:
                     self.identify_queue.put_nowait(meter.sap)
         log.info("gateway.ready", version=__version__, lines=len(self.lines), meters=len(self.registry),
-                 wan=[f"{h}:{p}" for h, p in self.wan.addresses])
+                 wan=[f"{h}:{p}" for h, p in self.wan.addresses], role=self.role.value)
 
     async def stop(self) -> None:
         """Stop listening, DISC every data link, flush the registry, close everything."""
         await self.wan.stop()  # HES connections close: their sessions send DISC
+        await self._stop_following()
+        if self.replication_server is not None:
+            await self.replication_server.stop()
         if self.control is not None:
             await self.control.stop()
         if self.metrics is not None:
@@ -345,6 +471,8 @@ class Gateway:
         self.hotplug_monitor.stop()
         for task in self._scans:
             task.cancel()
+        self._tasks += [*self.line_workers.values(), *self._dial_out_tasks]
+        self.line_workers, self._dial_out_tasks = {}, []
         for task in self._tasks:
             task.cancel()
         if self._tasks:
@@ -354,7 +482,8 @@ class Gateway:
         self._tasks.clear()
         for line in self.lines.values():
             await line.aclose()
-        self.registry.flush()
+        if not self.registry.replica:
+            self.registry.flush()
         self.database.close()
         self._commit_pushes()  # a burst received in the last loop turn is not lost
         self.pushes.close()
@@ -374,10 +503,10 @@ class Gateway:
         configure(level=new.log.level, fmt=new.log.format)
         self.router.relay = new.relay  # new associations use the new timeouts; open ones keep theirs
         self._seed_meters()
-        if new.scan != old.scan:
+        if new.scan != old.scan and self.serves_meters:
             self._start_scans()
         needs_restart = [name for name in ("wan", "links", "paths", "registry", "management", "push",
-                                           "push_queue", "dial_out", "poller", "metrics")
+                                           "push_queue", "dial_out", "poller", "metrics", "standby")
                          if getattr(new, name) != getattr(old, name)]
         log.info("gateway.reloaded", log_level=new.log.level, meters=len(new.meters), scans=len(new.scan),
                  needs_restart=needs_restart)
