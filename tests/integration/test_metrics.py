@@ -111,7 +111,8 @@ def test_polling_metrics_follow_the_poller_status() -> None:
     status = {"uptime_s": 1.0, "wan": {"pdus_in": 0, "pdus_out": 0, "peers": [], "refused": {}, "cut_off": {}},
               "links": [], "sessions": 0, "rejections": 0, "meters": {}, "worker_restarts": {},
               "push_queue": {"depth": 0, "dropped": 0, "unrouted": 0, "destinations": []},
-              "push_registrations": {"registered": 0, "refused": {}}, "polling": polling}
+              "push_registrations": {"registered": 0, "refused": {}}, "polling": polling,
+              "standby": {"role": "primary", "paired": False}}
     values = {(s.name, tuple(sorted(s.labels.items()))): s.value for m in metrics_from(status) for s in m.samples}
     assert values[("dlms_gateway_polls_total", (("outcome", "failed"),))] == 2
     assert values[("dlms_gateway_polls_total", (("outcome", "ok"),))] == 7
