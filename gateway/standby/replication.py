@@ -53,18 +53,31 @@ class ReplicationServer:
         self.changed_at: float | None = None
         self.followers: dict[int, Follower] = {}
         self.refused = 0  # connections that failed the handshake (wrong secret, not our protocol)
+        self.refusal = asyncio.Event()  # set at each refused connection
+        self.acknowledged = asyncio.Event()  # set at each snapshot a follower said it applied
         self._wakes: set[asyncio.Event] = set()
         self._server: asyncio.Server | None = None
+        self._connections: set[asyncio.Task[None]] = set()
 
     async def start(self) -> None:
         self._server = await asyncio.start_server(self._serve, self.host, self.port, limit=MAX_FRAME_BYTES)
         log.info("replication.listening", address=f"{self.host}:{self.port}")
 
+    @property
+    def address(self) -> tuple[str, int]:
+        assert self._server is not None
+        host, port = self._server.sockets[0].getsockname()[:2]
+        return host, port
+
     async def stop(self) -> None:
+        """Stop listening and drop every follower (a stopped primary serves nobody)."""
         if self._server is not None:
             self._server.close()
             self._server = None
-        self.changed()
+        connections, self._connections = list(self._connections), set()
+        for task in connections:
+            task.cancel()
+        await asyncio.gather(*connections, return_exceptions=True)
 
     def changed(self) -> None:
         """The registry committed a change, or this gateway's role changed: every follower hears of it."""
@@ -73,11 +86,22 @@ class ReplicationServer:
             wake.set()
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._connections.add(task)
+        try:
+            await self._serve_follower(reader, writer)
+        finally:
+            self._connections.discard(task)
+            writer.close()  # also when cancelled mid-handshake
+
+    async def _serve_follower(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         peer = str(writer.get_extra_info("peername"))
         try:
             channel = await server_handshake(reader, writer, secret=self._secret)
         except (ChannelError, TimeoutError, ConnectionError) as exc:
             self.refused += 1
+            self.refusal.set()
             log.warning("replication.peer_refused", peer=peer, reason=str(exc) or type(exc).__name__)
             writer.close()
             return
@@ -122,6 +146,7 @@ class ReplicationServer:
             message = await channel.receive()
             if message.get("type") == "applied" and type(message.get("sequence")) is int:
                 follower.acknowledged, follower.acknowledged_at = message["sequence"], time.time()
+                self.acknowledged.set()
 
     def status(self) -> list[dict[str, Any]]:
         return [{"peer": f.peer, "acknowledged": f.acknowledged, "acknowledged_at": f.acknowledged_at}
@@ -152,6 +177,8 @@ class ReplicationClient:
         self.host, self.port = host, port
         self._reconnect_s = reconnect_s
         self.state = ReplicaState()
+        self.applied = asyncio.Event()  # set after each snapshot applied (for whoever waits for one)
+        self.failed = asyncio.Event()  # set after each failure to follow
 
     async def run(self) -> None:
         """Until cancelled (on promotion)."""
@@ -166,6 +193,7 @@ class ReplicationClient:
                         log.warning("replication.follow_failed", peer=f"{self.host}:{self.port}", reason=reason)
                     self.state.failures += 1
                     self.state.last_error = reason
+                    self.failed.set()
                 self.state.connected = False
                 await asyncio.sleep(self._reconnect_s)
         finally:
@@ -206,4 +234,5 @@ class ReplicationClient:
         state.meters = len(self._registry)
         state.last_error = None
         log.info("replication.applied", origin=origin, sequence=sequence, meters=state.meters)
+        self.applied.set()
         await channel.send({"type": "applied", "sequence": sequence})
