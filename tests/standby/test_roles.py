@@ -1,0 +1,113 @@
+"""Two daemons as real processes on one simulated serial bus: health, roles, replication, hand-over by command."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from gateway.standby.channel import create_secret
+from tests.integration.daemon_proc import (
+    DaemonProcess,
+    SimulatorProcess,
+    free_tcp_port,
+    run_cli,
+    wait_until,
+)
+
+REPLICATION_TIMEOUT_S = 10.0
+
+
+def standby_table(*, role: str, peer_port: int, port: int, secret: Path) -> str:
+    return f"""
+[standby]
+role = "{role}"
+peer = "127.0.0.1"
+peer_port = {peer_port}
+listen = "127.0.0.1"
+port = {port}
+secret_file = "{secret}"
+reconnect_s = 0.2
+"""
+
+
+def answer(daemon: DaemonProcess, *args: str) -> Any:
+    done = run_cli(*args, "--json", socket_path=daemon.socket_path)
+    assert done.returncode == 0, done.stdout + done.stderr
+    return json.loads(done.stdout)
+
+
+def role_of(daemon: DaemonProcess) -> dict[str, Any]:
+    status: dict[str, Any] = answer(daemon, "status")["standby"]
+    return status
+
+
+@pytest.fixture
+def bus(tmp_path: Path) -> Iterator[SimulatorProcess]:
+    with SimulatorProcess(tmp_path, meters=2) as simulator:
+        simulator.start()
+        yield simulator
+
+
+def test_health_is_quiet_and_says_which_check_failed(tmp_path: Path, bus: SimulatorProcess) -> None:
+    with DaemonProcess(tmp_path / "lone", device=bus.device, meters=[(17, 17)]) as daemon:
+        daemon.start()
+        healthy = run_cli("health", socket_path=daemon.socket_path)
+        assert (healthy.returncode, healthy.stdout, healthy.stderr) == (0, "", "")  # keepalived wants quiet
+        verbose = run_cli("health", "--verbose", socket_path=daemon.socket_path)
+        assert verbose.stdout.startswith("healthy (primary)")
+        checks = answer(daemon, "health")
+        assert checks["healthy"] and checks["checks"] == {"control": True, "wan": True, "registry": True,
+                                                          "line:bus0": True}
+        refused = run_cli("role", "promote", socket_path=daemon.socket_path)
+        assert refused.returncode == 1 and "no [standby] table" in refused.stderr
+        daemon.kill()
+        gone = run_cli("health", "--verbose", socket_path=daemon.socket_path)
+        assert gone.returncode == 3 and "not running" in gone.stderr
+
+
+def test_a_standby_copies_the_registry_never_opens_the_bus_and_takes_over_on_promote(
+        tmp_path: Path, bus: SimulatorProcess) -> None:
+    secret = tmp_path / "replication.toml"
+    create_secret(secret)
+    port_a, port_b = free_tcp_port(), free_tcp_port()
+    primary = DaemonProcess(tmp_path / "a", device=bus.device, meters=[(17, 17)],
+                            extra=standby_table(role="primary", peer_port=port_b, port=port_a, secret=secret))
+    standby = DaemonProcess(tmp_path / "b", device=bus.device, meters=[(30, 18)],  # a seed the standby ignores
+                            extra=standby_table(role="standby", peer_port=port_a, port=port_b, secret=secret))
+    with primary, standby:
+        primary.start()
+        standby.start()
+        assert role_of(primary)["role"] == "primary" and role_of(standby)["role"] == "standby"
+        wait_until(lambda: role_of(standby)["replication"]["sequence"] is not None,
+                   timeout=REPLICATION_TIMEOUT_S, what="the first snapshot on the standby")
+        assert [m["sap"] for m in answer(standby, "meters")] == [17]
+
+        added = answer(primary, "meters", "add", "--link", "bus0", "--address", "18")
+        wait_until(lambda: [m["sap"] for m in answer(standby, "meters")] == [17, added["sap"]],
+                   timeout=REPLICATION_TIMEOUT_S, what="the new meter on the standby")
+        replication = role_of(standby)["replication"]
+        assert replication["connected"] and replication["change_age_s"] is not None
+        refused = run_cli("meters", "add", "--link", "bus0", "--address", "19", socket_path=standby.socket_path)
+        assert refused.returncode == 1 and "standby" in refused.stderr
+        assert [line["open"] for line in answer(standby, "status")["links"]] == [False]  # one master on RS-485
+        assert answer(standby, "health")["healthy"]
+
+        # the hand-over keepalived's notify hook makes: the old primary lets go of the bus first
+        assert answer(primary, "role", "demote")["role"] == "standby"
+        assert [line["open"] for line in answer(primary, "status")["links"]] == [False]
+        promoted = answer(standby, "role", "promote")
+        assert promoted["changed"] and promoted["role"] == "primary"
+        assert answer(standby, "ping", "17")["sap"] == 17  # it reads the meter on the bus at the same SAP
+        moved = answer(standby, "meters", "add", "--link", "bus0", "--address", "19")
+        wait_until(lambda: moved["sap"] in [m["sap"] for m in answer(primary, "meters")],
+                   timeout=REPLICATION_TIMEOUT_S, what="the old primary following the new one")
+
+        text = run_cli("status", socket_path=primary.socket_path).stdout
+        assert "Role: standby; peer 127.0.0.1:" in text and "Replication: connected; applied change" in text
+        primary.terminate()
+        primary.start()  # it comes back standby: the peer holds the bus now
+        assert role_of(primary)["role"] == "standby"
