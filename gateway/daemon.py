@@ -369,6 +369,10 @@ class Gateway:
         await self._serve_meters()
         self._start_dial_outs()
         self._start_scans()
+        if self.config.registry.identify:  # meters the old primary never identified
+            for meter in self.registry.meters():
+                if meter.logical_device_name is None:
+                    self.identify_queue.put_nowait(meter.sap)
         log.info("standby.promoted", meters=len(self.registry),
                  lines_open=sum(line.is_open for line in self.lines.values()),
                  took_ms=round((time.monotonic() - started) * 1e3, 1))

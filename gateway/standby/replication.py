@@ -28,6 +28,7 @@ from gateway.standby.channel import MAX_FRAME_BYTES, Channel, ChannelError, clie
 
 log = structlog.get_logger(__name__)
 CONNECT_TIMEOUT_S = 3.0
+COALESCE_S = 0.2  # at most five snapshots a second: a burst of changes (meters coming online) shares one
 
 
 class ReplicationRefusedError(Exception):
@@ -132,6 +133,7 @@ class ReplicationServer:
             wake.clear()
             await channel.send({"type": "snapshot", "origin": self.origin, "sequence": self._registry.changes,
                                 "changed_at": self.changed_at, "rows": encode(self._registry)})
+            sent_at = time.monotonic()
             waiting = asyncio.ensure_future(wake.wait())
             try:
                 await asyncio.wait({waiting, acknowledgements}, return_when=asyncio.FIRST_COMPLETED)
@@ -140,6 +142,7 @@ class ReplicationServer:
             if acknowledgements.done():
                 acknowledgements.result()  # raises what ended it
                 return
+            await asyncio.sleep(max(0.0, sent_at + COALESCE_S - time.monotonic()))
 
     async def _acknowledgements(self, channel: Channel, follower: Follower) -> None:
         while True:
