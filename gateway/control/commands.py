@@ -163,7 +163,7 @@ class Commands:
             raise CommandError(str(exc)) from None
         if meter.logical_device_name is None and self.gateway.config.registry.identify:
             self.gateway.identify_queue.put_nowait(meter.sap)
-        return meter_summary(meter)
+        return {**meter_summary(meter), **await self.standby.replicated()}
 
     async def remove(self, request: Mapping[str, Any], progress: Progress) -> dict[str, Any]:
         """Remove a meter given by SAP or logical device name ("sap" still works, as older CLIs send it)."""

@@ -13,6 +13,9 @@ if TYPE_CHECKING:
     from gateway.daemon import Gateway
 
 
+REPLICATED_TIMEOUT_S = 2.0  # a registration waits this long at most for the standby's acknowledgement
+
+
 def _age(at: float | None) -> float | None:
     return None if at is None else round(max(0.0, time.time() - at), 1)
 
@@ -54,6 +57,13 @@ class StandbyCommands:
         elif action == "demote":
             await gw.demote()
         return {**self.snapshot(), "changed": gw.role is not before, "previous": before.value}
+
+    async def replicated(self) -> dict[str, Any]:
+        """After a registration: wait (bounded) until the standby has it, so an acknowledged meter is on both."""
+        server = self.gateway.replication_server
+        if server is None or not server.serving:
+            return {}
+        return {"replicated": await server.replicated(self.gateway.registry.changes, within_s=REPLICATED_TIMEOUT_S)}
 
     def snapshot(self) -> dict[str, Any]:
         """The role part of `status`: role, peer, the last replicated change and its age."""

@@ -151,6 +151,19 @@ class ReplicationServer:
                 follower.acknowledged, follower.acknowledged_at = message["sequence"], time.time()
                 self.acknowledged.set()
 
+    async def replicated(self, sequence: int, *, within_s: float) -> bool:
+        """Whether a follower acknowledged change ``sequence`` (or a later one) within ``within_s``; False alone."""
+        try:
+            async with asyncio.timeout(within_s):
+                while self.followers:
+                    if any((f.acknowledged or 0) >= sequence for f in self.followers.values()):
+                        return True
+                    self.acknowledged.clear()
+                    await self.acknowledged.wait()
+        except TimeoutError:
+            pass
+        return False
+
     def status(self) -> list[dict[str, Any]]:
         return [{"peer": f.peer, "acknowledged": f.acknowledged, "acknowledged_at": f.acknowledged_at}
                 for f in self.followers.values()]

@@ -3,16 +3,20 @@
 kill -9 the primary mid-session: the HES reconnects to the same address and reads every meter at
 the same SAP; the meter registered just before the kill is there; the old primary comes back
 standby (manual hand-back); at no checkpoint do both gateways hold the serial bus open.
-The takeover time (kill -> first successful read) is printed, not asserted tightly.
+The takeover times (kill -> address moved, -> standby promoted, -> first successful read) are
+printed, not asserted tightly.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
 import socket
+import statistics
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +46,9 @@ PUBLIC_CLIENT = 16
 ELECTION_TIMEOUT_S = 30.0  # keepalived's first election: both start BACKUP, ~3 advertisement intervals
 TAKEOVER_GOAL_S = 10.0  # issue 15; the bound below is looser (two shared cores): the time is reported
 TAKEOVER_LIMIT_S = 40.0
+EXCHANGE_TIMEOUT_S = 15.0  # the gateway answers every request (an exception-response after its exchange timeout)
+# Kills in a row, the roles alternating (a -> b, then b -> a, ...): 2 in CI, TAKEOVER_KILLS=20 for the issue's figure.
+KILLS = int(os.environ.get("TAKEOVER_KILLS", "2"))
 
 
 class Hes:
@@ -50,13 +57,18 @@ class Hes:
     def __init__(self, namespace: str) -> None:
         self.namespace = namespace
 
-    def read_name(self, sap: int, *, timeout: float = 2.0) -> bytes:
-        """Associate, GET the logical device name, release; raises OSError/ValueError when that fails."""
+    def read_name(self, sap: int, *, connect_timeout: float = 2.0) -> bytes:
+        """Associate, GET the logical device name, release; raises OSError/ValueError when that fails.
+
+        Connecting gives up soon (nobody holds the address yet: try again); once connected, the HES
+        waits for its answers as a HES does (abandoning an association midway would hold the meter).
+        """
         with inside(self.namespace):
             connection = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         with connection:
-            connection.settimeout(timeout)
+            connection.settimeout(connect_timeout)
             connection.connect((VIRTUAL_IP, WAN_PORT))
+            connection.settimeout(EXCHANGE_TIMEOUT_S)
             decoder = WrapperDecoder()
             aare = self._request(connection, decoder, sap, PUBLIC_AARQ)
             if aare[:1] != b"\x61":
@@ -112,6 +124,32 @@ def namespaces() -> Iterator[Namespaces]:
         made.delete()
 
 
+@dataclass
+class Takeover:
+    """One kill, in seconds after it: the address seen on the standby (coarse: checked between HES attempts),
+    its daemon promoted, the HES's first successful read."""
+
+    address_s: float | None
+    promoted_s: float | None
+    first_read_s: float
+    attempts: int
+
+
+def promoted_at(daemon: DaemonProcess) -> float | None:
+    """Wall-clock time of the daemon's last promotion, from its JSON log."""
+    times = [json.loads(line)["timestamp"] for line in daemon.log_text().splitlines()
+             if '"standby.promoted"' in line]
+    return dt.datetime.fromisoformat(times[-1].replace("Z", "+00:00")).timestamp() if times else None
+
+
+def following(daemon: DaemonProcess) -> bool:
+    return status(daemon)["standby"].get("replication", {}).get("connected") is True
+
+
+def meter_saps(daemon: DaemonProcess) -> list[int]:
+    return [m["sap"] for m in json.loads(run_cli("meters", "--json", socket_path=daemon.socket_path).stdout)]
+
+
 def test_the_standby_takes_over_the_floating_address_and_the_bus_after_kill_9(
         tmp_path: Path, namespaces: Namespaces) -> None:
     names = build_lan(namespaces)
@@ -131,74 +169,94 @@ def test_the_standby_takes_over_the_floating_address_and_the_bus_after_kill_9(
                                  config=render_keepalived(side=side, priority=150 if side == "a" else 100,
                                                           gateway=gateway, socket=gateways[side].socket_path))
                 for side in ("a", "b")}
-        a, b = gateways["a"], gateways["b"]
         try:
-            a.start()
-            b.start()
+            for daemon in gateways.values():
+                daemon.start()
             for keepalived in vrrp.values():
                 keepalived.start()
             # keepalived starts BACKUP (its hook demotes the daemon), then elects: the hook promotes the winner
-            wait_until(lambda: holds_virtual_ip(names["a"], INTERFACES["a"]) and bus_open(a),
+            wait_until(lambda: holds_virtual_ip(names["a"], INTERFACES["a"]) and bus_open(gateways["a"]),
                        timeout=ELECTION_TIMEOUT_S, what="the floating address and the bus on the primary")
-            names_before = {sap: hes.read_name(sap) for sap in (17, 18)}
+            expected = {sap: hes.read_name(sap) for sap in (17, 18)}
+            late: list[int] = []
+            takeovers = []
+            primary, standby = "a", "b"
+            for kill in range(KILLS):
+                old, new = gateways[primary], gateways[standby]
+                wait_until(lambda: following(new), timeout=20.0, what="the standby following the primary")  # noqa: B023
+                # registered just before the kill: acknowledged only once the standby has it too
+                added = json.loads(run_cli("meters", "add", "--link", "bus0", "--address", str(19 if kill == 0
+                                                                                                  else 100 + kill),
+                                           "--json", socket_path=old.socket_path).stdout)
+                assert added["replicated"] is True
+                late.append(added["sap"])
+                if kill == 0:  # the simulator has a meter at 19; later ones are registered, silent addresses
+                    expected[added["sap"]] = hes.read_name(added["sap"])
+                assert bus_open(old) and not bus_open(new)
+                takeovers.append(_kill_mid_session(hes, old, names[standby], INTERFACES[standby], new))
+                assert {sap: hes.read_name(sap) for sap in expected} == expected  # every meter, the same SAPs
+                assert set(late) <= set(meter_saps(new))
+                assert status(new)["standby"]["role"] == "primary" and bus_open(new)
 
-            added = json.loads(run_cli("meters", "add", "--link", "bus0", "--address", "19", "--json",
-                                       socket_path=a.socket_path).stdout)
-            registered_at = time.monotonic()
-            wait_until(lambda: added["sap"] in [m["sap"] for m in json.loads(
-                run_cli("meters", "--json", socket_path=b.socket_path).stdout)],
-                timeout=10.0, what="the new meter on the standby")
-            replicated_s = time.monotonic() - registered_at
-            names_before[added["sap"]] = hes.read_name(added["sap"])
-            assert bus_open(a) and not bus_open(b)
-
-            with inside(names["hes"]):  # a HES mid-session: associated with SAP 17 when the primary dies
-                session = socket.create_connection((VIRTUAL_IP, WAN_PORT), timeout=5.0)
-            with session:
-                session.sendall(encode(WrapperPdu(source=PUBLIC_CLIENT, destination=17, apdu=PUBLIC_AARQ)))
-                assert session.recv(65536)[8:9] == b"\x61"
-                killed_at = time.monotonic()
-                a.kill()
-                with pytest.raises((ConnectionError, TimeoutError, OSError)):
-                    session.sendall(encode(WrapperPdu(source=PUBLIC_CLIENT, destination=17, apdu=GET_LDN)))
-                    if not session.recv(65536):
-                        raise ConnectionError("closed")
-
-            moved_at: float | None = None
-            first_read: bytes | None = None
-            attempts = 0
-            while first_read is None:  # the HES reconnects to the same address until a read works
-                if time.monotonic() - killed_at > TAKEOVER_LIMIT_S:
-                    raise AssertionError(f"no read {TAKEOVER_LIMIT_S} s after the kill:\n{b.log_text()[-3000:]}\n"
-                                         f"{vrrp['b'].log_text()[-3000:]}")
-                if moved_at is None and holds_virtual_ip(names["b"], INTERFACES["b"]):
-                    moved_at = time.monotonic()
-                attempts += 1
-                try:
-                    first_read = hes.read_name(17, timeout=1.0)
-                except (OSError, ValueError):
-                    time.sleep(0.1)  # a HES's reconnect interval, not a wait for an event
-            takeover_s = time.monotonic() - killed_at
-            assert first_read == names_before[17]
-            names_after = {sap: hes.read_name(sap) for sap in names_before}
-            assert names_after == names_before  # every meter, by the same SAPs, the late one included
-            assert status(b)["standby"]["role"] == "primary" and bus_open(b)
-
-            a.start()  # the old primary returns: standby, following the new primary, the bus left alone
-            wait_until(lambda: status(a)["standby"].get("replication", {}).get("connected") is True,
-                       timeout=20.0, what="the returning gateway following the new primary")
-            assert status(a)["standby"]["role"] == "standby" and not bus_open(a)
-            wait_until(lambda: "Entering BACKUP STATE" in vrrp["a"].log_text().rsplit("FAULT", 1)[-1],
-                       timeout=20.0, what="the returning gateway's keepalived in BACKUP")
-            assert holds_virtual_ip(names["b"], INTERFACES["b"]) and not holds_virtual_ip(names["a"], INTERFACES["a"])
-            assert status(a)["standby"]["role"] == "standby" and not bus_open(a) and bus_open(b)
-            assert hes.read_name(17) == names_before[17]
-            detection = f"{moved_at - killed_at:.2f} s" if moved_at is not None else "n/a"
-            print(f"\ntakeover: kill -9 -> address on the standby {detection}, -> first successful read "
-                  f"{takeover_s:.2f} s ({attempts} HES attempts; goal {TAKEOVER_GOAL_S:.0f} s); "
-                  f"registration replicated in {replicated_s * 1e3:.0f} ms")
+                old.start()  # the old primary returns: standby, following the new primary, the bus left alone
+                wait_until(lambda: following(old), timeout=20.0,  # noqa: B023
+                           what="the returning gateway following the new primary")
+                wait_until(lambda: "Entering BACKUP STATE" in vrrp[primary].log_text().rsplit("FAULT", 1)[-1],  # noqa: B023
+                           timeout=20.0, what="the returning gateway's keepalived in BACKUP")
+                assert holds_virtual_ip(names[standby], INTERFACES[standby])
+                assert not holds_virtual_ip(names[primary], INTERFACES[primary])
+                assert status(old)["standby"]["role"] == "standby" and not bus_open(old) and bus_open(new)
+                primary, standby = standby, primary
+            _report(takeovers)
         finally:
             for keepalived in vrrp.values():
                 keepalived.stop()
             for daemon in gateways.values():
                 daemon.stop()
+
+
+def _kill_mid_session(hes: Hes, old: DaemonProcess, namespace: str, interface: str,
+                      new: DaemonProcess) -> Takeover:
+    """kill -9 the primary while the HES holds an association; the HES reconnects until a read works."""
+    with inside(hes.namespace):
+        session = socket.create_connection((VIRTUAL_IP, WAN_PORT), timeout=5.0)
+    with session:
+        session.sendall(encode(WrapperPdu(source=PUBLIC_CLIENT, destination=17, apdu=PUBLIC_AARQ)))
+        assert session.recv(65536)[8:9] == b"\x61"  # associated with the meter at SAP 17
+        killed_at, killed_wall = time.monotonic(), time.time()
+        old.kill()
+        with pytest.raises(OSError):  # the association is gone with the process (RST)
+            session.sendall(encode(WrapperPdu(source=PUBLIC_CLIENT, destination=17, apdu=GET_LDN)))
+            if not session.recv(65536):
+                raise ConnectionError("closed")
+    moved_at: float | None = None
+    attempts = 0
+    while True:  # the HES reconnects to the same address until a read works
+        if time.monotonic() - killed_at > TAKEOVER_LIMIT_S:
+            raise AssertionError(f"no read {TAKEOVER_LIMIT_S} s after the kill:\n{new.log_text()[-3000:]}")
+        if moved_at is None and holds_virtual_ip(namespace, interface):
+            moved_at = time.monotonic()
+        attempts += 1
+        try:
+            hes.read_name(17, connect_timeout=1.0)
+            break
+        except (OSError, ValueError):
+            time.sleep(0.1)  # the HES's reconnect interval, not a wait for an event
+    first_read_s = time.monotonic() - killed_at
+    promoted = promoted_at(new)
+    return Takeover(address_s=None if moved_at is None else moved_at - killed_at,
+                    promoted_s=None if promoted is None else promoted - killed_wall,
+                    first_read_s=first_read_s, attempts=attempts)
+
+
+def _report(takeovers: list[Takeover]) -> None:
+    def summary(values: list[float]) -> str:
+        if not values:
+            return "n/a"
+        return (f"min {min(values):.2f} s, median {statistics.median(values):.2f} s, "
+                f"max {max(values):.2f} s")
+
+    print(f"\ntakeover over {len(takeovers)} kill -9 (goal {TAKEOVER_GOAL_S:.0f} s):")
+    print(f"  address seen on standby: {summary([t.address_s for t in takeovers if t.address_s is not None])}")
+    print(f"  standby promoted:       {summary([t.promoted_s for t in takeovers if t.promoted_s is not None])}")
+    print(f"  first successful read:  {summary([t.first_read_s for t in takeovers])}")
