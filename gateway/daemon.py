@@ -62,6 +62,7 @@ SHUTDOWN_TASKS_S = 1.0  # then for background tasks to end once cancelled (SIGTE
 DEFAULT_STATE_DIRECTORY = Path("/var/lib/dlms-gateway")
 DEFAULT_RUNTIME_DIRECTORY = Path("/run/dlms-gateway")
 DEFAULT_KEYS_FILE = Path("/etc/dlms-gateway/keys.toml")
+HANDOVER_WAIT_S = 5.0  # a promotion waits this long at most for a live primary peer to let go of the bus
 REFUSAL_LOG_INTERVAL_S = 60.0  # one log line a minute at most for pushes refused a registration
 
 
@@ -332,7 +333,10 @@ class Gateway:
             task.cancel()
         await asyncio.gather(*workers, return_exceptions=True)
         for line in self.lines.values():
+            was_open = line.is_open
             await line.aclose()
+            if was_open:
+                log.info("line.released", line=line.name, reason="standby")  # the port is closed now
 
     def _start_dial_outs(self) -> None:
         self._dial_out_tasks = [asyncio.create_task(self.supervisor.supervise(dial.run, f"dialout-{dial.config.host}"),
@@ -359,6 +363,13 @@ class Gateway:
         if self.role is Role.PRIMARY:
             return self.role
         started = time.monotonic()
+        client = self.replication_client
+        # A peer that still serves us its registry is alive and primary, and may hold the bus. Its own
+        # hook demotes it at the same time (VRRP told both): wait until it has let go.
+        if client is not None and self.config.standby.shared_medium and \
+                not await client.peer_released(within_s=HANDOVER_WAIT_S):
+            log.warning("standby.peer_still_primary", peer=f"{client.host}:{client.port}",
+                        waited_s=HANDOVER_WAIT_S, effect="promoting anyway, as VRRP decided")
         await self._stop_following()
         self.registry.replica = False
         self.role = Role.PRIMARY
@@ -384,15 +395,15 @@ class Gateway:
             return self.role
         self.role = Role.STANDBY if self.config.standby.shared_medium else Role.ACTIVE_STANDBY
         record_role(self.state_directory, self.role)
-        if self.replication_server is not None:
-            self.replication_server.serving = False
-            self.replication_server.changed()  # followers are told, and let go
         for task in self._scans:
             task.cancel()
         self._scans = []
         await self._stop_dial_outs()
         if not self.serves_meters:
             await self._release_meters()
+        if self.replication_server is not None:  # only now, the bus let go: the follower may take over
+            self.replication_server.serving = False
+            self.replication_server.changed()
         self.registry.flush()
         self.registry.replica = True
         self._follow_primary()

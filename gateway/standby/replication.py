@@ -29,6 +29,8 @@ from gateway.standby.channel import MAX_FRAME_BYTES, Channel, ChannelError, clie
 log = structlog.get_logger(__name__)
 CONNECT_TIMEOUT_S = 3.0
 COALESCE_S = 0.2  # at most five snapshots a second: a burst of changes (meters coming online) shares one
+HEARTBEAT_S = 1.0  # the primary speaks at least this often...
+SILENCE_S = 3.0  # ...and a standby that hears nothing for this long counts it gone (a host that lost power)
 
 
 class ReplicationRefusedError(Exception):
@@ -134,14 +136,18 @@ class ReplicationServer:
             await channel.send({"type": "snapshot", "origin": self.origin, "sequence": self._registry.changes,
                                 "changed_at": self.changed_at, "rows": encode(self._registry)})
             sent_at = time.monotonic()
-            waiting = asyncio.ensure_future(wake.wait())
-            try:
-                await asyncio.wait({waiting, acknowledgements}, return_when=asyncio.FIRST_COMPLETED)
-            finally:
-                waiting.cancel()
-            if acknowledgements.done():
-                acknowledgements.result()  # raises what ended it
-                return
+            while not wake.is_set():
+                waiting = asyncio.ensure_future(wake.wait())
+                try:
+                    await asyncio.wait({waiting, acknowledgements}, timeout=HEARTBEAT_S,
+                                       return_when=asyncio.FIRST_COMPLETED)
+                finally:
+                    waiting.cancel()
+                if acknowledgements.done():
+                    acknowledgements.result()  # raises what ended it
+                    return
+                if not wake.is_set():
+                    await channel.send({"type": "heartbeat"})
             await asyncio.sleep(max(0.0, sent_at + COALESCE_S - time.monotonic()))
 
     async def _acknowledgements(self, channel: Channel, follower: Follower) -> None:
@@ -187,8 +193,9 @@ class ReplicationClient:
     """The standby's side: follow the primary, apply each snapshot, acknowledge it; redial after a failure."""
 
     def __init__(self, *, registry: MeterRegistry, secret: bytes, host: str, port: int,
-                 reconnect_s: float) -> None:
+                 reconnect_s: float, silence_s: float = SILENCE_S) -> None:
         self._registry = registry
+        self._silence_s = silence_s
         self._secret = secret
         self.host, self.port = host, port
         self._reconnect_s = reconnect_s
@@ -227,11 +234,31 @@ class ReplicationClient:
             self.state.connected = True
             log.info("replication.following", peer=f"{self.host}:{self.port}")
             while True:
-                await self._apply(await channel.receive(), channel)
+                try:
+                    async with asyncio.timeout(self._silence_s):
+                        message = await channel.receive()
+                except TimeoutError:
+                    raise ChannelError(f"the primary said nothing for {self._silence_s:.1f} s") from None
+                await self._apply(message, channel)
         finally:
             await channel.close()
 
+    async def peer_released(self, *, within_s: float) -> bool:
+        """Wait until the primary we follow stops serving (demoted, gone or silent); False if it still serves."""
+        if not self.state.connected:
+            return True
+        log.info("replication.waiting_for_peer_release", peer=f"{self.host}:{self.port}", within_s=within_s)
+        self.failed.clear()
+        try:
+            async with asyncio.timeout(within_s):
+                await self.failed.wait()
+        except TimeoutError:
+            return False
+        return True
+
     async def _apply(self, message: dict[str, Any], channel: Channel) -> None:
+        if message.get("type") == "heartbeat":
+            return
         if message.get("type") == "refused":
             raise ReplicationRefusedError(f"the peer refused: {str(message.get('reason'))[:80]}")
         if message.get("type") != "snapshot":

@@ -12,8 +12,8 @@ import pytest
 
 from gateway.registry.database import open_database
 from gateway.registry.store import MeterRegistry, MeterState, RegistryError
-from gateway.standby.channel import ChannelError, client_handshake, create_secret, load_secret
-from gateway.standby.replication import ReplicationClient, ReplicationServer
+from gateway.standby.channel import ChannelError, client_handshake, create_secret, load_secret, server_handshake
+from gateway.standby.replication import HEARTBEAT_S, ReplicationClient, ReplicationServer
 
 APPLY_TIMEOUT_S = 10.0
 
@@ -203,3 +203,45 @@ async def test_a_peer_without_the_secret_is_refused_both_ways(
         await wait_for(server.refusal)
         assert not server.followers
 
+
+
+async def test_a_primary_that_goes_silent_counts_as_gone(standby: MeterRegistry, secret: bytes) -> None:
+    """A host that lost power sends no RST: the standby notices the missing heartbeats."""
+    async def mute(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await server_handshake(reader, writer, secret=secret)
+        await reader.read()  # then silence, until the standby hangs up
+        writer.close()
+
+    server = await asyncio.start_server(mute, "127.0.0.1", 0)
+    host, port = server.sockets[0].getsockname()[:2]
+    client = ReplicationClient(registry=standby, secret=secret, host=host, port=port, reconnect_s=5.0,
+                               silence_s=0.3)
+    task = asyncio.create_task(client.run())
+    try:
+        await wait_for(client.failed)
+        assert "said nothing" in (client.state.last_error or "")
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        server.close()
+        await server.wait_closed()
+
+
+async def test_heartbeats_keep_a_quiet_primary_followed(
+        primary: MeterRegistry, standby: MeterRegistry, secret: bytes) -> None:
+    async with serving(primary, secret) as server:
+        host, port = server.address
+        client = ReplicationClient(registry=standby, secret=secret, host=host, port=port, reconnect_s=0.05,
+                                   silence_s=HEARTBEAT_S * 2.5)
+        task = asyncio.create_task(client.run())
+        try:
+            await next_apply(client)
+            with pytest.raises(TimeoutError):  # no change for several heartbeats: still following
+                async with asyncio.timeout(HEARTBEAT_S * 4):
+                    await client.failed.wait()
+            assert client.state.connected
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,7 @@ from tests.integration.daemon_proc import (
     DaemonProcess,
     SimulatorProcess,
     free_tcp_port,
+    gateway_command,
     run_cli,
     wait_until,
 )
@@ -38,6 +40,13 @@ def answer(daemon: DaemonProcess, *args: str) -> Any:
     done = run_cli(*args, "--json", socket_path=daemon.socket_path)
     assert done.returncode == 0, done.stdout + done.stderr
     return json.loads(done.stdout)
+
+
+def last_event(daemon: DaemonProcess, event: str) -> str:
+    """ISO time of the daemon's last log line with this event (JSON logs: the times sort as text)."""
+    times = [json.loads(line)["timestamp"] for line in daemon.log_text().splitlines() if f'"{event}"' in line]
+    assert times, f"no {event} in the log"
+    return str(times[-1])
 
 
 def role_of(daemon: DaemonProcess) -> dict[str, Any]:
@@ -96,11 +105,22 @@ def test_a_standby_copies_the_registry_never_opens_the_bus_and_takes_over_on_pro
         assert [line["open"] for line in answer(standby, "status")["links"]] == [False]  # one master on RS-485
         assert answer(standby, "health")["healthy"]
 
-        # the hand-over keepalived's notify hook makes: the old primary lets go of the bus first
-        assert answer(primary, "role", "demote")["role"] == "standby"
-        assert [line["open"] for line in answer(primary, "status")["links"]] == [False]
-        promoted = answer(standby, "role", "promote")
+        # keepalived's hooks run on both at once: the promotion waits until the old primary let go of the bus
+        promoting = subprocess.Popen([*gateway_command(), "role", "promote", "--json", "--socket",
+                                      str(standby.socket_path)], stdout=subprocess.PIPE, text=True)
+        try:
+            wait_until(lambda: "replication.waiting_for_peer_release" in standby.log_text(),
+                       timeout=REPLICATION_TIMEOUT_S, what="the promotion waiting for the primary")
+            assert [line["open"] for line in answer(standby, "status")["links"]] == [False]
+            assert answer(primary, "role", "demote")["role"] == "standby"
+            promoted = json.loads(promoting.communicate(timeout=30)[0])
+        finally:
+            promoting.kill()
+            promoting.wait()
         assert promoted["changed"] and promoted["role"] == "primary"
+        assert [line["open"] for line in answer(primary, "status")["links"]] == [False]
+        assert last_event(primary, "line.released") <= last_event(standby, "line.open")  # never both on the bus
+        assert "standby.peer_still_primary" not in standby.log_text()
         assert answer(standby, "ping", "17")["sap"] == 17  # it reads the meter on the bus at the same SAP
         moved = answer(standby, "meters", "add", "--link", "bus0", "--address", "19")
         wait_until(lambda: moved["sap"] in [m["sap"] for m in answer(primary, "meters")],
