@@ -147,6 +147,7 @@ class Gateway:
         self._tasks: list[asyncio.Task[None]] = []
         self._scans: list[asyncio.Task[None]] = []
         self.line_workers: dict[str, asyncio.Task[None]] = {}  # while this gateway serves its meter lines
+        self.line_down_since: dict[str, float] = {}  # line -> first failed reopen (monotonic), for `health`
         self._dial_out_tasks: list[asyncio.Task[None]] = []
         self.replication_server: ReplicationServer | None = None
         self.replication_client: ReplicationClient | None = None
@@ -329,6 +330,7 @@ class Gateway:
     async def _release_meters(self) -> None:
         """Close every line (its data links fail back to their HES at once) and stop reopening them."""
         workers, self.line_workers = list(self.line_workers.values()), {}
+        self.line_down_since.clear()
         for task in workers:
             task.cancel()
         await asyncio.gather(*workers, return_exceptions=True)
@@ -536,6 +538,9 @@ class Gateway:
             await line.open()
         except LineOpenError as exc:
             log.warning("line.open_failed", line=line.name, error=str(exc))
+            self.line_down_since.setdefault(line.name, time.monotonic())
+        else:
+            self.line_down_since.pop(line.name, None)
 
     async def _keep_open(self, line: MeterLine) -> None:
         """Reopen a line that is down: at once when udev says the device is back, else every second."""

@@ -38,10 +38,14 @@ class StandbyCommands:
             checks["registry"] = True
         except sqlite3.Error:
             checks["registry"] = False
-        if gw.serves_meters:  # every line open, or its reopening worker alive (recovering: udev, or every second)
+        if gw.serves_meters:  # every line open, or being reopened (udev, or every second) and not for too long
+            limit = gw.config.standby.unhealthy_line_down_s
+            now = time.monotonic()
             for name, line in gw.lines.items():
                 worker = gw.line_workers.get(name)
-                checks[f"line:{name}"] = line.is_open or (worker is not None and not worker.done())
+                down_for = now - gw.line_down_since.get(name, now)
+                checks[f"line:{name}"] = line.is_open or (
+                    worker is not None and not worker.done() and (limit == 0 or down_for < limit))
         return {"healthy": all(checks.values()), "role": gw.role.value, "checks": checks}
 
     async def role(self, request: Mapping[str, Any], progress: Progress) -> dict[str, Any]:

@@ -131,3 +131,14 @@ def test_a_standby_copies_the_registry_never_opens_the_bus_and_takes_over_on_pro
         primary.terminate()
         primary.start()  # it comes back standby: the peer holds the bus now
         assert role_of(primary)["role"] == "standby"
+
+
+def test_health_fails_once_a_line_stays_down(tmp_path: Path) -> None:
+    """A gateway whose serial adapter is gone: healthy while it keeps trying, then not (the peer takes over)."""
+    with DaemonProcess(tmp_path / "lone", device=str(tmp_path / "no-such-tty"),
+                       extra="\n[standby]\nunhealthy_line_down_s = 0.5\n") as daemon:
+        daemon.start()
+        wait_until(lambda: run_cli("health", socket_path=daemon.socket_path).returncode == 1, timeout=10.0,
+                   what="health failing on a line down for 0.5 s")
+        verbose = run_cli("health", "--verbose", socket_path=daemon.socket_path)
+        assert verbose.stdout.strip() == "UNHEALTHY (primary): failed line:bus0"
