@@ -332,11 +332,16 @@ def _check(config: GatewayConfig, problems: Problems) -> None:
         fail("management", None, "name", "must be 1..32 ASCII characters")
     if not 1 <= config.management.client_sap <= 0x7F or config.management.client_sap == 16:
         fail("management", None, "client_sap", "must be 1..127 and not 16 (the public client)")
-    _check_standby(config.standby, problems)
+    _check_standby(config, problems)
 
 
-def _check_standby(standby: StandbyConfig, problems: Problems) -> None:
-    fail = problems.fail
+def _check_standby(config: GatewayConfig, problems: Problems) -> None:
+    standby, fail = config.standby, problems.fail
+    if standby.paired and not standby.shared_medium and config.links:
+        fail("standby", None, "shared_medium", "serial [[links]] are a shared medium (RS-485: one master): "
+             "a standby must not open them; false is for a mesh only")
+    if standby.paired and config.poller.enabled:
+        fail("standby", None, "role", "legacy polling ([poller]) in a standby pair is not supported yet")
     if standby.role not in ("", "primary", "standby"):
         fail("standby", None, "role", "must be \"primary\" or \"standby\"")
     if standby.hand_back not in ("manual", "automatic"):

@@ -8,7 +8,6 @@ from pathlib import Path
 
 import pytest
 
-from gateway.config import ConfigError, parse_config
 from gateway.standby.channel import (
     Channel,
     ChannelError,
@@ -94,14 +93,4 @@ def test_the_secret_file_must_be_private(tmp_path: Path) -> None:
     with pytest.raises(SecretFileError) as refused:
         load_secret(path)
     assert "abcd" not in str(refused.value)  # the message names the key, never its value
-
-
-def test_a_role_needs_a_peer_and_a_secret() -> None:
-    with pytest.raises(ConfigError) as problems:
-        parse_config('[standby]\nrole = "primary"\nhand_back = "sometimes"\n')
-    text = str(problems.value)
-    assert "standby.peer" in text and "standby.secret_file" in text and "standby.hand_back" in text
-    with pytest.raises(ConfigError, match=r"standby\.role"):
-        parse_config('[standby]\nrole = "secondary"\npeer = "10.0.0.2"\nsecret_file = "/x"\n')
-    assert parse_config("").standby.paired is False
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import socket
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -142,3 +143,20 @@ def test_health_fails_once_a_line_stays_down(tmp_path: Path) -> None:
                    what="health failing on a line down for 0.5 s")
         verbose = run_cli("health", "--verbose", socket_path=daemon.socket_path)
         assert verbose.stdout.strip() == "UNHEALTHY (primary): failed line:bus0"
+
+
+def test_only_the_primary_dials_out_to_the_hes(tmp_path: Path, bus: SimulatorProcess) -> None:
+    """A HES reached by dial-out: the standby stays silent; once promoted, it dials."""
+    secret = tmp_path / "replication.toml"
+    create_secret(secret)
+    with socket.create_server(("127.0.0.1", 0)) as hes:
+        hes.settimeout(REPLICATION_TIMEOUT_S)
+        dial_out = f'\n[[dial_out]]\nhost = "127.0.0.1"\nport = {hes.getsockname()[1]}\n'
+        # its primary is nowhere: this gateway stays standby until promoted
+        extra = standby_table(role="standby", peer_port=free_tcp_port(), port=free_tcp_port(), secret=secret)
+        with DaemonProcess(tmp_path / "b", device=bus.device, extra=extra + dial_out) as standby:
+            standby.start()
+            assert answer(standby, "status")["wan"]["dial_out"][0]["dials"] == 0
+            assert answer(standby, "role", "promote")["role"] == "primary"
+            connection, _ = hes.accept()  # the promoted gateway dials the HES
+            connection.close()
