@@ -129,7 +129,7 @@ def test_a_standby_copies_the_registry_never_opens_the_bus_and_takes_over_on_pro
 
         text = run_cli("status", socket_path=primary.socket_path).stdout
         assert "Role: standby; peer 127.0.0.1:" in text and "Replication: connected; applied change" in text
-        primary.terminate()
+        assert primary.terminate()[0] == 0  # a standby shuts down cleanly too
         primary.start()  # it comes back standby: the peer holds the bus now
         assert role_of(primary)["role"] == "standby"
 
