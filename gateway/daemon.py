@@ -352,7 +352,8 @@ class Gateway:
 
     def _follow_primary(self) -> None:
         if self.replication_client is not None and self._following is None:
-            self._following = asyncio.create_task(self.replication_client.run(), name="replication-follow")
+            self._following = asyncio.create_task(
+                self.supervisor.supervise(self.replication_client.run, "replication-follow"), name="replication-follow")
 
     async def _stop_following(self) -> None:
         task, self._following = self._following, None
