@@ -375,6 +375,7 @@ class Gateway:
                         waited_s=HANDOVER_WAIT_S, effect="promoting anyway, as VRRP decided")
         await self._stop_following()
         self.registry.replica = False
+        self._seed_meters()  # a standby that never heard from its primary still knows the configured meters
         self.role = Role.PRIMARY
         if self.config.standby.paired:
             record_role(self.state_directory, self.role)

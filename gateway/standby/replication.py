@@ -14,7 +14,6 @@ registry refuses writes of its own while it is a replica): conflicting copies ca
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import secrets
 import time
 from dataclasses import dataclass
@@ -94,6 +93,10 @@ class ReplicationServer:
         self._connections.add(task)
         try:
             await self._serve_follower(reader, writer)
+        except asyncio.CancelledError:
+            # stop() ends the connection here: a handler task ending cancelled makes Python 3.11's
+            # start_server log "Unhandled exception in client_connected_cb"; nobody awaits it but stop()
+            pass
         finally:
             self._connections.discard(task)
             writer.close()  # also when cancelled mid-handshake
@@ -119,8 +122,7 @@ class ReplicationServer:
             log.info("replication.follower_gone", peer=peer, reason=str(exc) or type(exc).__name__)
         finally:
             acknowledgements.cancel()
-            with contextlib.suppress(asyncio.CancelledError, ChannelError, ConnectionError):
-                await acknowledgements
+            await asyncio.wait([acknowledgements])  # its own end, whatever it was; our cancellation still reaches us
             self._wakes.discard(wake)
             self.followers.pop(id(follower), None)
             await channel.close()
@@ -133,9 +135,13 @@ class ReplicationServer:
                 await channel.send({"type": "refused", "reason": "this gateway is not primary"})
                 return
             wake.clear()
-            await channel.send({"type": "snapshot", "origin": self.origin, "sequence": self._registry.changes,
-                                "changed_at": self.changed_at, "rows": encode(self._registry)})
+            encoding_started = time.monotonic()
+            snapshot = {"type": "snapshot", "origin": self.origin, "sequence": self._registry.changes,
+                        "changed_at": self.changed_at, "rows": encode(self._registry)}
+            await channel.send(snapshot)
             sent_at = time.monotonic()
+            # A large registry takes a while to encode: keep that under a tenth of the loop's time in a burst
+            pause = max(COALESCE_S, 10 * (sent_at - encoding_started))
             while not wake.is_set():
                 waiting = asyncio.ensure_future(wake.wait())
                 try:
@@ -148,7 +154,7 @@ class ReplicationServer:
                     return
                 if not wake.is_set():
                     await channel.send({"type": "heartbeat"})
-            await asyncio.sleep(max(0.0, sent_at + COALESCE_S - time.monotonic()))
+            await asyncio.sleep(max(0.0, sent_at + pause - time.monotonic()))
 
     async def _acknowledgements(self, channel: Channel, follower: Follower) -> None:
         while True:
