@@ -103,7 +103,8 @@ def test_a_standby_copies_the_registry_never_opens_the_bus_and_takes_over_on_pro
         assert replication["connected"] and replication["change_age_s"] is not None
         refused = run_cli("meters", "add", "--link", "bus0", "--address", "19", socket_path=standby.socket_path)
         assert refused.returncode == 1 and "standby" in refused.stderr
-        assert [line["open"] for line in answer(standby, "status")["links"]] == [False]  # one master on RS-485
+        links = answer(standby, "status")["links"]
+        assert [(line["open"], line["frames_sent"]) for line in links] == [(False, 0)]  # one master on RS-485
         assert answer(standby, "health")["healthy"]
 
         # keepalived's hooks run on both at once: the promotion waits until the old primary let go of the bus
