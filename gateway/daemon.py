@@ -45,9 +45,9 @@ from gateway.registry.counters import ReservedCounter
 from gateway.registry.database import open_database
 from gateway.registry.store import Meter, MeterRegistry, MeterState, RegistryError, SapPolicy
 from gateway.sdnotify import notify
-from gateway.standby.channel import SecretFileError, load_secret
-from gateway.standby.replication import ReplicationClient, ReplicationServer
-from gateway.standby.role import Role, record_role, start_role
+from gateway.standby.channel import SecretFileError
+from gateway.standby.pair import StandbyPair
+from gateway.standby.role import Role
 from gateway.supervisor import Supervisor, Worker
 from gateway.wan.dialout import DialOut
 from gateway.wan.server import WanListenError, WanServer
@@ -62,7 +62,6 @@ SHUTDOWN_TASKS_S = 1.0  # then for background tasks to end once cancelled (SIGTE
 DEFAULT_STATE_DIRECTORY = Path("/var/lib/dlms-gateway")
 DEFAULT_RUNTIME_DIRECTORY = Path("/run/dlms-gateway")
 DEFAULT_KEYS_FILE = Path("/etc/dlms-gateway/keys.toml")
-HANDOVER_WAIT_S = 5.0  # a promotion waits this long at most for a live primary peer to let go of the bus
 REFUSAL_LOG_INTERVAL_S = 60.0  # one log line a minute at most for pushes refused a registration
 
 
@@ -101,8 +100,9 @@ class Gateway:
         policy = SapPolicy(first=config.registry.sap_first, last=config.registry.sap_last,
                            quarantine_s=config.registry.quarantine_days * 86400.0)
         self.registry = MeterRegistry(self.database, policy=policy)
-        self.role = start_role(config.standby, self.state_directory)
-        self.registry.replica = self.role is not Role.PRIMARY  # a standby's registry is the primary's copy
+        self.supervisor = Supervisor()
+        self.pair = StandbyPair(config=config.standby, registry=self.registry, state_directory=self.state_directory,
+                                supervisor=self.supervisor)
         self._seed_meters()
         keys = self._load_keys()
         self.management = ManagementDevice(
@@ -143,15 +143,11 @@ class Gateway:
         self.identify_queue: asyncio.Queue[int] = asyncio.Queue()
         self._reopen = {name: asyncio.Event() for name in self.lines}
         self.hotplug_monitor = HotplugMonitor(handler=self.hotplug)
-        self.supervisor = Supervisor()
         self._tasks: list[asyncio.Task[None]] = []
         self._scans: list[asyncio.Task[None]] = []
         self.line_workers: dict[str, asyncio.Task[None]] = {}  # while this gateway serves its meter lines
         self.line_down_since: dict[str, float] = {}  # line -> first failed reopen (monotonic), for `health`
         self._dial_out_tasks: list[asyncio.Task[None]] = []
-        self.replication_server: ReplicationServer | None = None
-        self.replication_client: ReplicationClient | None = None
-        self._following: asyncio.Task[None] | None = None
         self.control: ControlServer | None = None
         self.metrics: MetricsEndpoint | None = None
 
@@ -311,14 +307,15 @@ class Gateway:
         self.pushes.put(destinations=[f.config.name for f in self.forwarders], pushes=burst)
         self._wake_forwarders()
 
-    # -- life cycle ---------------------------------------------------------------------------
-
     # -- roles (issue 15) ----------------------------------------------------------------------
 
     @property
+    def role(self) -> Role:
+        return self.pair.role
+
+    @property
     def serves_meters(self) -> bool:
-        """Whether this gateway opens its meter lines now: a primary, or a standby on a medium both may use."""
-        return self.role is not Role.STANDBY
+        return self.pair.serves_meters
 
     async def _serve_meters(self) -> None:
         for line in self.lines.values():
@@ -350,37 +347,13 @@ class Gateway:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
 
-    def _follow_primary(self) -> None:
-        if self.replication_client is not None and self._following is None:
-            self._following = asyncio.create_task(
-                self.supervisor.supervise(self.replication_client.run, "replication-follow"), name="replication-follow")
-
-    async def _stop_following(self) -> None:
-        task, self._following = self._following, None
-        if task is not None:
-            task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
-
     async def promote(self) -> Role:
-        """Become primary: stop following, take writes, open the meter lines, dial out; serve the registry."""
+        """Become primary: take writes, open the meter lines, dial out, serve the registry to the peer."""
         if self.role is Role.PRIMARY:
             return self.role
         started = time.monotonic()
-        client = self.replication_client
-        # A peer that still serves us its registry is alive and primary, and may hold the bus. Its own
-        # hook demotes it at the same time (VRRP told both): wait until it has let go.
-        if client is not None and self.config.standby.shared_medium and \
-                not await client.peer_released(within_s=HANDOVER_WAIT_S):
-            log.warning("standby.peer_still_primary", peer=f"{client.host}:{client.port}",
-                        waited_s=HANDOVER_WAIT_S, effect="promoting anyway, as VRRP decided")
-        await self._stop_following()
-        self.registry.replica = False
+        await self.pair.take_over()
         self._seed_meters()  # a standby that never heard from its primary still knows the configured meters
-        self.role = Role.PRIMARY
-        if self.config.standby.paired:
-            record_role(self.state_directory, self.role)
-        if self.replication_server is not None:
-            self.replication_server.serving = True
         await self._serve_meters()
         self._start_dial_outs()
         self._start_scans()
@@ -394,59 +367,39 @@ class Gateway:
         return self.role
 
     async def demote(self) -> Role:
-        """Become standby: stop serving the registry, close shared lines, stop dialling out, follow the peer."""
+        """Become standby: stop dialling out, close shared lines, then let the peer take over and follow it."""
         if self.role is not Role.PRIMARY:
             return self.role
-        self.role = Role.STANDBY if self.config.standby.shared_medium else Role.ACTIVE_STANDBY
-        record_role(self.state_directory, self.role)
+        self.pair.step_down()
         for task in self._scans:
             task.cancel()
         self._scans = []
         await self._stop_dial_outs()
         if not self.serves_meters:
             await self._release_meters()
-        if self.replication_server is not None:  # only now, the bus let go: the follower may take over
-            self.replication_server.serving = False
-            self.replication_server.changed()
         self.registry.flush()
-        self.registry.replica = True
-        self._follow_primary()
+        self.pair.follow()  # only now, the bus let go: the follower may take over
         log.info("standby.demoted", role=self.role.value)
         return self.role
-
-    def _start_replication(self) -> None:
-        standby = self.config.standby
-        if not standby.paired:
-            return
-        try:
-            secret = load_secret(Path(standby.secret_file))
-        except SecretFileError as exc:
-            raise WanListenError(f"no replication secret: {exc}") from None  # one line, no traceback
-        self.replication_server = ReplicationServer(registry=self.registry, secret=secret, host=standby.listen,
-                                                    port=standby.port)
-        self.replication_server.serving = self.role is Role.PRIMARY
-        self.registry.on_change = self.replication_server.changed
-        self.replication_client = ReplicationClient(registry=self.registry, secret=secret, host=standby.peer,
-                                                    port=standby.peer_port, reconnect_s=standby.reconnect_s)
-        record_role(self.state_directory, self.role)
 
     # -- life cycle ---------------------------------------------------------------------------
 
     async def start(self) -> None:
-        self._start_replication()  # a bad secret file stops the start here, before anything is opened
+        try:
+            self.pair.prepare()  # a bad secret file stops the start here, before anything is opened
+        except SecretFileError as exc:
+            raise WanListenError(f"no replication secret: {exc}") from None  # one line, no traceback
         if self.lines:
             self.hotplug_monitor.start()
         if self.serves_meters:
             await self._serve_meters()
         await self.wan.start()
-        if self.replication_server is not None:
-            try:
-                await self.replication_server.start()
-            except OSError as exc:
-                raise WanListenError(f"cannot listen for the standby on {self.config.standby.listen}:"
-                                     f"{self.config.standby.port}: {exc.strerror}") from None
-        if self.role is not Role.PRIMARY:
-            self._follow_primary()
+        standby = self.config.standby
+        try:
+            await self.pair.start()
+        except OSError as exc:
+            raise WanListenError(f"cannot listen for the standby on {standby.listen}:{standby.port}: "
+                                 f"{exc.strerror}") from None
         commands = Commands(self)
         server = ControlServer(path=self.runtime_directory / "control.sock", handlers=commands.handlers())
         await server.start()
@@ -476,9 +429,7 @@ class Gateway:
     async def stop(self) -> None:
         """Stop listening, DISC every data link, flush the registry, close everything."""
         await self.wan.stop()  # HES connections close: their sessions send DISC
-        await self._stop_following()
-        if self.replication_server is not None:
-            await self.replication_server.stop()
+        await self.pair.stop()
         if self.control is not None:
             await self.control.stop()
         if self.metrics is not None:

@@ -64,7 +64,7 @@ class StandbyCommands:
 
     async def replicated(self) -> dict[str, Any]:
         """After a registration: wait (bounded) until the standby has it, so an acknowledged meter is on both."""
-        server = self.gateway.replication_server
+        server = self.gateway.pair.server
         if server is None or not server.serving:
             return {}
         return {"replicated": await server.replicated(self.gateway.registry.changes, within_s=REPLICATED_TIMEOUT_S)}
@@ -78,7 +78,7 @@ class StandbyCommands:
             return result
         result |= {"peer": f"{standby.peer}:{standby.peer_port}", "hand_back": standby.hand_back,
                    "serves_meters": gw.serves_meters}
-        server, client = gw.replication_server, gw.replication_client
+        server, client = gw.pair.server, gw.pair.client
         if server is not None and server.serving:
             result["replication"] = {
                 "side": "primary", "origin": server.origin, "sequence": gw.registry.changes,

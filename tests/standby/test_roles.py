@@ -161,3 +161,16 @@ def test_only_the_primary_dials_out_to_the_hes(tmp_path: Path, bus: SimulatorPro
             assert answer(standby, "role", "promote")["role"] == "primary"
             connection, _ = hes.accept()  # the promoted gateway dials the HES
             connection.close()
+
+
+def test_a_pair_without_its_secret_does_not_start(tmp_path: Path) -> None:
+    secret = tmp_path / "replication.toml"
+    create_secret(secret)
+    secret.chmod(0o644)  # readable by others: refused, as ssh refuses such a private key
+    daemon = DaemonProcess(tmp_path / "a", device=str(tmp_path / "no-tty"),
+                           extra=standby_table(role="primary", peer_port=free_tcp_port(), port=free_tcp_port(),
+                                               secret=secret))
+    done = run_cli("run", "--config", str(daemon.config_file), timeout=30.0)
+    assert done.returncode == 1
+    assert "no replication secret" in done.stderr and "chmod 600" in done.stderr
+    assert "Traceback" not in done.stderr
