@@ -6,7 +6,11 @@ Theory of operation::
       {"hello": PROTOCOL, "nonce": Nc}            ──▶
                                                   ◀──   {"nonce": Ns, "proof": HMAC(S, "server"|Nc|Ns)}
       {"proof": HMAC(S, "client"|Nc|Ns)}          ──▶
-    then, each way:  JSON ␠ HMAC(K, direction|counter|JSON) ⏎      with K = HMAC(S, "session"|Nc|Ns)
+    then, each way:  length (4 bytes) | JSON | HMAC(K, direction|counter|JSON)
+                     with K = HMAC(S, "session"|Nc|Ns)
+
+The handshake lines are short (HANDSHAKE_LINE_BYTES): a peer that has proven nothing cannot make
+us buffer more. Only after the proofs may a frame be large (a snapshot), up to MAX_FRAME_BYTES.
 
 Both nonces are fresh 32-byte randoms, so a recorded session cannot be replayed; the labels keep a
 server's proof from being reflected as a client's; the per-direction counter inside every frame
@@ -24,6 +28,7 @@ import hmac
 import json
 import os
 import secrets
+import struct
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +38,9 @@ PROTOCOL = "dlms-gateway-replication/1"
 SECRET_SIZE = 32  # HMAC-SHA256: a key as long as the hash
 NONCE_SIZE = 32
 MAX_FRAME_BYTES = 64 * 1024 * 1024  # a snapshot of 100,000 meters fits
+HANDSHAKE_LINE_BYTES = 1024  # the stream limit: a handshake line is ~150 bytes
+_LENGTH = struct.Struct(">I")
+MAC_SIZE = 32
 HANDSHAKE_TIMEOUT_S = 5.0
 
 
@@ -84,14 +92,20 @@ class Channel:
         body = json.dumps(message, separators=(",", ":")).encode()
         tag = _mac(self._key, self._outgoing, self._sent.to_bytes(8, "big"), body)
         self._sent += 1
-        self._writer.write(body + b" " + tag.hex().encode() + b"\n")
+        self._writer.write(_LENGTH.pack(len(body)) + body + tag)
         await self._writer.drain()
 
     async def receive(self) -> dict[str, Any]:
-        line = await _read_line(self._reader)
-        body, _, tag = line.rstrip(b"\n").rpartition(b" ")
+        try:
+            (length,) = _LENGTH.unpack(await self._reader.readexactly(_LENGTH.size))
+            if length > MAX_FRAME_BYTES:
+                raise ChannelError(f"a frame longer than {MAX_FRAME_BYTES} bytes")
+            body = await self._reader.readexactly(length)
+            tag = await self._reader.readexactly(MAC_SIZE)
+        except asyncio.IncompleteReadError:
+            raise ChannelError("the peer closed the connection") from None
         expected = _mac(self._key, self._incoming, self._received.to_bytes(8, "big"), body)
-        if not hmac.compare_digest(expected.hex().encode(), tag):
+        if not hmac.compare_digest(expected, tag):
             raise ChannelError("a frame with a wrong MAC (tampered, replayed or reordered)")
         self._received += 1
         return _object(body)
@@ -108,7 +122,7 @@ async def _read_line(reader: asyncio.StreamReader) -> bytes:
     except asyncio.IncompleteReadError:
         raise ChannelError("the peer closed the connection") from None
     except asyncio.LimitOverrunError:
-        raise ChannelError(f"a frame longer than {MAX_FRAME_BYTES} bytes") from None
+        raise ChannelError(f"a handshake line longer than {HANDSHAKE_LINE_BYTES} bytes") from None
     return line
 
 

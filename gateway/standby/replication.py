@@ -23,11 +23,18 @@ import structlog
 
 from gateway.registry.snapshot import SnapshotError, decode, encode
 from gateway.registry.store import MeterRegistry, RegistryError
-from gateway.standby.channel import MAX_FRAME_BYTES, Channel, ChannelError, client_handshake, server_handshake
+from gateway.standby.channel import (
+    HANDSHAKE_LINE_BYTES,
+    Channel,
+    ChannelError,
+    client_handshake,
+    server_handshake,
+)
 
 log = structlog.get_logger(__name__)
 CONNECT_TIMEOUT_S = 3.0
 COALESCE_S = 0.2  # at most five snapshots a second: a burst of changes (meters coming online) shares one
+MAX_CONNECTIONS = 4  # replication connections at once (handshakes included): one standby, and room to redial
 HEARTBEAT_S = 1.0  # the primary speaks at least this often...
 SILENCE_S = 3.0  # ...and a standby that hears nothing for this long counts it gone (a host that lost power)
 
@@ -62,7 +69,7 @@ class ReplicationServer:
         self._connections: set[asyncio.Task[None]] = set()
 
     async def start(self) -> None:
-        self._server = await asyncio.start_server(self._serve, self.host, self.port, limit=MAX_FRAME_BYTES)
+        self._server = await asyncio.start_server(self._serve, self.host, self.port, limit=HANDSHAKE_LINE_BYTES)
         log.info("replication.listening", address=f"{self.host}:{self.port}")
 
     @property
@@ -88,6 +95,10 @@ class ReplicationServer:
             wake.set()
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if len(self._connections) >= MAX_CONNECTIONS:  # a pair has one follower; this is someone else
+            self.refused += 1
+            writer.close()
+            return
         task = asyncio.current_task()
         assert task is not None
         self._connections.add(task)
@@ -230,7 +241,7 @@ class ReplicationClient:
 
     async def _follow(self) -> None:
         async with asyncio.timeout(CONNECT_TIMEOUT_S):
-            reader, writer = await asyncio.open_connection(self.host, self.port, limit=MAX_FRAME_BYTES)
+            reader, writer = await asyncio.open_connection(self.host, self.port, limit=HANDSHAKE_LINE_BYTES)
         try:
             channel = await client_handshake(reader, writer, secret=self._secret)
         except BaseException:

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from gateway.standby.channel import (
+    HANDSHAKE_LINE_BYTES,
     Channel,
     ChannelError,
     SecretFileError,
@@ -50,7 +51,8 @@ async def test_frames_pass_each_way(pair: tuple[Channel, Channel, asyncio.Stream
 
 async def test_a_changed_frame_is_refused(pair: tuple[Channel, Channel, asyncio.StreamWriter]) -> None:
     _, primary, writer = pair
-    writer.write(b'{"type":"applied","sequence":99} ' + b"00" * 32 + b"\n")  # no key: no valid MAC
+    body = b'{"type":"applied","sequence":99}'
+    writer.write(len(body).to_bytes(4, "big") + body + bytes(32))  # without the key: no valid MAC
     with pytest.raises(ChannelError, match="MAC"):
         await primary.receive()
 
@@ -94,3 +96,21 @@ def test_the_secret_file_must_be_private(tmp_path: Path) -> None:
         load_secret(path)
     assert "abcd" not in str(refused.value)  # the message names the key, never its value
 
+
+
+async def test_a_peer_that_proved_nothing_cannot_make_us_buffer_much() -> None:
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        with pytest.raises(ChannelError, match="handshake line longer"):
+            await server_handshake(reader, writer, secret=SECRET)
+        refused.set()
+        writer.close()
+
+    refused = asyncio.Event()
+    server = await asyncio.start_server(serve, "127.0.0.1", 0, limit=HANDSHAKE_LINE_BYTES)
+    _, writer = await asyncio.open_connection(*server.sockets[0].getsockname()[:2])
+    writer.write(b"{" + b" " * (HANDSHAKE_LINE_BYTES * 4))  # no newline, ever
+    async with asyncio.timeout(5.0):
+        await refused.wait()
+    writer.close()
+    server.close()
+    await server.wait_closed()
