@@ -157,6 +157,7 @@ class StandbyConfig:
     hand_back: str = "manual"  # "manual": a returning primary stays standby; "automatic": VRRP preempts
     shared_medium: bool = True  # serial lines (RS-485: one master): a standby never opens them
     reconnect_s: float = 1.0  # a standby dials its primary again this often after a failure
+    handover_wait_s: float = 5.0  # a promotion waits this long for a live primary peer to let go, else is refused
     # `health` fails when a line that should be open could not be reopened for this long (a dead
     # adapter: let the peer, with its own, take over); 0 = a line being reopened is always healthy
     unhealthy_line_down_s: float = 30.0
@@ -351,6 +352,8 @@ def _check_standby(config: GatewayConfig, problems: Problems) -> None:
             fail("standby", None, key, "must be 1..65535")
     if standby.reconnect_s <= 0:
         fail("standby", None, "reconnect_s", "must be > 0")
+    if standby.handover_wait_s <= 0:
+        fail("standby", None, "handover_wait_s", "must be > 0")
     if standby.unhealthy_line_down_s < 0:
         fail("standby", None, "unhealthy_line_down_s", "must be >= 0")
     if standby.paired:

@@ -148,6 +148,7 @@ class Gateway:
         self.line_workers: dict[str, asyncio.Task[None]] = {}  # while this gateway serves its meter lines
         self.line_down_since: dict[str, float] = {}  # line -> first failed reopen (monotonic), for `health`
         self._dial_out_tasks: list[asyncio.Task[None]] = []
+        self._role_change = asyncio.Lock()
         self.control: ControlServer | None = None
         self.metrics: MetricsEndpoint | None = None
 
@@ -348,7 +349,20 @@ class Gateway:
         await asyncio.gather(*tasks, return_exceptions=True)
 
     async def promote(self) -> Role:
-        """Become primary: take writes, open the meter lines, dial out, serve the registry to the peer."""
+        """Become primary: take writes, open the meter lines, dial out, serve the registry to the peer.
+
+        Role changes run one at a time, in the order they came (keepalived's hooks: the last one wins).
+        Raises PeerStillPrimaryError when the peer is alive and will not let go of the line.
+        """
+        async with self._role_change:
+            return await self._promote()
+
+    async def demote(self) -> Role:
+        """Become standby: stop dialling out, close shared lines, then let the peer take over and follow it."""
+        async with self._role_change:
+            return await self._demote()
+
+    async def _promote(self) -> Role:
         if self.role is Role.PRIMARY:
             return self.role
         started = time.monotonic()
@@ -366,8 +380,7 @@ class Gateway:
                  took_ms=round((time.monotonic() - started) * 1e3, 1))
         return self.role
 
-    async def demote(self) -> Role:
-        """Become standby: stop dialling out, close shared lines, then let the peer take over and follow it."""
+    async def _demote(self) -> Role:
         if self.role is not Role.PRIMARY:
             return self.role
         self.pair.step_down()

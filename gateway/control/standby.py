@@ -8,6 +8,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from gateway.control.server import CommandError, Handler, Progress, text
+from gateway.standby.pair import PeerStillPrimaryError
 
 if TYPE_CHECKING:
     from gateway.daemon import Gateway
@@ -57,7 +58,10 @@ class StandbyCommands:
             raise CommandError("this gateway has no [standby] table: it is alone, and always primary")
         before = gw.role
         if action == "promote":
-            await gw.promote()
+            try:
+                await gw.promote()
+            except PeerStillPrimaryError as exc:
+                raise CommandError(str(exc)) from None
         elif action == "demote":
             await gw.demote()
         return {**self.snapshot(), "changed": gw.role is not before, "previous": before.value}

@@ -22,7 +22,10 @@ from gateway.supervisor import Supervisor
 
 log = structlog.get_logger(__name__)
 
-HANDOVER_WAIT_S = 5.0  # a promotion waits this long at most for a live primary peer to let go of the bus
+
+
+class PeerStillPrimaryError(Exception):
+    """The peer is alive and still primary: on a shared medium this gateway must not take the bus."""
 
 
 class StandbyPair:
@@ -72,14 +75,16 @@ class StandbyPair:
             await self.server.stop()
 
     async def take_over(self) -> None:
-        """Become primary as far as the registry goes (the daemon then opens the lines)."""
+        """Become primary as far as the registry goes (the daemon then opens the lines); PeerStillPrimaryError."""
         # A peer that still serves us its registry is alive and primary, and may hold the bus. Its own
         # hook demotes it at the same time (VRRP told both): wait until it has let go.
         client = self.client
-        if client is not None and self.config.shared_medium and \
-                not await client.peer_released(within_s=HANDOVER_WAIT_S):
-            log.warning("standby.peer_still_primary", peer=f"{client.host}:{client.port}",
-                        waited_s=HANDOVER_WAIT_S, effect="promoting anyway, as VRRP decided")
+        wait_s = self.config.handover_wait_s
+        if client is not None and self.config.shared_medium and not await client.peer_released(within_s=wait_s):
+            log.warning("standby.peer_still_primary", peer=f"{client.host}:{client.port}", waited_s=wait_s,
+                        effect="promotion refused: two masters on the line")
+            raise PeerStillPrimaryError(f"the peer {client.host}:{client.port} is alive and still primary after "
+                                        f"{wait_s:g} s: demote it first (it may hold the meter line)")
         await self._stop_following()
         self._registry.replica = False
         self.role = Role.PRIMARY
