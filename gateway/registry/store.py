@@ -272,6 +272,9 @@ class MeterRegistry:
                 f"INSERT INTO meters ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 [(m.id, m.sap, m.link, m.physical_address, m.logical_device, m.state.value, m.logical_device_name,
                   m.system_title, m.registered_by, m.first_seen, m.last_seen, m.removed_at) for m in rows])
+        except sqlite3.IntegrityError as exc:  # two live meters on one SAP, an unknown registered_by, ...
+            self._db.execute("ROLLBACK")
+            raise RegistryError(f"the peer's rows break the registry's rules ({exc}); nothing applied") from None
         except BaseException:
             self._db.execute("ROLLBACK")
             raise
