@@ -50,8 +50,9 @@ def build_lan(namespaces: Namespaces) -> dict[str, str]:
     return names
 
 
-def render_keepalived(*, side: str, priority: int, gateway: str, socket: Path) -> str:
-    """The shipped template with this side's values: what an installer does with sed."""
+def render_keepalived(*, side: str, priority: int, gateway: str, socket: Path, preempt: bool = False) -> str:
+    """The shipped template with this side's values: what an installer does with sed (hand_back = "automatic":
+    the nopreempt line deleted, as the template says)."""
     values = {"NAME": f"gw-{side}", "INTERFACE": INTERFACES[side], "VIRTUAL_IP": f"{VIRTUAL_IP}/24",
               "ROUTER_ID": "77", "PRIORITY": str(priority), "GATEWAY": gateway, "SOCKET": str(socket),
               "NOTIFY": str(HW / "dlms-gateway-notify")}
@@ -59,6 +60,8 @@ def render_keepalived(*, side: str, priority: int, gateway: str, socket: Path) -
     for key, value in values.items():
         text = text.replace(f"@{key}@", value)
     assert "@" not in text.split("global_defs", 1)[1], "a placeholder left unrendered"
+    if preempt:
+        text = "\n".join(line for line in text.splitlines() if not line.strip().startswith("nopreempt"))
     return text
 
 

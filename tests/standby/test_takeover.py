@@ -9,6 +9,7 @@ printed, not asserted tightly.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import os
@@ -104,10 +105,11 @@ class Hes:
                 return pdus[0].apdu
 
 
-def standby_table(*, role: str, peer: str, secret: Path) -> str:
+def standby_table(*, role: str, peer: str, secret: Path, hand_back: str) -> str:
     return f"""
 [standby]
 role = "{role}"
+hand_back = "{hand_back}"
 peer = "{peer}"
 peer_port = {REPLICATION_PORT}
 listen = "0.0.0.0"
@@ -173,6 +175,13 @@ class Milestones:
                     self.reached[name] = time.monotonic()
 
 
+def last_event(daemon: DaemonProcess, event: str) -> str:
+    """ISO time of the daemon's last log line with this event (JSON logs: the times sort as text)."""
+    times = [json.loads(line)["timestamp"] for line in daemon.log_text().splitlines() if f'"{event}"' in line]
+    assert times, f"no {event} in the log"
+    return str(times[-1])
+
+
 def promoted_at(daemon: DaemonProcess) -> float | None:
     """Wall-clock time of the daemon's last promotion, from its JSON log."""
     times = [json.loads(line)["timestamp"] for line in daemon.log_text().splitlines()
@@ -188,25 +197,36 @@ def meter_saps(daemon: DaemonProcess) -> list[int]:
     return [m["sap"] for m in json.loads(run_cli("meters", "--json", socket_path=daemon.socket_path).stdout)]
 
 
-@pytest.mark.timeout(60 + 30 * KILLS)
-def test_the_standby_takes_over_the_floating_address_and_the_bus_after_kill_9(
-        tmp_path: Path, namespaces: Namespaces) -> None:
+@dataclass
+class Pair:
+    """Two gateways and their keepalived, running in the namespaces of build_lan."""
+
+    names: dict[str, str]
+    gateways: dict[str, DaemonProcess]
+    vrrp: dict[str, Keepalived]
+    hes: Hes
+
+
+@contextlib.contextmanager
+def running_pair(tmp_path: Path, namespaces: Namespaces, *, hand_back: str = "manual") -> Iterator[Pair]:
+    """Gateway a (priority 150, first role primary) and b (100), one simulated bus, the election done."""
     names = build_lan(namespaces)
     secret = tmp_path / "replication.toml"
     create_secret(secret)
     gateway = gateway_command()[0] if len(gateway_command()) == 1 else "dlms-gateway"
-    hes = Hes(names["hes"])
     with SimulatorProcess(tmp_path, meters=3) as bus:
         bus.start()
         gateways = {
             side: DaemonProcess(tmp_path / side, device=bus.device, meters=[(17, 17), (18, 18)], listen="0.0.0.0",
                                 port=WAN_PORT, prefix=["ip", "netns", "exec", names[side]],
                                 extra=standby_table(role="primary" if side == "a" else "standby",
-                                                    peer=ADDRESSES["b" if side == "a" else "a"], secret=secret))
+                                                    peer=ADDRESSES["b" if side == "a" else "a"], secret=secret,
+                                                    hand_back=hand_back))
             for side in ("a", "b")}
         vrrp = {side: Keepalived(tmp_path / f"keepalived-{side}", namespace=names[side],
                                  config=render_keepalived(side=side, priority=150 if side == "a" else 100,
-                                                          gateway=gateway, socket=gateways[side].socket_path))
+                                                          gateway=gateway, socket=gateways[side].socket_path,
+                                                          preempt=hand_back == "automatic"))
                 for side in ("a", "b")}
         try:
             for daemon in gateways.values():
@@ -216,43 +236,66 @@ def test_the_standby_takes_over_the_floating_address_and_the_bus_after_kill_9(
             # keepalived starts BACKUP (its hook demotes the daemon), then elects: the hook promotes the winner
             wait_until(lambda: holds_virtual_ip(names["a"], INTERFACES["a"]) and bus_open(gateways["a"]),
                        timeout=ELECTION_TIMEOUT_S, what="the floating address and the bus on the primary")
-            expected = {sap: hes.read_again(sap) for sap in (17, 18)}
-            late: list[int] = []
-            takeovers = []
-            primary, standby = "a", "b"
-            for kill in range(KILLS):
-                old, new = gateways[primary], gateways[standby]
-                wait_until(lambda: following(new), timeout=20.0, what="the standby following the primary")  # noqa: B023
-                # registered just before the kill: acknowledged only once the standby has it too
-                added = json.loads(run_cli("meters", "add", "--link", "bus0", "--address", str(19 if kill == 0
-                                                                                                  else 100 + kill),
-                                           "--json", socket_path=old.socket_path).stdout)
-                assert added["replicated"] is True
-                late.append(added["sap"])
-                if kill == 0:  # the simulator has a meter at 19; later ones are registered, silent addresses
-                    expected[added["sap"]] = hes.read_again(added["sap"])
-                assert bus_open(old) and not bus_open(new)
-                takeovers.append(_kill_mid_session(hes, old=old, old_vrrp=vrrp[primary], new=new,
-                                                   namespace=names[standby], interface=INTERFACES[standby]))
-                assert {sap: hes.read_again(sap) for sap in expected} == expected  # every meter, the same SAPs
-                assert set(late) <= set(meter_saps(new))
-                assert status(new)["standby"]["role"] == "primary" and bus_open(new)
-
-                old.start()  # the old primary returns: standby, following the new primary, the bus left alone
-                wait_until(lambda: following(old), timeout=20.0,  # noqa: B023
-                           what="the returning gateway following the new primary")
-                wait_until(lambda: "Entering BACKUP STATE" in vrrp[primary].log_text().rsplit("FAULT", 1)[-1],  # noqa: B023
-                           timeout=20.0, what="the returning gateway's keepalived in BACKUP")
-                assert holds_virtual_ip(names[standby], INTERFACES[standby])
-                assert not holds_virtual_ip(names[primary], INTERFACES[primary])
-                assert status(old)["standby"]["role"] == "standby" and not bus_open(old) and bus_open(new)
-                primary, standby = standby, primary
-            _report(takeovers)
+            yield Pair(names=names, gateways=gateways, vrrp=vrrp, hes=Hes(names["hes"]))
         finally:
             for keepalived in vrrp.values():
                 keepalived.stop()
             for daemon in gateways.values():
                 daemon.stop()
+
+
+@pytest.mark.timeout(60 + 30 * KILLS)
+def test_the_standby_takes_over_the_floating_address_and_the_bus_after_kill_9(
+        tmp_path: Path, namespaces: Namespaces) -> None:
+    with running_pair(tmp_path, namespaces) as pair:
+        names, gateways, vrrp, hes = pair.names, pair.gateways, pair.vrrp, pair.hes
+        expected = {sap: hes.read_again(sap) for sap in (17, 18)}
+        late: list[int] = []
+        takeovers = []
+        primary, standby = "a", "b"
+        for kill in range(KILLS):
+            old, new = gateways[primary], gateways[standby]
+            wait_until(lambda: following(new), timeout=20.0, what="the standby following the primary")  # noqa: B023
+            # registered just before the kill: acknowledged only once the standby has it too
+            added = json.loads(run_cli("meters", "add", "--link", "bus0", "--address", str(19 if kill == 0
+                                                                                              else 100 + kill),
+                                       "--json", socket_path=old.socket_path).stdout)
+            assert added["replicated"] is True
+            late.append(added["sap"])
+            if kill == 0:  # the simulator has a meter at 19; later ones are registered, silent addresses
+                expected[added["sap"]] = hes.read_again(added["sap"])
+            assert bus_open(old) and not bus_open(new)
+            takeovers.append(_kill_mid_session(hes, old=old, old_vrrp=vrrp[primary], new=new,
+                                               namespace=names[standby], interface=INTERFACES[standby]))
+            assert {sap: hes.read_again(sap) for sap in expected} == expected  # every meter, the same SAPs
+            assert set(late) <= set(meter_saps(new))
+            assert status(new)["standby"]["role"] == "primary" and bus_open(new)
+
+            old.start()  # the old primary returns: standby, following the new primary, the bus left alone
+            wait_until(lambda: following(old), timeout=20.0,  # noqa: B023
+                       what="the returning gateway following the new primary")
+            wait_until(lambda: "Entering BACKUP STATE" in vrrp[primary].log_text().rsplit("FAULT", 1)[-1],  # noqa: B023
+                       timeout=20.0, what="the returning gateway's keepalived in BACKUP")
+            assert holds_virtual_ip(names[standby], INTERFACES[standby])
+            assert not holds_virtual_ip(names[primary], INTERFACES[primary])
+            assert status(old)["standby"]["role"] == "standby" and not bus_open(old) and bus_open(new)
+            primary, standby = standby, primary
+        _report(takeovers)
+
+
+def test_with_automatic_hand_back_the_returning_primary_takes_back_after_the_other_let_go(
+        tmp_path: Path, namespaces: Namespaces) -> None:
+    with running_pair(tmp_path, namespaces, hand_back="automatic") as pair:
+        a, b = pair.gateways["a"], pair.gateways["b"]
+        wait_until(lambda: following(b), timeout=20.0, what="b following a")
+        a.kill()
+        wait_until(lambda: bus_open(b), timeout=TAKEOVER_LIMIT_S, what="b taking over")
+        a.start()  # back standby; keepalived preempts (priority 150): b demotes, a promotes once b let go
+        wait_until(lambda: status(a)["standby"]["role"] == "primary" and holds_virtual_ip(pair.names["a"], "a0"),
+                   timeout=TAKEOVER_LIMIT_S, what="a taking back the address and the bus")
+        assert status(b)["standby"]["role"] == "standby" and not bus_open(b) and bus_open(a)
+        assert last_event(b, "line.released") <= last_event(a, "line.open")  # never both on the bus
+        assert pair.hes.read_again(17)
 
 
 def _kill_mid_session(hes: Hes, *, old: DaemonProcess, old_vrrp: Keepalived, new: DaemonProcess,
