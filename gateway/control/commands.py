@@ -13,6 +13,7 @@ from gateway import __version__
 from gateway.control.capture import capture_handler
 from gateway.control.discovery import identify, scan
 from gateway.control.server import CommandError, Handler, Progress, number, sap_or_name, text
+from gateway.control.standby import StandbyCommands
 from gateway.core.gateway_protocol import GatewayPeer
 from gateway.poller.control import readings_handlers
 from gateway.registry.store import Meter, MeterState, RegistryError
@@ -48,9 +49,11 @@ class Commands:
 
     def __init__(self, gateway: Gateway) -> None:
         self.gateway = gateway
+        self.standby = StandbyCommands(gateway)
 
     def handlers(self) -> dict[str, Handler]:
         return {
+            **self.standby.handlers(),
             "status": self.status, "meters": self.meters, "meter": self.meter, "sessions": self.sessions,
             "ping": self.ping, "meters.add": self.add, "meters.remove": self.remove, "meters.scan": self.scan,
             "capture": capture_handler(tap=self.gateway.tap, meters=self.gateway.registry, lines=self.gateway.lines),
@@ -96,6 +99,7 @@ class Commands:
                            "destinations": [{"name": f.config.name, "connected": f.connected,
                                              "delivered": f.delivered} for f in gw.forwarders]},
             "polling": gw.poller.status() if gw.poller is not None else {"state": "off"},
+            "standby": self.standby.snapshot(),
         }
 
     async def meters(self, request: Mapping[str, Any], progress: Progress) -> list[dict[str, Any]]:
@@ -165,7 +169,7 @@ class Commands:
             raise CommandError(str(exc)) from None
         if meter.logical_device_name is None and self.gateway.config.registry.identify:
             self.gateway.identify_queue.put_nowait(meter.sap)
-        return meter_summary(meter)
+        return {**meter_summary(meter), **await self.standby.replicated()}
 
     async def remove(self, request: Mapping[str, Any], progress: Progress) -> dict[str, Any]:
         """Remove a meter given by SAP or logical device name ("sap" still works, as older CLIs send it)."""
