@@ -148,7 +148,9 @@ class Gateway:
             medium.on_unsolicited(self._unsolicited)
         self.dial_outs = [DialOut(config=dial, server=self.wan) for dial in config.dial_out]
         self.identity_reads: dict[int, asyncio.Task[Meter]] = {}  # SAP -> the identity read under way
-        self.poller = build_poller(self, identify=functools.partial(identify, self, background=True))
+        self.poller = build_poller(config.poller, client_name=config.management.name,
+                                   state_directory=self.state_directory, lines=self.lines, registry=self.registry,
+                                   counters=self.database, identify=functools.partial(identify, self, background=True))
         self.identify_queue: asyncio.Queue[int] = asyncio.Queue()
         self._reopen = {name: asyncio.Event() for name in self.lines}
         self.hotplug_monitor = HotplugMonitor(handler=self.hotplug)

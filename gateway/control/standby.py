@@ -2,16 +2,57 @@
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 import time
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
+from gateway.config import GatewayConfig
 from gateway.control.server import CommandError, Handler, Progress, text
-from gateway.standby.pair import PeerStillPrimaryError
+from gateway.link.line import MeterLine
+from gateway.registry.store import MeterRegistry
+from gateway.standby.pair import PeerStillPrimaryError, StandbyPair
+from gateway.standby.role import Role
+from gateway.wan.server import WanServer
 
-if TYPE_CHECKING:
-    from gateway.daemon import Gateway
+
+class StandbyNode(Protocol):
+    """What the health and role commands need of the running gateway."""
+
+    @property
+    def config(self) -> GatewayConfig: ...
+
+    @property
+    def role(self) -> Role: ...
+
+    @property
+    def pair(self) -> StandbyPair: ...
+
+    @property
+    def serves_meters(self) -> bool: ...
+
+    @property
+    def wan(self) -> WanServer: ...
+
+    @property
+    def database(self) -> sqlite3.Connection: ...
+
+    @property
+    def registry(self) -> MeterRegistry: ...
+
+    @property
+    def lines(self) -> Mapping[str, MeterLine]: ...
+
+    @property
+    def line_workers(self) -> Mapping[str, asyncio.Task[None]]: ...
+
+    @property
+    def line_down_since(self) -> Mapping[str, float]: ...
+
+    async def promote(self) -> Role: ...
+
+    async def demote(self) -> Role: ...
 
 
 REPLICATED_TIMEOUT_S = 2.0  # a registration waits this long at most for the standby's acknowledgement
@@ -24,7 +65,7 @@ def _age(at: float | None) -> float | None:
 class StandbyCommands:
     """Health, role changes and the role's status, for one running gateway."""
 
-    def __init__(self, gateway: Gateway) -> None:
+    def __init__(self, gateway: StandbyNode) -> None:
         self.gateway = gateway
 
     def handlers(self) -> dict[str, Handler]:
