@@ -22,16 +22,18 @@ def graph() -> dict[str, set[str]]:
     for name, path in modules.items():
         targets = set()
         for imported in imports_of(path):
-            while imported and imported not in modules:
-                imported = imported.rpartition(".")[0]
-            if imported and imported != name:
-                targets.add(imported)
+            owner = imported
+            while owner and owner not in modules:  # gateway.codec.hdlc.HdlcFrame -> gateway.codec.hdlc
+                owner = owner.rpartition(".")[0]
+            if owner and owner != name:
+                targets.add(owner)
         edges[name] = targets
     return edges
 
 
 def daemon_importers(edges: dict[str, set[str]]) -> list[str]:
-    return sorted(name for name, targets in edges.items() if "gateway.daemon" in targets and not name.startswith(ALLOWED))
+    return sorted(name for name, targets in edges.items()
+                  if "gateway.daemon" in targets and not name.startswith(ALLOWED))
 
 
 def circles(edges: dict[str, set[str]]) -> list[list[str]]:
