@@ -51,8 +51,10 @@ class LinkConfig:
     response_timeout_s: float = 1.0  # wait for the meter's response frame
     inter_octet_timeout_s: float = 0.1  # a gap this long inside a frame discards it
     max_retries: int = 3  # HDLC retransmissions before the exchange fails
-    max_info: int = 128  # proposed max information field length, IEC 62056-46 default
-    window: int = 1
+    # What the gateway proposes in its SNRM: the most a meter may accept (IEC 62056-46 allows 2030 / 7);
+    # the meter's UA answers what it takes. Lower them for a modem with small buffers.
+    max_info: int = 2030
+    window: int = 7
     inactivity_timeout_s: float = 120.0  # IEC 62056-46, HDLC setup IC 23 default
     reopen_interval_s: float = 1.0  # a lost device is tried again this often (udev "add" reopens at once)
     network_id: int = -1  # the gateway protocol's network id (E6/E7); -1: 1 + its place among [[links]]
