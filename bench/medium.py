@@ -87,9 +87,9 @@ async def run(settings: MediumSettings, sessions: int, seconds: float) -> dict[s
             reactions_before = len(medium.figures.reactions_s)
             await asyncio.sleep(seconds)
             # fairness needs a few exchanges per session: a slow medium with many sessions runs longer
-            deadline = started + MAX_WINDOW_S
-            while min(after - then for after, then in zip(running, before, strict=True)) < MIN_EXCHANGES \
-                    and time.monotonic() < deadline:
+            for _ in range(int(MAX_WINDOW_S - seconds)):
+                if min(after - then for after, then in zip(running, before, strict=True)) >= MIN_EXCHANGES:
+                    break
                 await asyncio.sleep(1.0)
             wall, used = time.monotonic() - started, medium.figures.airtime_s - airtime
             counts = [after - then for after, then in zip(running, before, strict=True)]
