@@ -26,7 +26,7 @@ import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
 
@@ -49,8 +49,10 @@ from gateway.poller.credentials import (
 )
 from gateway.poller.reading import Column, PollResult, ReadPlan, read_meter
 from gateway.poller.store import PollRecord, ReadingsStore
-from gateway.poller.uplink import MqttUplink
 from gateway.registry.store import Meter, MeterRegistry, MeterState, RegistryError
+
+if TYPE_CHECKING:
+    from gateway.poller.uplink import MqttUplink
 
 log = structlog.get_logger(__name__)
 
@@ -354,6 +356,8 @@ def build_poller(config: PollerConfig, *, client_name: str, state_directory: Pat
     uplink = None
     if config.mqtt.host:
         client_id = config.mqtt.client_id or client_name
+        from gateway.poller.uplink import MqttUplink  # noqa: PLC0415 - the MQTT client only when it is used
+
         uplink = MqttUplink(config.mqtt, client_id=client_id, store=store)
     return PollingService(config=config, lines=lines, registry=registry, counters=counters, store=store, keys=keys,
                           uplink=uplink, identify=identify)
