@@ -64,7 +64,7 @@ def cpu_seconds(pid: int) -> float:
 
 @contextmanager
 def gateway_process(device: str, meters: int, port: int, *, link_options: str = "",
-                    extra: str = "") -> Iterator[int]:
+                    extra: str = "", log_file: Path | None = None) -> Iterator[int]:
     """The gateway daemon in its own process, relaying to ``meters`` meters on ``device``."""
     with tempfile.TemporaryDirectory() as tmp:
         config = Path(tmp) / "gateway.toml"
@@ -75,8 +75,9 @@ def gateway_process(device: str, meters: int, port: int, *, link_options: str = 
                  f'[[links]]\nname = "bus0"\ndevice = "{device}"\nbaudrate = 115200\n{link_options}']
         lines += [f'[[meters]]\nsap = {17 + i}\nlink = "bus0"\nphysical_address = {17 + i}\n' for i in range(meters)]
         config.write_text("\n".join(lines))
+        output = log_file.open("ab") if log_file is not None else subprocess.DEVNULL
         proc = subprocess.Popen([sys.executable, "-m", "gateway.cli.main", "run", "--config", str(config)],
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                                stdout=output, stderr=subprocess.STDOUT)
         try:
             deadline = time.monotonic() + 20
             while True:

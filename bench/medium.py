@@ -30,6 +30,9 @@ from gateway.sim.meter import SimMeterSettings, build_meter
 from gateway.sim.pty import open_pty
 
 PORT = 24063
+MIN_EXCHANGES = 3  # per session in the measured window
+MAX_WINDOW_S = 300.0
+LOG_FILE = Path("/tmp/bench-medium-gateway.log")  # the gateway's warnings, for a run that goes wrong
 METERS = 64
 SESSIONS = (1, 4, 16, 64)
 
@@ -72,7 +75,7 @@ async def run(settings: MediumSettings, sessions: int, seconds: float) -> dict[s
     medium.attach(pty.master_fd)
     try:
         with gateway_process(pty.slave_path, METERS, PORT, link_options="response_timeout_s = 3.0\n",
-                             extra="[relay]\nexchange_timeout_s = 120.0\n"):
+                             extra="[relay]\nexchange_timeout_s = 120.0\n", log_file=LOG_FILE):
             stop = asyncio.Event()
             associated = asyncio.Semaphore(0)
             running = [0] * sessions
@@ -83,6 +86,11 @@ async def run(settings: MediumSettings, sessions: int, seconds: float) -> dict[s
             airtime, started = medium.figures.airtime_s, time.monotonic()
             reactions_before = len(medium.figures.reactions_s)
             await asyncio.sleep(seconds)
+            # fairness needs a few exchanges per session: a slow medium with many sessions runs longer
+            for _ in range(int(MAX_WINDOW_S - seconds)):
+                if min(after - then for after, then in zip(running, before, strict=True)) >= MIN_EXCHANGES:
+                    break
+                await asyncio.sleep(1.0)
             wall, used = time.monotonic() - started, medium.figures.airtime_s - airtime
             counts = [after - then for after, then in zip(running, before, strict=True)]
             reactions = list(medium.figures.reactions_s)[reactions_before:]

@@ -52,8 +52,10 @@ class LinkConfig:
     response_timeout_s: float = 1.0  # wait for the meter's response frame
     inter_octet_timeout_s: float = 0.1  # a gap this long inside a frame discards it
     max_retries: int = 3  # HDLC retransmissions before the exchange fails
-    max_info: int = 128  # proposed max information field length, IEC 62056-46 default
-    window: int = 1
+    # What the gateway proposes in its SNRM: the most a meter may accept (IEC 62056-46 allows 2030 / 7);
+    # the meter's UA answers what it takes. Lower them for a modem with small buffers.
+    max_info: int = 2030
+    window: int = 7
     inactivity_timeout_s: float = 120.0  # IEC 62056-46, HDLC setup IC 23 default
     reopen_interval_s: float = 1.0  # a lost device is tried again this often (udev "add" reopens at once)
     network_id: int = -1  # the gateway protocol's network id (E6/E7); -1: 1 + its place among [[links]]
@@ -169,6 +171,29 @@ class DialOutConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class StandbyConfig:
+    """A pair of gateways (issue 15): this one's role at first start, its peer, the replication channel."""
+
+    role: str = ""  # "" = a lone gateway; "primary" or "standby": the role at the very first start
+    peer: str = ""  # the other gateway's replication address (its own address, not the floating one)
+    peer_port: int = 4060
+    listen: str = "0.0.0.0"  # where this gateway serves its registry to the peer while primary
+    port: int = 4060
+    secret_file: str = ""  # a 0600 file holding the pair's replication secret (32 bytes in hex); never a meter key
+    hand_back: str = "manual"  # "manual": a returning primary stays standby; "automatic": VRRP preempts
+    shared_medium: bool = True  # serial lines (RS-485: one master): a standby never opens them
+    reconnect_s: float = 1.0  # a standby dials its primary again this often after a failure
+    handover_wait_s: float = 5.0  # a promotion waits this long for a live primary peer to let go, else is refused
+    # `health` fails when a line that should be open could not be reopened for this long (a dead
+    # adapter: let the peer, with its own, take over); 0 = a line being reopened is always healthy
+    unhealthy_line_down_s: float = 30.0
+
+    @property
+    def paired(self) -> bool:
+        return bool(self.role)
+
+
+@dataclass(frozen=True, slots=True)
 class LogConfig:
     level: str = "info"
     format: str = "json"  # json for the journal, console for a person
@@ -191,6 +216,7 @@ class GatewayConfig:
     dial_out: tuple[DialOutConfig, ...] = ()
     poller: PollerConfig = field(default_factory=PollerConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
+    standby: StandbyConfig = field(default_factory=StandbyConfig)
 
 
 def check_wan(config: WanConfig) -> list[tuple[str, str]]:
@@ -409,9 +435,36 @@ def _check(config: GatewayConfig, problems: Problems) -> None:
         fail("management", None, "name", "must be 1..32 ASCII characters")
     if not 1 <= config.management.client_sap <= 0x7F or config.management.client_sap == 16:
         fail("management", None, "client_sap", "must be 1..127 and not 16 (the public client)")
+    _check_standby(config, problems)
 
 
-_TABLES = ("wan", "relay", "log", "paths", "registry", "management", "poller", "push_queue", "metrics")
+def _check_standby(config: GatewayConfig, problems: Problems) -> None:
+    standby, fail = config.standby, problems.fail
+    if standby.paired and not standby.shared_medium and config.links:
+        fail("standby", None, "shared_medium", "serial [[links]] are a shared medium (RS-485: one master): "
+             "a standby must not open them; false is for a mesh only")
+    if standby.paired and config.poller.enabled:
+        fail("standby", None, "role", "legacy polling ([poller]) in a standby pair is not supported yet")
+    if standby.role not in ("", "primary", "standby"):
+        fail("standby", None, "role", "must be \"primary\" or \"standby\"")
+    if standby.hand_back not in ("manual", "automatic"):
+        fail("standby", None, "hand_back", "must be \"manual\" or \"automatic\"")
+    for key in ("port", "peer_port"):
+        if not 1 <= getattr(standby, key) <= 65535:
+            fail("standby", None, key, "must be 1..65535")
+    if standby.reconnect_s <= 0:
+        fail("standby", None, "reconnect_s", "must be > 0")
+    if standby.handover_wait_s <= 0:
+        fail("standby", None, "handover_wait_s", "must be > 0")
+    if standby.unhealthy_line_down_s < 0:
+        fail("standby", None, "unhealthy_line_down_s", "must be >= 0")
+    if standby.paired:
+        for key in ("peer", "secret_file"):
+            if not getattr(standby, key):
+                fail("standby", None, key, "is needed when a role is given")
+
+
+_TABLES = ("wan", "relay", "log", "paths", "registry", "management", "poller", "push_queue", "metrics", "standby")
 
 
 def _tables(raw: Mapping[str, Any], key: str, problems: Problems) -> list[Any]:
@@ -465,6 +518,7 @@ def parse_config(text: str) -> GatewayConfig:
                        for i, t in enumerate(_tables(raw, "dial_out", problems))),
         poller=parse_poller(tables["poller"], problems),
         metrics=build_table(MetricsConfig, tables["metrics"], problems, "metrics"),
+        standby=build_table(StandbyConfig, tables["standby"], problems, "standby"),
     )
     _check(config, problems)
     problems.raise_if_any()

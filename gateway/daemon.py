@@ -53,6 +53,9 @@ from gateway.registry.counters import ReservedCounter
 from gateway.registry.database import open_database
 from gateway.registry.store import Meter, MeterRegistry, MeterState, RegistryError, SapPolicy, ip_endpoint
 from gateway.sdnotify import notify
+from gateway.standby.channel import SecretFileError
+from gateway.standby.pair import StandbyPair
+from gateway.standby.role import Role
 from gateway.supervisor import Supervisor, Worker
 from gateway.wan.dialout import DialOut
 from gateway.wan.server import WanListenError, WanServer
@@ -122,6 +125,9 @@ class Gateway:
         policy = SapPolicy(first=config.registry.sap_first, last=config.registry.sap_last,
                            quarantine_s=config.registry.quarantine_days * 86400.0)
         self.registry = MeterRegistry(self.database, policy=policy)
+        self.supervisor = Supervisor()
+        self.pair = StandbyPair(config=config.standby, registry=self.registry, state_directory=self.state_directory,
+                                supervisor=self.supervisor)
         self._seed_meters()
         keys = self._load_keys()
         self.management = ManagementDevice(
@@ -162,13 +168,18 @@ class Gateway:
             medium.on_unsolicited(self._unsolicited)
         self.dial_outs = [DialOut(config=dial, server=self.wan) for dial in config.dial_out]
         self.identity_reads: dict[int, asyncio.Task[Meter]] = {}  # SAP -> the identity read under way
-        self.poller = build_poller(self, identify=functools.partial(identify, self, background=True))
+        self.poller = build_poller(config.poller, client_name=config.management.name,
+                                   state_directory=self.state_directory, lines=self.lines, registry=self.registry,
+                                   counters=self.database, identify=functools.partial(identify, self, background=True))
         self.identify_queue: asyncio.Queue[int] = asyncio.Queue()
         self._reopen = {name: asyncio.Event() for name in self.lines}
         self.hotplug_monitor = HotplugMonitor(handler=self.hotplug)
-        self.supervisor = Supervisor()
         self._tasks: list[asyncio.Task[None]] = []
         self._scans: list[asyncio.Task[None]] = []
+        self.line_workers: dict[str, asyncio.Task[None]] = {}  # while this gateway serves its meter lines
+        self.line_down_since: dict[str, float] = {}  # line -> first failed reopen (monotonic), for `health`
+        self._dial_out_tasks: list[asyncio.Task[None]] = []
+        self._role_change = asyncio.Lock()
         self.control: ControlServer | None = None
         self.metrics: MetricsEndpoint | None = None
 
@@ -176,6 +187,8 @@ class Gateway:
 
     def _seed_meters(self) -> None:
         """[[meters]] in the configuration seed the registry; they never override what it knows."""
+        if self.registry.replica:
+            return  # the primary's registry is the truth; it was seeded there
         meshes = {mesh.name for mesh in self.config.meshes}
         for meter in self.config.meters:
             try:
@@ -386,17 +399,123 @@ class Gateway:
         self.pushes.put(destinations=[f.config.name for f in self.forwarders], pushes=burst)
         self._wake_forwarders()
 
+    # -- roles (issue 15) ----------------------------------------------------------------------
+
+    @property
+    def role(self) -> Role:
+        return self.pair.role
+
+    @property
+    def serves_meters(self) -> bool:
+        return self.pair.serves_meters
+
+    async def _serve_meters(self) -> None:
+        for mesh in self.config.meshes:
+            if not self.meshes[mesh.name].usable():
+                await self._start_mesh(mesh)
+        for line in self.lines.values():
+            if line.name not in self.line_workers:
+                await self._try_open(line)
+                self.line_workers[line.name] = asyncio.create_task(self.supervisor.supervise(
+                    functools.partial(self._keep_open, line), f"line-{line.name}"), name=f"line-{line.name}")
+
+    async def _release_meters(self) -> None:
+        """Close every line (its data links fail back to their HES at once) and stop reopening them."""
+        workers, self.line_workers = list(self.line_workers.values()), {}
+        self.line_down_since.clear()
+        for task in workers:
+            task.cancel()
+        await asyncio.gather(*workers, return_exceptions=True)
+        for line in self.lines.values():
+            was_open = line.is_open
+            await line.aclose()
+            if was_open:
+                log.info("line.released", line=line.name, reason="standby")  # the port is closed now
+        await self._stop_meshes()
+
+    async def _stop_meshes(self) -> None:
+        """Stop following the border routers and close every mesh socket (open channels go down)."""
+        watchers, self.wisun_watchers = self.wisun_watchers, []
+        for watcher in watchers:
+            await watcher.stop()
+        for endpoint in self.meshes.values():
+            endpoint.stop()
+
+    def _start_dial_outs(self) -> None:
+        self._dial_out_tasks = [asyncio.create_task(self.supervisor.supervise(dial.run, f"dialout-{dial.config.host}"),
+                                                    name=f"dialout-{dial.config.host}") for dial in self.dial_outs]
+
+    async def _stop_dial_outs(self) -> None:
+        tasks, self._dial_out_tasks = self._dial_out_tasks, []
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def promote(self) -> Role:
+        """Become primary: take writes, open the meter lines, dial out, serve the registry to the peer.
+
+        Role changes run one at a time, in the order they came (keepalived's hooks: the last one wins).
+        Raises PeerStillPrimaryError when the peer is alive and will not let go of the line.
+        """
+        async with self._role_change:
+            return await self._promote()
+
+    async def demote(self) -> Role:
+        """Become standby: stop dialling out, close shared lines, then let the peer take over and follow it."""
+        async with self._role_change:
+            return await self._demote()
+
+    async def _promote(self) -> Role:
+        if self.role is Role.PRIMARY:
+            return self.role
+        started = time.monotonic()
+        await self.pair.take_over()
+        self._seed_meters()  # a standby that never heard from its primary still knows the configured meters
+        await self._serve_meters()
+        self._start_dial_outs()
+        self._start_scans()
+        if self.config.registry.identify:  # meters the old primary never identified
+            for meter in self.registry.meters():
+                if meter.logical_device_name is None:
+                    self.identify_queue.put_nowait(meter.sap)
+        log.info("standby.promoted", meters=len(self.registry),
+                 lines_open=sum(line.is_open for line in self.lines.values()),
+                 took_ms=round((time.monotonic() - started) * 1e3, 1))
+        return self.role
+
+    async def _demote(self) -> Role:
+        if self.role is not Role.PRIMARY:
+            return self.role
+        self.pair.step_down()
+        for task in self._scans:
+            task.cancel()
+        self._scans = []
+        await self._stop_dial_outs()
+        if not self.serves_meters:
+            await self._release_meters()
+        self.registry.flush()
+        self.pair.follow()  # only now, the bus let go: the follower may take over
+        log.info("standby.demoted", role=self.role.value)
+        return self.role
+
     # -- life cycle ---------------------------------------------------------------------------
 
     async def start(self) -> None:
+        try:
+            self.pair.prepare()  # a bad secret file stops the start here, before anything is opened
+        except SecretFileError as exc:
+            raise WanListenError(f"no replication secret: {exc}") from None  # one line, no traceback
         if self.lines:
             self.hotplug_monitor.start()
-        for mesh in self.config.meshes:
-            await self._start_mesh(mesh)
-        for line in self.lines.values():
-            await self._try_open(line)
-            self._spawn(functools.partial(self._keep_open, line), f"line-{line.name}")
+        if self.serves_meters:
+            await self._serve_meters()
         await self.wan.start()
+        standby = self.config.standby
+        try:
+            await self.pair.start()
+        except OSError as exc:
+            raise WanListenError(f"cannot listen for the standby on {standby.listen}:{standby.port}: "
+                                 f"{exc.strerror}") from None
         commands = Commands(self)
         server = ControlServer(path=self.runtime_directory / "control.sock", handlers=commands.handlers())
         await server.start()
@@ -409,22 +528,24 @@ class Gateway:
         self._spawn(self._flush_loop, "registry-flush")
         for forwarder in self.forwarders:
             self._spawn(forwarder.run, f"push-{forwarder.config.name}")
-        for dial in self.dial_outs:
-            self._spawn(dial.run, f"dialout-{dial.config.host}")
+        if self.role is Role.PRIMARY:
+            self._start_dial_outs()
         if self.poller is not None:
             await self.poller.start()
         self._spawn(functools.partial(identify_worker, self), "identify")
-        self._start_scans()
-        if self.config.registry.identify:
+        if self.serves_meters:
+            self._start_scans()
+        if self.config.registry.identify and not self.registry.replica:
             for meter in self.registry.meters():
                 if meter.logical_device_name is None:
                     self.identify_queue.put_nowait(meter.sap)
         log.info("gateway.ready", version=__version__, lines=len(self.lines), meters=len(self.registry),
-                 wan=[f"{h}:{p}" for h, p in self.wan.addresses])
+                 wan=[f"{h}:{p}" for h, p in self.wan.addresses], role=self.role.value)
 
     async def stop(self) -> None:
         """Stop listening, DISC every data link, flush the registry, close everything."""
         await self.wan.stop()  # HES connections close: their sessions send DISC
+        await self.pair.stop()
         if self.control is not None:
             await self.control.stop()
         if self.metrics is not None:
@@ -436,6 +557,8 @@ class Gateway:
         self.hotplug_monitor.stop()
         for task in [*self._scans, *self.identity_reads.values()]:
             task.cancel()
+        self._tasks += [*self.line_workers.values(), *self._dial_out_tasks]
+        self.line_workers, self._dial_out_tasks = {}, []
         for task in self._tasks:
             task.cancel()
         if self._tasks:
@@ -445,11 +568,9 @@ class Gateway:
         self._tasks.clear()
         for line in self.lines.values():
             await line.aclose()
-        for watcher in self.wisun_watchers:
-            await watcher.stop()
-        for endpoint in self.meshes.values():
-            endpoint.stop()
-        self.registry.flush()
+        await self._stop_meshes()
+        if not self.registry.replica:
+            self.registry.flush()
         self.database.close()
         self._commit_pushes()  # a burst received in the last loop turn is not lost
         self.pushes.close()
@@ -484,10 +605,10 @@ class Gateway:
         configure(level=new.log.level, fmt=new.log.format)
         self.router.relay = new.relay  # new associations use the new timeouts; open ones keep theirs
         self._seed_meters()
-        if new.scan != old.scan:
+        if new.scan != old.scan and self.serves_meters:
             self._start_scans()
         needs_restart = [name for name in ("wan", "links", "meshes", "paths", "registry", "management", "push",
-                                           "push_queue", "dial_out", "poller", "metrics")
+                                           "push_queue", "dial_out", "poller", "metrics", "standby")
                          if getattr(new, name) != getattr(old, name)]
         log.info("gateway.reloaded", log_level=new.log.level, meters=len(new.meters), scans=len(new.scan),
                  needs_restart=needs_restart)
@@ -536,6 +657,9 @@ class Gateway:
             await line.open()
         except LineOpenError as exc:
             log.warning("line.open_failed", line=line.name, error=str(exc))
+            self.line_down_since.setdefault(line.name, time.monotonic())
+        else:
+            self.line_down_since.pop(line.name, None)
 
     async def _keep_open(self, line: MeterLine) -> None:
         """Reopen a line that is down: at once when udev says the device is back, else every second."""

@@ -84,6 +84,23 @@ def metrics_from(status: Mapping[str, Any]) -> Iterator[Metric]:
     yield restarts
 
     yield from _polling_metrics(status["polling"])
+    yield from _standby_metrics(status["standby"])
+
+
+def _standby_metrics(standby: Mapping[str, Any]) -> Iterator[Metric]:
+    role = _gauge("role", "1 for this gateway's role in its pair (primary, standby, active-standby)", ("role",))
+    role.add_metric([standby["role"]], 1)
+    yield role
+    replication = standby.get("replication")
+    if replication is None:
+        return
+    sequence = _gauge("replication_sequence", "The registry change last served (primary) or applied (standby)")
+    sequence.add_metric([], replication["sequence"] or 0)
+    yield sequence
+    if replication["change_age_s"] is not None:
+        age = _gauge("replication_change_age_seconds", "Seconds since the last replicated registry change")
+        age.add_metric([], replication["change_age_s"])
+        yield age
 
 
 def _line_metrics(links: list[Mapping[str, Any]]) -> Iterator[Metric]:

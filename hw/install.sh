@@ -46,6 +46,10 @@ gid=$(id_of group dlms-gateway)
 step "3. modems: stable names, group dlms-gateway, USB serial drivers loaded now and at boot"
 install -D -m 644 "$source_dir/hw/99-dlms-gateway.rules" "$root/etc/udev/rules.d/99-dlms-gateway.rules"
 install -D -m 644 "$source_dir/hw/dlms-gateway-modules.conf" "$root/etc/modules-load.d/dlms-gateway.conf"
+# A standby pair (hw/README.md): keepalived's notify hook, and its configuration template to render.
+install -D -m 755 "$source_dir/hw/keepalived/dlms-gateway-notify" "$root/usr/local/lib/dlms-gateway/dlms-gateway-notify"
+install -D -m 644 "$source_dir/hw/keepalived/keepalived.conf.in" \
+    "$root/usr/local/share/dlms-gateway/keepalived.conf.in"
 if live; then
     # Without this, a modem plugged in before the next boot is refused by the unit's DevicePolicy.
     grep -v '^[[:space:]]*\(#\|$\)' /etc/modules-load.d/dlms-gateway.conf | xargs -r modprobe -a

@@ -42,7 +42,7 @@ def test_good_file_becomes_frozen_objects() -> None:
     assert config.relay.exchange_timeout_s == 5.0
     assert isinstance(config.relay.exchange_timeout_s, float)
     assert [m.sap for m in config.meters] == [17, 18]
-    assert config.links[0].max_info == 128
+    assert config.links[0].max_info == 2030  # the default since main b283600: the UA says what the meter takes
     with pytest.raises(FrozenInstanceError):
         config.wan.port = 1  # type: ignore[misc]
 

@@ -58,6 +58,8 @@ def test_install_then_upgrade(tmp_path: Path) -> None:
         (ROOT / "systemd/dlms-gateway.service").read_bytes()
     assert (root / "etc/modules-load.d/dlms-gateway.conf").is_file()
     assert (root / "etc/udev/rules.d/99-dlms-gateway.rules").is_file()
+    assert (root / "usr/local/lib/dlms-gateway/dlms-gateway-notify").stat().st_mode & 0o777 == 0o755
+    assert (root / "usr/local/share/dlms-gateway/keepalived.conf.in").is_file()
     assert os.readlink(root / "usr/local/bin/dlms-gateway") == "/opt/dlms-gateway/bin/dlms-gateway"
     version = subprocess.run([str(root / "opt/dlms-gateway/bin/dlms-gateway"), "--version"],
                              capture_output=True, text=True, check=True)

@@ -13,7 +13,7 @@ from typing import NoReturn
 
 from gateway import __version__
 from gateway.cli.capture import add_capture_command, run_capture
-from gateway.cli.cert import add_cert_command, run_cert
+from gateway.cli.cert_command import add_cert_command
 from gateway.cli.client import (
     EXIT_BROKEN_PIPE,
     EXIT_INTERRUPTED,
@@ -24,6 +24,7 @@ from gateway.cli.client import (
     wants_json,
 )
 from gateway.cli.readings import add_readings_command, run_readings
+from gateway.cli.standby import add_standby_commands, run_health, run_role
 from gateway.cli.technician import add_commands, run_command
 from gateway.config import ConfigError, load_config
 from gateway.log import configure
@@ -63,6 +64,7 @@ def _parser() -> argparse.ArgumentParser:
     simulate.add_argument("--bit-rate", type=int, default=None, help="emulate a line of this many bit/s")
 
     add_commands(commands, options)
+    add_standby_commands(commands, options)
     add_cert_command(commands)
     add_readings_command(commands, options)
     add_capture_command(commands, options)
@@ -113,6 +115,8 @@ def _main(argv: list[str]) -> int:
                              bit_rate=args.bit_rate))
         return EXIT_OK
     if args.command == "cert":
+        from gateway.cli.cert import run_cert  # noqa: PLC0415 - X.509 code only for this command
+
         return run_cert(args)
     if args.command == "readings":
         return run_readings(args)
@@ -120,6 +124,10 @@ def _main(argv: list[str]) -> int:
         return run_capture(args)
     if args.command in ("status", "meters", "meter", "sessions", "ping"):
         return run_command(args)
+    if args.command == "health":
+        return run_health(args)
+    if args.command == "role":
+        return run_role(args)
     if args.command == "config":
         return _config_check(args.file, as_json=wants_json(args))
     return EXIT_USAGE

@@ -20,6 +20,7 @@ from gateway.cli.client import (
     socket_path,
     wants_json,
 )
+from gateway.cli.standby import render_role
 
 METER_COLUMNS = [("sap", "SAP"), ("name", "NAME"), ("link", "LINK"), ("medium", "MEDIUM"), ("address", "ADDRESS"),
                  ("state", "STATE"),
@@ -148,6 +149,7 @@ def _render_status(status: dict[str, Any]) -> None:
     print(f"Push queue: {queue['depth']} waiting{oldest}, {queue['dropped']} dropped, "
           f"{queue['unrouted']} with no destination")
     _render_polling(status["polling"])
+    render_role(status["standby"])
 
 
 def _render_polling(polling: dict[str, Any]) -> None:

@@ -21,9 +21,6 @@ import hmac
 from dataclasses import dataclass
 from enum import IntFlag
 
-from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
-
 from gateway.codec import axdr
 from gateway.codec.errors import LocalProtocolError, RemoteProtocolError
 
@@ -89,8 +86,12 @@ def _check(*, system_title: bytes, block_cipher_key: bytes, authentication_key: 
         raise SecurityUsageError("invocation counter out of range")
 
 
+# The AES primitives are imported where they are used: a relaying gateway never deciphers (the HES
+# holds the meters' keys), and loading them costs an idle board some 7 MB it would not use.
 def _gcm(key: bytes, iv: bytes, *, aad: bytes, data: bytes) -> tuple[bytes, bytes]:
     """(ciphertext, 12-octet tag)."""
+    from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes  # noqa: PLC0415 - see above
+
     encryptor = Cipher(algorithms.AES(key), modes.GCM(iv)).encryptor()
     encryptor.authenticate_additional_data(aad)
     ciphertext = encryptor.update(data) + encryptor.finalize()
@@ -99,6 +100,8 @@ def _gcm(key: bytes, iv: bytes, *, aad: bytes, data: bytes) -> tuple[bytes, byte
 
 def _ctr(key: bytes, iv: bytes, data: bytes) -> bytes:
     """GCM's keystream without its tag: counter blocks start at IV | 00000002 (NIST SP 800-38D)."""
+    from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes  # noqa: PLC0415
+
     cipher = Cipher(algorithms.AES(key), modes.CTR(iv + b"\x00\x00\x00\x02")).encryptor()
     return cipher.update(data) + cipher.finalize()
 
@@ -145,6 +148,9 @@ def unprotect(*, system_title: bytes, block_cipher_key: bytes, authentication_ke
         raise SecurityError("protected content shorter than its tag")
     body, tag = body[:-TAG_OCTETS], body[-TAG_OCTETS:]
     aad = protected[:1] + authentication_key + (b"" if encrypted else body)
+    from cryptography.exceptions import InvalidTag  # noqa: PLC0415
+    from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes  # noqa: PLC0415
+
     decryptor = Cipher(algorithms.AES(block_cipher_key), modes.GCM(iv, tag, min_tag_length=TAG_OCTETS)).decryptor()
     decryptor.authenticate_additional_data(aad)
     try:

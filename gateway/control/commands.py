@@ -2,22 +2,70 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import dataclasses
 import datetime as dt
 import time
-from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from collections.abc import Mapping, Sequence
+from typing import Any, Protocol
 
 from gateway import __version__
+from gateway.capture.tap import FrameTap
 from gateway.control.capture import capture_handler
-from gateway.control.discovery import identify, scan
+from gateway.control.discovery import DiscoveryHost, identify, scan
 from gateway.control.server import CommandError, Handler, Progress, number, sap_or_name, text
+from gateway.control.standby import StandbyCommands, StandbyNode
 from gateway.core.gateway_protocol import GatewayPeer
+from gateway.core.push import PushForwarder
+from gateway.core.push_registration import PushRegistrationGate
+from gateway.core.pushstore import PushStore
+from gateway.core.router import Router
+from gateway.media.mesh import MeshEndpoint
 from gateway.poller.control import readings_handlers
+from gateway.poller.service import PollingService
 from gateway.registry.store import Meter, MeterState, RegistryError
+from gateway.supervisor import Supervisor
+from gateway.wan.dialout import DialOut
 
-if TYPE_CHECKING:
-    from gateway.daemon import Gateway
+
+class RunningGateway(DiscoveryHost, StandbyNode, Protocol):
+    """What the technician's commands read of the running gateway: its parts, each by its own type."""
+
+    @property
+    def started_at(self) -> float: ...
+
+    @property
+    def router(self) -> Router: ...
+
+    @property
+    def pushes(self) -> PushStore: ...
+
+    @property
+    def pushes_unrouted(self) -> int: ...
+
+    @property
+    def forwarders(self) -> Sequence[PushForwarder]: ...
+
+    @property
+    def push_registrations(self) -> PushRegistrationGate: ...
+
+    @property
+    def dial_outs(self) -> Sequence[DialOut]: ...
+
+    @property
+    def supervisor(self) -> Supervisor: ...
+
+    @property
+    def poller(self) -> PollingService | None: ...
+
+    @property
+    def tap(self) -> FrameTap: ...
+
+    @property
+    def meshes(self) -> Mapping[str, MeshEndpoint]: ...
+
+    def gateway_address(self, sap: int) -> tuple[int, bytes] | None: ...
 
 
 def meter_summary(meter: Meter) -> dict[str, Any]:
@@ -49,15 +97,17 @@ def _iso(seconds: float) -> str:
 class Commands:
     """Handlers bound to one running gateway."""
 
-    def __init__(self, gateway: Gateway) -> None:
+    def __init__(self, gateway: RunningGateway) -> None:
         self.gateway = gateway
+        self.standby = StandbyCommands(gateway)
 
     def handlers(self) -> dict[str, Handler]:
         return {
+            **self.standby.handlers(),
             "status": self.status, "meters": self.meters, "meter": self.meter, "sessions": self.sessions,
             "ping": self.ping, "meters.add": self.add, "meters.remove": self.remove, "meters.scan": self.scan,
             "capture": capture_handler(tap=self.gateway.tap, meters=self.gateway.registry, lines=self.gateway.lines),
-            **readings_handlers(self.gateway),
+            **readings_handlers(poller=self.gateway.poller, registry=self.gateway.registry),
         }
 
     async def status(self, request: Mapping[str, Any], progress: Progress) -> dict[str, Any]:
@@ -105,6 +155,7 @@ class Commands:
                            "destinations": [{"name": f.config.name, "connected": f.connected,
                                              "delivered": f.delivered} for f in gw.forwarders]},
             "polling": gw.poller.status() if gw.poller is not None else {"state": "off"},
+            "standby": self.standby.snapshot(),
         }
 
     async def meters(self, request: Mapping[str, Any], progress: Progress) -> list[dict[str, Any]]:
@@ -148,6 +199,10 @@ class Commands:
 
     async def ping(self, request: Mapping[str, Any], progress: Progress) -> dict[str, Any]:
         meter = self._find(request)
+        under_way = self.gateway.identity_reads.get(meter.sap)
+        if under_way is not None:  # a ping measures a read of its own: let one that started earlier finish first
+            with contextlib.suppress(Exception):
+                await asyncio.shield(under_way)
         started = time.perf_counter()
         try:
             identified = await identify(self.gateway, meter.sap)
@@ -174,7 +229,7 @@ class Commands:
             raise CommandError(str(exc)) from None
         if meter.logical_device_name is None and self.gateway.config.registry.identify:
             self.gateway.identify_queue.put_nowait(meter.sap)
-        return meter_summary(meter)
+        return {**meter_summary(meter), **await self.standby.replicated()}
 
     async def remove(self, request: Mapping[str, Any], progress: Progress) -> dict[str, Any]:
         """Remove a meter given by SAP or logical device name ("sap" still works, as older CLIs send it)."""

@@ -6,19 +6,41 @@ import asyncio
 import functools
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import structlog
 
 from gateway.config import ScanConfig
-from gateway.core.channel import DownReason
+from gateway.core.channel import DownReason, MeterAddress, MeterMedium
 from gateway.core.identity import ChannelClientError, IdentityError, read_identity
 from gateway.link.line import MeterLine
 from gateway.link.medium import PROBE_RETRIES
-from gateway.registry.store import Meter, MeterState, RegistryError
+from gateway.registry.store import Meter, MeterRegistry, MeterState, RegistryError
 
-if TYPE_CHECKING:
-    from gateway.daemon import Gateway
+
+class DiscoveryHost(Protocol):
+    """What identity reads and scans need of the running gateway, and nothing more."""
+
+    @property
+    def registry(self) -> MeterRegistry: ...
+
+    @property
+    def media(self) -> Mapping[str, MeterMedium]: ...
+
+    @property
+    def lines(self) -> Mapping[str, MeterLine]: ...
+
+    @property
+    def identity_reads(self) -> dict[int, asyncio.Task[Meter]]: ...
+
+    @property
+    def identify_queue(self) -> asyncio.Queue[int]: ...
+
+    def meter_unreachable(self, sap: int) -> None: ...
+
+    def meter_address(self, meter: Meter) -> MeterAddress | None:
+        """The meter's address on its medium (None: no usable one)."""
+        ...
 
 log = structlog.get_logger(__name__)
 
@@ -45,7 +67,7 @@ class ScanResult:
         return {"address": self.address, "sap": self.sap, "name": self.name, "note": self.note}
 
 
-async def identify(gateway: Gateway, sap: int, *, background: bool = False) -> Meter:
+async def identify(gateway: DiscoveryHost, sap: int, *, background: bool = False) -> Meter:
     """Read a registered meter's logical device name and record it (a moved meter keeps its SAP).
 
     One read per meter at a time: a caller that finds one under way (the poller and the identify
@@ -67,7 +89,7 @@ def _read_done(reads: dict[int, asyncio.Task[Meter]], sap: int, reading: asyncio
         reading.exception()  # retrieved: each waiter got it already, or none is left to care
 
 
-async def _identify(gateway: Gateway, sap: int, *, background: bool) -> Meter:
+async def _identify(gateway: DiscoveryHost, sap: int, *, background: bool) -> Meter:
     meter = gateway.registry.get(sap)
     if meter is None:
         raise RegistryError(f"no meter with SAP {sap}")
@@ -90,7 +112,7 @@ async def _identify(gateway: Gateway, sap: int, *, background: bool) -> Meter:
     return updated
 
 
-async def identify_worker(gateway: Gateway) -> None:
+async def identify_worker(gateway: DiscoveryHost) -> None:
     """Identifies queued meters one at a time, yielding the line to the relay; retries back off per meter."""
     failures: dict[int, int] = {}  # SAP -> identity reads failed in a row
     retrying: set[int] = set()  # SAPs with a retry scheduled: a meter queued twice is not retried twice
@@ -125,14 +147,14 @@ async def _relay_quiet(line: MeterLine) -> None:
         await asyncio.sleep(min(RELAY_QUIET_S - idle, give_up_at - loop.time()))
 
 
-def _requeue(gateway: Gateway, sap: int, retrying: set[int]) -> None:
+def _requeue(gateway: DiscoveryHost, sap: int, retrying: set[int]) -> None:
     retrying.discard(sap)
     meter = gateway.registry.get(sap)
     if meter is not None and meter.logical_device_name is None:
         gateway.identify_queue.put_nowait(sap)
 
 
-async def scan(gateway: Gateway, *, link: str, first: int, last: int,
+async def scan(gateway: DiscoveryHost, *, link: str, first: int, last: int,
                progress: Callable[[Mapping[str, Any]], None] | None = None) -> list[ScanResult]:
     """Probe every address in first..last on a line; register whoever answers."""
     line = gateway.lines.get(link)
@@ -176,7 +198,7 @@ async def scan(gateway: Gateway, *, link: str, first: int, last: int,
     return found
 
 
-async def scan_schedule(gateway: Gateway, config: ScanConfig) -> None:
+async def scan_schedule(gateway: DiscoveryHost, config: ScanConfig) -> None:
     """The daemon's periodic scan of a configured range."""
     while True:
         await asyncio.sleep(config.interval_s)

@@ -116,6 +116,11 @@ class MeterChannel(Protocol):
         """The longest APDU `send_apdu` carries."""
         ...
 
+    @property
+    def last_heard(self) -> float | None:
+        """When (scheduler time) the meter last sent anything on this channel, a part of an answer included."""
+        ...
+
     def send_apdu(self, apdu: bytes) -> None:
         """Queue an APDU for the meter, byte for byte. Raises ChannelError once the channel is down."""
 
@@ -143,7 +148,7 @@ class MeterMedium(Protocol):
         ...
 
     def busy(self, association: Association) -> bool:
-        """Whether a data link for this association is on the medium already."""
+        """Whether the meter's data link is taken (a serial line keeps one per physical meter): wait, or refuse."""
         ...
 
     def open(self, association: Association, listener: ChannelListener, *, probe: bool = False,

@@ -52,7 +52,7 @@ class ChannelClient:
         if not self.medium.usable():
             raise ChannelClientError(DownReason.MEDIUM_LOST, f"{self.medium.name} is down")
         if self.medium.busy(self.association):
-            raise ChannelClientError(DownReason.IN_USE, "the meter is busy with an association of the same client")
+            raise ChannelClientError(DownReason.IN_USE, "the meter's data link is in use (a relayed association)")
         try:
             self._channel = self.medium.open(self.association, self._events.put_nowait, probe=self._probe,
                                              background=self._background)

@@ -177,7 +177,9 @@ class Router:
 
     def _link_released(self, network: str, association: Association) -> None:
         for key, waiting in list(self._waiting.items()):
-            if (waiting.network, waiting.association) == (network, association) and key not in self.sessions:
+            # one data link per meter: any link to that meter leaving may let a waiting AARQ in
+            same_meter = (waiting.network, waiting.association.meter) == (network, association.meter)
+            if same_meter and key not in self.sessions:
                 self._replay(key)  # (a session still closing replays when it has closed)
 
     def _replay(self, key: tuple[int, int]) -> None:

@@ -106,6 +106,7 @@ class MeterSession:
         self._observer = observer
         self._outstanding: deque[bytes] = deque()  # requests awaiting an answer (AARQs kept whole)
         self._exchange_timer: TimerHandle | None = None
+        self._exchange_started = 0.0  # the request sent, or the meter's last frame: silence counts from here
         self._idle = Deadline(scheduler, timeout_s=idle_timeout_s, on_expiry=self._idle_expired)
         self._log = log.bind(peer=owner.peer, client_sap=self.client_sap, meter_sap=meter_sap, network=medium.name)
         self._key = (owner.peer_address, meter_sap)  # life-cycle lines: per HES address and meter
@@ -196,7 +197,8 @@ class MeterSession:
     # -- timers -------------------------------------------------------------------------------
 
     def _arm_exchange_timer(self) -> None:
-        when = self._scheduler.time() + self._exchange_timeout_s
+        self._exchange_started = self._scheduler.time()
+        when = self._exchange_started + self._exchange_timeout_s
         self._exchange_timer = self._scheduler.call_at(when, self._exchange_expired)
 
     def _cancel_exchange_timer(self) -> None:
@@ -205,11 +207,18 @@ class MeterSession:
             self._exchange_timer = None
 
     def _exchange_expired(self) -> None:
+        """The exchange timeout measures the meter's silence: an answer still arriving re-arms it."""
         self._exchange_timer = None
+        heard = self.channel.last_heard if self.channel is not None else None
+        if heard is not None and heard > self._exchange_started and heard + self._exchange_timeout_s > \
+                self._scheduler.time():
+            self._exchange_started = heard
+            self._exchange_timer = self._scheduler.call_at(heard + self._exchange_timeout_s, self._exchange_expired)
+            return
         self._peer_log.emit(self._log.warning, "session.meter_silent", key=self._key,
                             timeout_s=self._exchange_timeout_s)
         self._fail_outstanding()
-        self._close()  # aborted: what is still queued for the meter must not reach it
+        self._release("meter silent")  # closed cleanly (DISC): what is still queued never reaches the meter
 
     def _touch(self) -> None:
         self._idle.restart()  # a clock read per APDU; the one armed timer re-arms itself

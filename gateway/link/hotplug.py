@@ -11,9 +11,12 @@ from __future__ import annotations
 import asyncio
 import os
 from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING
 
-import pyudev
 import structlog
+
+if TYPE_CHECKING:
+    import pyudev
 
 log = structlog.get_logger(__name__)
 
@@ -38,10 +41,15 @@ class HotplugMonitor:
     def start(self) -> bool:
         """Start watching; False when udev events cannot be had here (the daemon then relies on retries)."""
         try:
+            import pyudev  # noqa: PLC0415 - loaded only by a gateway that has serial lines to watch
+        except ImportError as exc:
+            log.warning("hotplug.unavailable", error=str(exc))
+            return False
+        try:
             monitor = pyudev.Monitor.from_netlink(pyudev.Context())
             monitor.filter_by("tty")
             monitor.start()
-        except (OSError, ImportError, pyudev.DeviceNotFoundError) as exc:
+        except (OSError, pyudev.DeviceNotFoundError) as exc:
             log.warning("hotplug.unavailable", error=str(exc))
             return False
         self._monitor = monitor

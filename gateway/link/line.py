@@ -245,6 +245,10 @@ class MeterLine:
     def has_link(self, *, client_sap: int, upper: int, lower: int | None) -> bool:
         return _key(client_sap=client_sap, upper=upper, lower=lower) in self._links
 
+    def has_link_to(self, lower: int | None) -> bool:
+        """A data link to this physical meter exists, whatever its client SAP and logical device."""
+        return any(key[2] == lower for key in self._links)
+
     def broadcast(self, *, client_sap: int, apdu: bytes, done: BroadcastDone) -> bool:
         """Queue one APDU for every meter on the line (a UI frame to all stations); False when it cannot be.
 

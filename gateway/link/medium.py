@@ -121,9 +121,10 @@ class SerialMedium:
         return self.line.is_open
 
     def busy(self, association: Association) -> bool:
+        """One data link per physical meter at a time (issue 13): many meters keep one HDLC connection only,
+        and a second one (another client SAP, or the gateway's own read) would drop the first."""
         meter = association.meter
-        return isinstance(meter, int) and self.line.has_link(
-            client_sap=association.client_sap, upper=association.logical_device, lower=meter)
+        return isinstance(meter, int) and self.line.has_link_to(meter)
 
     def open(self, association: Association, listener: ChannelListener, *, probe: bool = False,
              background: bool = False) -> LineChannel:
@@ -177,6 +178,10 @@ class LineChannel:
     @property
     def association(self) -> Association:
         return self._association
+
+    @property
+    def last_heard(self) -> float | None:
+        return self.link.last_heard  # every frame of a segmented answer counts: the meter is not silent
 
     def send_apdu(self, apdu: bytes) -> None:
         if not self._attached:

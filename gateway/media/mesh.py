@@ -58,6 +58,11 @@ class MeshChannel:
     def max_apdu(self) -> int:
         return self._endpoint.network.settings.max_apdu
 
+    @property
+    def last_heard(self) -> float | None:
+        """When the meter's last datagram for this channel came (one datagram is one whole answer)."""
+        return self._endpoint.last_heard(self._association)
+
     def send_apdu(self, apdu: bytes) -> None:
         self._endpoint.send_apdu(self._association, apdu)
 
@@ -81,7 +86,7 @@ class _Protocol(asyncio.DatagramProtocol):
         log.debug("mesh.socket_error", error=str(exc))
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self._endpoint.connection_lost(exc)
+        self._endpoint.connection_lost(exc, protocol=self)
 
 
 class MeshEndpoint:
@@ -91,9 +96,11 @@ class MeshEndpoint:
         self._name = name
         self.network = MeshNetwork(settings, name=name)
         self._listeners: dict[Association, ChannelListener] = {}
+        self._heard: dict[Association, float] = {}  # open channels: when their meter last sent something
         self._unsolicited: list[PushListener] = []
         self._released: list[Callable[[Association], None]] = []
         self._transport: asyncio.DatagramTransport | None = None
+        self._protocol: _Protocol | None = None  # of the current socket: a stopped one's late goodbye is ignored
         self._loop: asyncio.AbstractEventLoop | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: float | None = None
@@ -125,8 +132,9 @@ class MeshEndpoint:
             on_pdu=self._pdu_received,
             on_failed=lambda association, reason: self._run(self.network.fail(association, reason, now=self._now())),
         )
-        transport, _ = await self._loop.create_datagram_endpoint(lambda: _Protocol(self), sock=sock)
-        self._transport = transport
+        protocol = _Protocol(self)
+        transport, _ = await self._loop.create_datagram_endpoint(lambda: protocol, sock=sock)
+        self._transport, self._protocol = transport, protocol
         self._log.info("mesh.started", local=str(sock.getsockname()[:2]))
 
     def stop(self) -> None:
@@ -162,6 +170,9 @@ class MeshEndpoint:
             self._tcp.connect(association)
         return MeshChannel(self, association)
 
+    def last_heard(self, association: Association) -> float | None:
+        return self._heard.get(association)
+
     def send_apdu(self, association: Association, apdu: bytes) -> None:
         """Queue an APDU on an open channel. Raises ChannelError."""
         if association not in self._listeners:
@@ -171,6 +182,7 @@ class MeshEndpoint:
     def close_channel(self, association: Association) -> None:
         """Close a channel; no event follows (but `on_released` listeners hear of it)."""
         if self._listeners.pop(association, None) is not None:
+            self._heard.pop(association, None)
             self._close_tcp(association)
             self._run(self.network.close(association, now=self._now()), deferred=True)
             self._link_released(association)
@@ -188,12 +200,15 @@ class MeshEndpoint:
     def _pdu_received(self, association: Association, pdu: WrapperPdu) -> None:
         self._run(self.network.receive_pdu(association, pdu, now=self._now()))
 
-    def connection_lost(self, exc: Exception | None) -> None:
-        self._transport = None
+    def connection_lost(self, exc: Exception | None, *, protocol: _Protocol | None = None) -> None:
+        if protocol is not None and protocol is not self._protocol:
+            return  # the socket of an earlier start (stopped, then started again before it said goodbye)
+        self._transport, self._protocol = None, None
         self._cancel_timer()
         if self._tcp is not None:
             self._tcp.close_all()
         listeners, self._listeners = self._listeners, {}
+        self._heard.clear()
         for association, listener in listeners.items():
             self.network.close(association, now=self._now())
             listener(ChannelDown(DownReason.MEDIUM_LOST))
@@ -231,8 +246,11 @@ class MeshEndpoint:
             return
         if isinstance(event, ChannelDown):
             del self._listeners[association]
+            self._heard.pop(association, None)
             self._close_tcp(association)  # a timed-out TCP channel's late answer has nowhere to arrive
             self._log.info("mesh.channel_down", meter=str(association.meter), reason=event.reason.value)
+        else:
+            self._heard[association] = self._now()
         if deferred:
             assert self._loop is not None
             self._loop.call_soon(self._down_then_released, association, listener, event)

@@ -9,23 +9,20 @@ A meter the gateway never knew (not registered, not removed, no readings stored)
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from gateway.control.server import CommandError, Handler, Progress, sap_or_name
+from gateway.poller.service import PollingService
 from gateway.poller.store import ReadingsStore
-from gateway.registry.store import MeterState
-
-if TYPE_CHECKING:
-    from gateway.daemon import Gateway
+from gateway.registry.store import MeterRegistry, MeterState
 
 MAX_PAGE = 10_000  # rows per answer: one JSON line stays a few MB at most
 
 
-def readings_handlers(gateway: Gateway) -> dict[str, Handler]:
-    """{"readings": handler} for the control server."""
+def readings_handlers(*, poller: PollingService | None, registry: MeterRegistry) -> dict[str, Handler]:
+    """{"readings": handler} for the control server, handed the poller (None when off) and the registry."""
 
     async def readings(request: Mapping[str, Any], progress: Progress) -> dict[str, Any]:
-        poller = gateway.poller
         if poller is None:
             raise CommandError("legacy polling is off ([poller] enabled = false): no readings")
         meter = sap_or_name(request, "meter") if request.get("meter") not in (None, "") else None
@@ -40,7 +37,7 @@ def readings_handlers(gateway: Gateway) -> dict[str, Handler]:
                 or not 0 <= after_id < 2**63:
             raise CommandError(f"'after_id' is a number and 'limit' 1..{MAX_PAGE}")
         store = poller.store
-        if meter is not None and not _known(gateway, store, meter_sap=meter_sap, meter_name=meter_name):
+        if meter is not None and not _known(registry, store, meter_sap=meter_sap, meter_name=meter_name):
             raise CommandError(f"no meter with SAP {meter_sap}" if meter_sap is not None else
                                f"no meter named {str(meter_name)[:40]!r} (give a SAP or a logical device name)")
         rows = store.readings(meter_sap=meter_sap, meter_name=meter_name, since=since, after_id=after_id,
@@ -51,9 +48,10 @@ def readings_handlers(gateway: Gateway) -> dict[str, Handler]:
     return {"readings": readings}
 
 
-def _known(gateway: Gateway, store: ReadingsStore, *, meter_sap: int | None, meter_name: str | None) -> bool:
+def _known(registry: MeterRegistry, store: ReadingsStore, *, meter_sap: int | None,
+           meter_name: str | None) -> bool:
     """Whether the registry knows the meter (live or removed) or the store holds readings of it."""
-    meters = [*gateway.registry.meters(), *gateway.registry.meters(state=MeterState.REMOVED)]
+    meters = [*registry.meters(), *registry.meters(state=MeterState.REMOVED)]
     if any(m.sap == meter_sap if meter_sap is not None else m.name_text == meter_name for m in meters):
         return True
     return store.count(meter_sap=meter_sap, meter_name=meter_name) > 0

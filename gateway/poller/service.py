@@ -49,11 +49,10 @@ from gateway.poller.credentials import (
 )
 from gateway.poller.reading import Column, PollResult, ReadPlan, read_meter
 from gateway.poller.store import PollRecord, ReadingsStore
-from gateway.poller.uplink import MqttUplink
 from gateway.registry.store import Meter, MeterRegistry, MeterState, RegistryError
 
 if TYPE_CHECKING:
-    from gateway.daemon import Gateway
+    from gateway.poller.uplink import MqttUplink
 
 log = structlog.get_logger(__name__)
 
@@ -342,9 +341,9 @@ def _sources(plan: ReadPlan) -> list[str]:
     return [obis_text(p) for p in plan.profiles]
 
 
-def build_poller(gateway: Gateway, *, identify: Identify) -> PollingService | None:
+def build_poller(config: PollerConfig, *, client_name: str, state_directory: Path, lines: Mapping[str, MeterLine],
+                 registry: MeterRegistry, counters: sqlite3.Connection, identify: Identify) -> PollingService | None:
     """The daemon's polling service, or None when polling is off."""
-    config = gateway.config.poller
     if not config.enabled:
         return None
     path = Path(config.keys_file) if config.keys_file else DEFAULT_POLLING_KEYS
@@ -353,10 +352,12 @@ def build_poller(gateway: Gateway, *, identify: Identify) -> PollingService | No
     except CredentialsError as exc:
         log.warning("poll.keys_unavailable", error=str(exc), effect="groups with credentials will fail")
         keys = PollingKeys()
-    store = ReadingsStore(gateway.state_directory / "readings.db")
+    store = ReadingsStore(state_directory / "readings.db")
     uplink = None
     if config.mqtt.host:
-        client_id = config.mqtt.client_id or gateway.config.management.name
+        client_id = config.mqtt.client_id or client_name
+        from gateway.poller.uplink import MqttUplink  # noqa: PLC0415 - the MQTT client only when it is used
+
         uplink = MqttUplink(config.mqtt, client_id=client_id, store=store)
-    return PollingService(config=config, lines=gateway.lines, registry=gateway.registry,
-                          counters=gateway.database, store=store, keys=keys, uplink=uplink, identify=identify)
+    return PollingService(config=config, lines=lines, registry=registry, counters=counters, store=store, keys=keys,
+                          uplink=uplink, identify=identify)

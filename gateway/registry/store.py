@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from enum import StrEnum
+from typing import Any
 
 from gateway.codec.hdlc import meter_address_problem
 
@@ -134,6 +135,10 @@ class MeterRegistry:
         self._removed: dict[int, Meter] = {}  # SAP -> the latest removed meter that held it
         self._dirty_seen: dict[int, float] = {}
         self._dirty_stats: dict[int, LinkStats] = {}
+        # A standby's registry is a replica: only the primary's snapshots change it (issue 15).
+        self.replica = False
+        self.changes = 0  # committed changes since start (meters, SAPs, places, identities; not hot values)
+        self.on_change: Callable[[], None] | None = None  # told after each committed change (replication)
         self._load()
 
     # -- reading ------------------------------------------------------------------------------
@@ -308,7 +313,7 @@ class MeterRegistry:
         """Note traffic from a meter (memory only until ``flush``)."""
         self.count_traffic(sap, rtt_ms=rtt_ms, frames=frames, retries=retries, crc_errors=crc_errors)
         meter = self._live.get(sap)
-        if meter is None:
+        if meter is None or self.replica:
             return
         now = self._clock()
         first_seen = meter.first_seen if meter.first_seen is not None else now
@@ -337,7 +342,7 @@ class MeterRegistry:
         saps = set(self._dirty_seen) | set(self._dirty_stats)
         if not saps:
             return 0
-        with self._transaction():
+        with self._transaction(change=False):
             for sap in saps:
                 meter = self._live.get(sap)
                 if meter is None:
@@ -357,8 +362,38 @@ class MeterRegistry:
 
     # -- internals ----------------------------------------------------------------------------
 
+    def apply_snapshot(self, rows: list[Meter]) -> None:
+        """Replace every meter row (live and removed) by the primary's, in one transaction (a replica only)."""
+        if not self.replica:
+            raise RegistryError("this gateway is primary: it does not take another registry's rows")
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            self._db.execute("DELETE FROM meters")  # link_stats rows go with them (ON DELETE CASCADE)
+            self._db.executemany(
+                f"INSERT INTO meters ({_COLUMNS}) VALUES ({', '.join('?' * len(_COLUMNS.split(',')))})",
+                [(m.id, m.sap, m.link, m.physical_address, m.logical_device, m.state.value, m.logical_device_name,
+                  m.system_title, m.registered_by, m.first_seen, m.last_seen, m.removed_at, m.ip_address, m.eui64,
+                  m.ip_transport) for m in rows])
+        except sqlite3.IntegrityError as exc:  # two live meters on one SAP, an unknown registered_by, ...
+            self._db.execute("ROLLBACK")
+            raise RegistryError(f"the peer's rows break the registry's rules ({exc}); nothing applied") from None
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
+        self._dirty_seen.clear()
+        self._dirty_stats.clear()
+        self._load()
+
+    def rows(self) -> list[Meter]:
+        """Every meter row, live and removed (every tombstone: each may hold a SAP in quarantine)."""
+        return [_meter(row, LinkStats()) for row in self._db.execute(f"SELECT {_COLUMNS} FROM meters ORDER BY id")]
+
     @contextmanager
-    def _transaction(self) -> Iterator[None]:
+    def _transaction(self, *, change: bool = True) -> Iterator[None]:
+        if self.replica:
+            raise RegistryError("this gateway is standby: its registry is a copy of the primary's; "
+                                "change meters on the primary")
         self._db.execute("BEGIN IMMEDIATE")
         try:
             yield
@@ -367,6 +402,11 @@ class MeterRegistry:
             self._load()  # the in-memory index may hold half a change: rebuild it from the file
             raise
         self._db.execute("COMMIT")
+        if not change:
+            return
+        self.changes += 1
+        if self.on_change is not None:
+            self.on_change()
 
     def _require(self, sap: int) -> Meter:
         meter = self._live.get(sap)
@@ -460,11 +500,7 @@ class MeterRegistry:
             for row in self._db.execute("SELECT meter_id, frames, retries, crc_errors, last_rtt_ms FROM link_stats")
         }
         for row in self._db.execute(f"SELECT {_COLUMNS} FROM meters ORDER BY id"):
-            meter = Meter(id=row[0], sap=row[1], link=row[2], physical_address=row[3], logical_device=row[4],
-                          state=MeterState(row[5]), logical_device_name=row[6], system_title=row[7],
-                          registered_by=row[8], first_seen=row[9], last_seen=row[10], removed_at=row[11],
-                          stats=stats.get(row[0], LinkStats()), ip_address=row[12], eui64=row[13],
-                          ip_transport=row[14])
+            meter = _meter(row, stats.get(row[0], LinkStats()))
             if meter.state is MeterState.REMOVED:
                 latest = self._removed.get(meter.sap)
                 if latest is None or (meter.removed_at or 0) >= (latest.removed_at or 0):
@@ -479,3 +515,10 @@ def _columns(place: Place) -> tuple[str, int, str | None, int]:
     if isinstance(address, str):
         return link, 0, address, logical_device
     return link, address, None, logical_device
+
+
+def _meter(row: tuple[Any, ...], stats: LinkStats) -> Meter:
+    return Meter(id=row[0], sap=row[1], link=row[2], physical_address=row[3], logical_device=row[4],
+                 state=MeterState(row[5]), logical_device_name=row[6], system_title=row[7], registered_by=row[8],
+                 first_seen=row[9], last_seen=row[10], removed_at=row[11], stats=stats, ip_address=row[12],
+                 eui64=row[13], ip_transport=row[14])

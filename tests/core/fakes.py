@@ -107,6 +107,7 @@ class FakeChannel:
         self.sent: list[bytes] = []
         self.state = "open"  # open, closing (goodbye under way), closed (gone)
         self.aborted = False
+        self.last_heard: float | None = None  # the test plays a meter still sending part of an answer
 
     @property
     def association(self) -> Association:

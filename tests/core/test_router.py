@@ -171,15 +171,16 @@ def test_pipelined_apdus_reach_the_meter_in_order_and_answers_return_in_order() 
     assert [pdu.apdu for pdu in hes.received] == [AARE_ACCEPTED, get_answer(1), get_answer(2), get_answer(3)]
 
 
-def test_an_exchange_timeout_answers_an_exception_response_aborts_the_channel_and_frees_the_association() -> None:
+def test_an_exchange_timeout_answers_an_exception_response_closes_the_link_cleanly_and_frees_the_association() -> None:
     r, hes = rig(), FakeHes()
     associated(r, hes)
     r.send(hes, GET)
     r.clock.advance(EXCHANGE_TIMEOUT_S)
     assert kinds(hes.received) == [ApduKind.EXCEPTION_RESPONSE]
-    assert r.medium.opened[0].aborted and r.medium.links == {}
-    assert r.router.sessions == {} and r.drained == [True]
-    r.send(hes, AARQ)  # and the HES may associate again at once
+    assert r.medium.opened[0].state == "closing" and not r.medium.opened[0].aborted  # a goodbye, not a reset
+    r.send(hes, AARQ)  # the HES associates again at once: it waits for the goodbye
+    assert len(r.medium.opened) == 1
+    r.medium.opened[0].down(DownReason.RELEASED)
     assert len(r.medium.opened) == 2 and r.medium.opened[1].sent == [AARQ]
 
 

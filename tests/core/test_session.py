@@ -102,7 +102,7 @@ def test_pipelined_apdus_go_to_the_meter_and_back_to_the_hes_in_order_with_the_h
     assert len(r.hes.received) == 3  # every exchange ended: no timeout follows
 
 
-def test_a_silent_meter_gets_an_exception_response_per_outstanding_request_and_the_channel_aborted() -> None:
+def test_a_silent_meter_gets_an_exception_response_per_outstanding_request_and_the_link_closed_cleanly() -> None:
     r = associated()
     r.session.request(GET)
     r.session.request(GET)
@@ -111,10 +111,29 @@ def test_a_silent_meter_gets_an_exception_response_per_outstanding_request_and_t
     r.clock.advance(0.001)
     assert kinds(r.hes.received) == [ApduKind.EXCEPTION_RESPONSE] * 2
     assert all(is_exception(a, service_error=apdus.SERVICE_ERROR_OTHER_REASON) for a in r.answers())
-    assert r.channel.aborted and r.channel.state == "closed"  # no goodbye: nothing queued may reach the meter
+    # issue 13: a link given up on says goodbye (HDLC DISC), so the meter's next association starts clean;
+    # the goodbye drops what was still queued, which never reaches the meter
+    assert not r.channel.aborted and r.channel.state == "closing"
+    assert r.state() is SessionState.CLOSING
+    r.channel.down(DownReason.RELEASED)
     assert r.state() is SessionState.CLOSED and r.closed == [r.session]
     assert r.clock.armed == []  # no timer left behind
     assert r.medium.links == {}
+
+
+def test_an_answer_still_arriving_is_not_a_silent_meter() -> None:
+    # issue 13: a 4 KB GET block at 2,400 bit/s takes ~20 s while the meter answers every poll
+    r = associated()
+    r.session.request(GET)
+    for _ in range(5):  # a frame of the answer every 9 s: 45 s in all, never 10 s of silence
+        r.clock.advance(9.0)
+        r.channel.last_heard = r.clock.time()
+    assert r.hes.received == [] and r.state() is SessionState.OPEN
+    r.channel.answer(get_answer(1))
+    assert r.answers() == [get_answer(1)]
+    r.session.request(GET)
+    r.clock.advance(EXCHANGE_TIMEOUT_S)  # the meter heard before this request does not count for it
+    assert kinds(r.hes.received[1:]) == [ApduKind.EXCEPTION_RESPONSE]
 
 
 def test_a_silent_meter_turns_a_waiting_aarq_into_a_transient_rejection() -> None:

@@ -61,11 +61,11 @@ def run_cli(*args: str, socket_path: Path | None = None, env: dict[str, str] | N
 
 def write_config(path: Path, *, port: int, device: str, state_directory: Path, runtime_directory: Path,
                  meters: Sequence[tuple[int, int]] = (), identify: bool = True, flush_interval_s: float = 30.0,
-                 response_timeout_s: float = 0.2, extra: str = "") -> Path:
+                 response_timeout_s: float = 0.2, extra: str = "", listen: str = "127.0.0.1") -> Path:
     """A TOML configuration: one link `bus0` on ``device``, seeds as (SAP, physical address)."""
     text = f"""\
 [wan]
-listen = ["127.0.0.1"]
+listen = ["{listen}"]
 port = {port}
 
 [log]
@@ -97,16 +97,21 @@ class DaemonProcess:
     """`dlms-gateway run --config FILE` in its own process."""
 
     def __init__(self, directory: Path, *, device: str, meters: Sequence[tuple[int, int]] = (),
-                 identify: bool = True, flush_interval_s: float = 30.0, response_timeout_s: float = 0.2) -> None:
+                 identify: bool = True, flush_interval_s: float = 30.0, response_timeout_s: float = 0.2,
+                 extra: str = "", listen: str = "127.0.0.1", port: int | None = None,
+                 prefix: Sequence[str] = ()) -> None:
+        """``extra``: more TOML; ``prefix``: a command the daemon runs under (`ip netns exec NS`)."""
         self.directory = directory
+        directory.mkdir(parents=True, exist_ok=True)
+        self.prefix = list(prefix)
         self.state_directory = directory / "state"
         # A Unix socket path is limited to 108 bytes: keep the runtime directory short.
         self.runtime_directory = Path(tempfile.mkdtemp(prefix="gw-run-"))
-        self.port = free_tcp_port()
+        self.port = port or free_tcp_port()
         self.config_file = write_config(
             directory / "gateway.toml", port=self.port, device=device, state_directory=self.state_directory,
             runtime_directory=self.runtime_directory, meters=meters, identify=identify,
-            flush_interval_s=flush_interval_s, response_timeout_s=response_timeout_s)
+            flush_interval_s=flush_interval_s, response_timeout_s=response_timeout_s, extra=extra, listen=listen)
         self.log_file = directory / "daemon.log"
         self.process: subprocess.Popen[bytes] | None = None
         self.notifications: list[str] = []
@@ -140,7 +145,7 @@ class DaemonProcess:
         for inherited in ("WATCHDOG_USEC", "WATCHDOG_PID", "DLMS_GATEWAY_SOCKET"):
             environment.pop(inherited, None)
         started = time.monotonic()
-        self.process = subprocess.Popen([*gateway_command(), "run", "--config", str(self.config_file)],
+        self.process = subprocess.Popen([*self.prefix, *gateway_command(), "run", "--config", str(self.config_file)],
                                         stdout=self._log, stderr=subprocess.STDOUT, env=environment)
         self.wait_for_notification("READY=1", timeout=timeout)
         return time.monotonic() - started

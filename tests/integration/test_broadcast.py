@@ -148,3 +148,37 @@ async def test_a_broadcast_to_one_network_by_gateway_request_and_what_cannot_be_
     finally:
         bus.detach()
         pty.close()
+
+
+async def test_a_firmware_campaign_to_a_hundred_meters_completes_end_to_end(
+    gateway_factory: Callable[[GatewayConfig], Gateway]
+) -> None:
+    pty = open_pty()
+    meters = firmware_meters(100, loss=0.02)
+    bus = SimulatedBus(meters=meters, seed=100)
+    bus.attach(pty.master_fd)
+    image = FirmwareImage(identifier=b"SIM-FW-100", data=random.Random(100).randbytes(1500))
+    try:
+        gateway = gateway_factory(gateway_config(pty.slave_path, meters=len(meters)))
+        await gateway.start()
+        host, port = gateway.wan.addresses[0]
+        campaign = [
+            CampaignMeter(f"sap-{17 + index}", MeterClient.over(
+                GatewayChannel(host, port, meter_sap=17 + index),
+                Keys(block_cipher_key=unicast_key(index + 1), authentication_key=AUTHENTICATION_KEY,
+                     system_title=HES_TITLE)))
+            for index in range(len(meters))
+        ]
+        broadcaster = GatewayBroadcaster(host, port)
+        reports = await asyncio.to_thread(run_campaign, campaign, image, sender=BroadcastSender(BROADCAST_KEYS),
+                                          broadcaster=broadcaster)
+        broadcaster.channel.close()
+        assert [report.error for report in reports] == [None] * 100
+        assert all(report.activated and report.activated_sha256 == image.sha256 for report in reports)
+        blocks = len(broadcaster.notifications)
+        assert gateway.lines["bus0"].counters.broadcasts == blocks  # each block once for the hundred meters
+        assert sum(report.unicast_blocks for report in reports) == sum(
+            len(bus.broadcasts_lost(physical_address=meter.physical_address)) for meter in meters)
+    finally:
+        bus.detach()
+        pty.close()

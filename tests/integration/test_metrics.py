@@ -54,7 +54,9 @@ async def test_a_scrape_has_every_documented_metric_and_counts_a_read(
     families = {family.name for family in text_string_to_metric_families(body)}
     polling = {"dlms_gateway_polls", "dlms_gateway_polling_failing_meters", "dlms_gateway_mqtt_connected",
                "dlms_gateway_mqtt_buffered"}
-    assert documented_metrics() - families == polling  # what the README promises is there (polling is off)
+    pair = {"dlms_gateway_replication_sequence", "dlms_gateway_replication_change_age_seconds"}
+    # what the README promises is there (polling is off; no standby pair)
+    assert documented_metrics() - families == polling | pair
     assert families - documented_metrics() == set()  # and nothing undocumented
 
     hes = await RawHes.connect(*gw.wan.addresses[0])
@@ -109,7 +111,8 @@ def test_polling_metrics_follow_the_poller_status() -> None:
     status = {"uptime_s": 1.0, "wan": {"pdus_in": 0, "pdus_out": 0, "peers": [], "refused": {}, "cut_off": {}},
               "links": [], "sessions": 0, "rejections": 0, "meters": {}, "worker_restarts": {},
               "push_queue": {"depth": 0, "dropped": 0, "unrouted": 0, "destinations": []},
-              "push_registrations": {"registered": 0, "refused": {}}, "polling": polling}
+              "push_registrations": {"registered": 0, "refused": {}}, "polling": polling,
+              "standby": {"role": "primary", "paired": False}}
     values = {(s.name, tuple(sorted(s.labels.items()))): s.value for m in metrics_from(status) for s in m.samples}
     assert values[("dlms_gateway_polls_total", (("outcome", "failed"),))] == 2
     assert values[("dlms_gateway_polls_total", (("outcome", "ok"),))] == 7

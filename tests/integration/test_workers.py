@@ -18,7 +18,7 @@ async def test_every_long_lived_task_is_supervised(
     gateway = gateway_factory(replace(config, push=(PushConfig(name="hes"),),
                                       scan=(ScanConfig(link="bus0", interval_s=3600.0),)))
     await gateway.start()
-    tasks = [*gateway._tasks, *gateway._scans]
+    tasks = [*gateway._tasks, *gateway._scans, *gateway.line_workers.values()]  # lines: while it serves meters
     names = {task.get_name() for task in tasks}
     assert {"line-bus0", "registry-flush", "push-hes", "identify", "scan-bus0"} <= names
     for task in tasks:

@@ -38,7 +38,7 @@ async def test_export_formats_filters_and_progress(tmp_path: Path, reader_line: 
     assert gateway.poller is not None
     await gateway.poller.wait_for_polls(4, timeout_s=15)
     socket = tmp_path / "readings.sock"
-    server = ControlServer(path=socket, handlers=readings_handlers(gateway))
+    server = ControlServer(path=socket, handlers=readings_handlers(poller=gateway.poller, registry=gateway.registry))
     await server.start()
     try:
         out = tmp_path / "meter18.csv"
@@ -95,7 +95,7 @@ async def test_a_meter_that_does_not_exist_is_an_error_not_an_empty_export(
     assert gateway.poller is not None
     await gateway.poller.wait_for_polls(1, timeout_s=15)
     socket = tmp_path / "readings.sock"
-    server = ControlServer(path=socket, handlers=readings_handlers(gateway))
+    server = ControlServer(path=socket, handlers=readings_handlers(poller=gateway.poller, registry=gateway.registry))
     await server.start()
     try:
         for meter, message in (("99", "no meter with SAP 99"), ("NOBODY", "no meter named 'NOBODY'")):

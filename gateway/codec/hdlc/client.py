@@ -78,6 +78,7 @@ class HdlcClientLink:
         self.parameters: HdlcParameters | None = None
         self.frames_sent = 0
         self.frames_received = 0  # addressed to this link, whatever their state
+        self.last_heard: float | None = None  # when the meter last sent this link a frame (an answer still arriving)
         self.retries = 0  # exchanges sent again after a response timeout
         self.retransmissions = 0  # frames sent again: after a timeout, or go-back-N after the meter's F
         self._reset()
@@ -204,6 +205,7 @@ class HdlcClientLink:
         if frame.destination != self._client_address or frame.source != self._server_address:
             return []
         self.frames_received += 1
+        self.last_heard = now
         if self._state is LinkState.DISCONNECTED:
             return []
         try:

@@ -356,3 +356,11 @@ def test_split_frames_gives_back_each_frame_we_sent() -> None:
             for n in range(1, 4)]
     assert split_frames(b"".join(sent)) == sent
     assert split_frames(b"") == []
+
+
+@given(st.binary(max_size=2100))
+def test_the_fast_crc_equals_the_textbook_one(data: bytes) -> None:
+    from gateway.codec.hdlc.crc import crc16_x25_reference  # noqa: PLC0415
+
+    assert crc16_x25(data) == crc16_x25_reference(data)
+    assert crc16_x25(bytearray(data)) == crc16_x25_reference(data)
