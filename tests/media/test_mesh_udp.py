@@ -28,7 +28,7 @@ from gateway.sim.mesh_fleet import start_mesh_fleet
 from gateway.sim.mesh_model import MeshConditions
 from gateway.sim.meter import MANAGEMENT_CLIENT, PUBLIC_CLIENT, SimMeterSettings
 from gateway.sim.udp_meter import SimUdpMeter
-from tests.media.reads import EVENT_WAIT_S, MeshReader, expected_value, get_request
+from tests.media.reads import EVENT_WAIT_S, MeshReader, expected_value, get_request, public_aarq, sim_udp_meter
 
 LOOPBACK = ipaddress.IPv6Address("::1")
 DATA_NOTIFICATION = bytes.fromhex("0F00000001" + "00" + "0906" + "000102030405")
@@ -179,3 +179,32 @@ async def test_a_mesh_channel_is_busy_until_closed_and_its_release_is_heard() ->
         assert released == [association]
     finally:
         endpoint.stop()
+
+
+async def test_a_stopped_endpoint_started_again_carries_exchanges_and_hears_the_meter() -> None:
+    meter, settings = sim_udp_meter(9)
+    await meter.start("::1", 0)
+    endpoint = MeshEndpoint(name="mesh-restart")
+    try:
+        await endpoint.start(MeshBinding(host="::1", port=0))
+        endpoint.stop()  # a demotion to standby...
+        await endpoint.start(MeshBinding(host="::1", port=0))  # ... and a promotion, before the old socket's goodbye
+        assert endpoint.usable()  # the old socket's goodbye comes during the exchanges below: it must not matter
+        events: asyncio.Queue[ChannelEvent] = asyncio.Queue()
+        channel = endpoint.open(Association(client_sap=PUBLIC_CLIENT, logical_device=1,
+                                            meter=IpMeter(LOOPBACK, meter.address[1])), events.put_nowait)
+        assert channel.last_heard is None
+        channel.send_apdu(public_aarq())
+        async with asyncio.timeout(EVENT_WAIT_S):
+            aare = await events.get()
+        assert isinstance(aare, ApduReceived) and aare.apdu[:1] == b"\x61"
+        assert channel.last_heard is not None and channel.last_heard <= asyncio.get_running_loop().time()
+        channel.send_apdu(get_request(1, 2))
+        async with asyncio.timeout(EVENT_WAIT_S):
+            answer = await events.get()
+        assert isinstance(answer, ApduReceived)
+        assert xdlms.decode_xdlms(answer.apdu) == xdlms.GetResponseNormal(0xC1, expected_value(settings, 2))
+        assert endpoint.usable()
+    finally:
+        endpoint.stop()
+        meter.stop()
