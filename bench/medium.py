@@ -110,12 +110,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=20.0)
     parser.add_argument("--json", type=Path)
+    parser.add_argument("--sessions", default=",".join(map(str, SESSIONS)), help="session counts, comma-separated")
+    parser.add_argument("--profiles", default="sfsk,g3,g3:0.01", help="medium profiles (name or name:loss)")
     args = parser.parse_args()
     configure(level="warning", fmt="console")
     rows: list[dict[str, object]] = []
-    for name, loss in (("sfsk", 0.0), ("g3", 0.0), ("g3", 0.01)):
+    for profile in args.profiles.split(","):
+        name, _, loss_text = profile.partition(":")
+        loss = float(loss_text or 0.0)
         settings = MediumSettings.profile(name, frame_loss=loss, seed=1)
-        for sessions in SESSIONS:
+        for sessions in (int(count) for count in args.sessions.split(",")):
             measured = asyncio.run(run(settings, sessions, args.seconds))
             rows.append({"profile": name, "bit_rate": settings.bit_rate, "loss": loss, **measured})
     print("| medium | loss | sessions | exchanges/s | utilisation | reaction p50 / p99 ms | Jain |")

@@ -7,6 +7,8 @@ wrapper to a gateway, which relays to the meter behind ``meter_sap``.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from gateway.codec import xdlms
 from gateway.codec.hdlc import (
     ApduReceived,
@@ -21,6 +23,8 @@ from gateway.codec.hdlc import (
 )
 from gateway.codec.wrapper import ALL_STATION_WPORT, WrapperDecoder, WrapperPdu, encode
 from gateway.sim.bus import SimulatedBus
+from tests.cosem.client import Keys
+from tests.firmware_hes import CampaignMeter, MeterClient
 from tests.hes import TcpChannel
 
 MANAGEMENT_CLIENT_SAP = 1
@@ -136,3 +140,10 @@ class GatewayBroadcaster:
         notification = xdlms.decode_xdlms(answer.apdu)
         assert isinstance(notification, xdlms.DataNotification), answer.apdu.hex()
         self.notifications.append(notification)
+
+
+def gateway_campaign(host: str, port: int, *, count: int, keys: Callable[[int], Keys]) -> list[CampaignMeter]:
+    """``count`` meters at SAPs 17, 18, ... of a gateway, each with its own unicast keys (by index)."""
+    return [CampaignMeter(f"sap-{17 + index}", MeterClient.over(GatewayChannel(host, port, meter_sap=17 + index),
+                                                                keys(index)))
+            for index in range(count)]

@@ -28,6 +28,7 @@ from gateway.codec.hdlc import (
     ServerSettings,
     broadcast_apdu,
 )
+from gateway.sim.pty import FdWriter
 
 
 class ApduServer(Protocol):
@@ -89,7 +90,7 @@ class SimulatedBus:
         for meter in meters:
             self._add_station(meter.logical_device, meter.physical_address, meter.device, meter.broadcast_loss)
         self._fd: int | None = None
-        self._unsent = bytearray()
+        self._writer: FdWriter | None = None
         self.frames_in = 0
         self.frames_ignored = 0
         self.broadcasts_in = 0
@@ -161,6 +162,7 @@ class SimulatedBus:
     def attach(self, fd: int) -> None:
         """Serve the line on ``fd`` from the running event loop."""
         self._fd = fd
+        self._writer = FdWriter(fd)
         asyncio.get_running_loop().add_reader(fd, self._readable)
 
     def detach(self) -> None:
@@ -169,6 +171,7 @@ class SimulatedBus:
             loop.remove_reader(self._fd)
             loop.remove_writer(self._fd)
             self._fd = None
+            self._writer = None
 
     def _readable(self) -> None:
         assert self._fd is not None
@@ -192,24 +195,5 @@ class SimulatedBus:
             self._write(data)
 
     def _write(self, data: bytes) -> None:
-        assert self._fd is not None
-        if self._unsent:  # a slower line: keep order behind what is still queued
-            self._unsent += data
-            return
-        try:
-            written = os.write(self._fd, data)
-        except BlockingIOError:
-            written = 0
-        if written < len(data):
-            self._unsent += data[written:]
-            asyncio.get_running_loop().add_writer(self._fd, self._writable)
-
-    def _writable(self) -> None:
-        assert self._fd is not None
-        try:
-            written = os.write(self._fd, self._unsent)
-        except BlockingIOError:
-            return
-        del self._unsent[:written]
-        if not self._unsent:
-            asyncio.get_running_loop().remove_writer(self._fd)
+        assert self._writer is not None
+        self._writer.write(data)

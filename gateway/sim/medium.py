@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 
 from gateway.codec.hdlc import HdlcFrameDecoder
 from gateway.sim.bus import SimulatedBus
+from gateway.sim.pty import FdWriter
 
 BITS_PER_OCTET = 10  # 8N1 on the modem's serial side
 
@@ -80,11 +81,12 @@ class SimulatedMedium:
         self._free_at = 0.0
         self._handed_at: float | None = None  # when the last frame reached the gateway, until it answers
         self._fd: int | None = None
-        self._unsent = bytearray()
+        self._writer: FdWriter | None = None
         self.figures = MediumFigures()
 
     def attach(self, fd: int) -> None:
         self._fd = fd
+        self._writer = FdWriter(fd)
         self.figures = MediumFigures(started_at=self._clock())
         asyncio.get_running_loop().add_reader(fd, self._readable)
 
@@ -94,6 +96,7 @@ class SimulatedMedium:
             loop.remove_reader(self._fd)
             loop.remove_writer(self._fd)
             self._fd = None
+            self._writer = None
 
     def _readable(self) -> None:
         assert self._fd is not None
@@ -140,28 +143,7 @@ class SimulatedMedium:
             self._carry(raw, self._to_gateway)
 
     def _to_gateway(self, frame: bytes) -> None:
-        if self._fd is None:
+        if self._writer is None:
             return
         self._handed_at = self._clock()
-        if self._unsent:
-            self._unsent += frame
-            return
-        try:
-            written = os.write(self._fd, frame)
-        except BlockingIOError:
-            written = 0
-        except OSError:
-            return
-        if written < len(frame):
-            self._unsent += frame[written:]
-            asyncio.get_running_loop().add_writer(self._fd, self._writable)
-
-    def _writable(self) -> None:
-        assert self._fd is not None
-        try:
-            written = os.write(self._fd, self._unsent)
-        except BlockingIOError:
-            return
-        del self._unsent[:written]
-        if not self._unsent:
-            asyncio.get_running_loop().remove_writer(self._fd)
+        self._writer.write(frame)

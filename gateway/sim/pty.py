@@ -3,6 +3,7 @@ pyserial exactly like /dev/ttyUSB0; the simulated meters sit on the master side.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import tty
@@ -28,3 +29,36 @@ def open_pty() -> PtyPair:
     tty.setraw(master_fd)
     os.set_blocking(master_fd, False)
     return PtyPair(master_fd=master_fd, slave_fd=slave_fd, slave_path=os.ttyname(slave_fd))
+
+
+class FdWriter:
+    """Writes to a non-blocking descriptor (a pty master) from the event loop, in order, never blocking."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+        self._unsent = bytearray()
+
+    def write(self, data: bytes) -> None:
+        if self._unsent:  # a slower reader: keep order behind what is still queued
+            self._unsent += data
+            return
+        try:
+            written = os.write(self.fd, data)
+        except BlockingIOError:
+            written = 0
+        except OSError:  # EIO: nobody holds the other side open right now
+            return
+        if written < len(data):
+            self._unsent += data[written:]
+            asyncio.get_running_loop().add_writer(self.fd, self._writable)
+
+    def _writable(self) -> None:
+        try:
+            written = os.write(self.fd, self._unsent)
+        except BlockingIOError:
+            return
+        except OSError:
+            written = len(self._unsent)
+        del self._unsent[:written]
+        if not self._unsent:
+            asyncio.get_running_loop().remove_writer(self.fd)

@@ -6,30 +6,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from tests.cosem.test_fuzz import mutated
 from tests.fuzz.seeds import seeds
 from tests.fuzz.targets import TARGETS
 
 SEEDS = seeds()
-
-
-def mutated(inputs: list[bytes]) -> st.SearchStrategy[bytes]:
-    """A seed with a few bytes flipped, cut or inserted."""
-
-    @st.composite
-    def build(draw: st.DrawFn) -> bytes:
-        data = bytearray(draw(st.sampled_from(inputs)))
-        for _ in range(draw(st.integers(1, 4))):
-            where = draw(st.integers(0, len(data)))
-            match draw(st.sampled_from(["flip", "cut", "insert"])):
-                case "flip" if where < len(data):
-                    data[where] = draw(st.integers(0, 255))
-                case "cut":
-                    del data[where:]
-                case _:
-                    data[where:where] = draw(st.binary(min_size=1, max_size=4))
-        return bytes(data)
-
-    return build()
 
 
 @pytest.mark.parametrize("name", sorted(TARGETS))

@@ -21,8 +21,8 @@ from gateway.daemon import Gateway
 from gateway.sim.bus import SimulatedBus
 from gateway.sim.pty import open_pty
 from tests.cosem.client import Keys
-from tests.firmware_channels import GatewayBroadcaster, GatewayChannel
-from tests.firmware_hes import BroadcastSender, CampaignMeter, FirmwareImage, MeterClient, run_campaign
+from tests.firmware_channels import GatewayBroadcaster, gateway_campaign
+from tests.firmware_hes import BroadcastSender, FirmwareImage, run_campaign
 from tests.integration.conftest import gateway_config
 from tests.integration.rawhes import GET_LDN, PUBLIC_AARQ, RawHes
 from tests.sim.firmware_fleet import (
@@ -36,6 +36,11 @@ from tests.sim.firmware_fleet import (
 
 IMAGE = FirmwareImage(identifier=b"SIM-FW-3.3.0", data=random.Random(4060).randbytes(3000))
 MANAGEMENT_CLIENT = 1  # the management client sends the broadcasts
+
+
+def meter_keys(index: int) -> Keys:
+    """The head-end's keys for the meter at SAP 17 + index (each meter has its own unicast key)."""
+    return Keys(block_cipher_key=unicast_key(index + 1), authentication_key=AUTHENTICATION_KEY, system_title=HES_TITLE)
 
 
 def sent_on(notification: xdlms.DataNotification) -> tuple[int, int]:
@@ -55,13 +60,7 @@ async def test_a_firmware_campaign_broadcast_through_the_gateway(
         gateway = gateway_factory(gateway_config(pty.slave_path, meters=len(meters)))
         await gateway.start()
         host, port = gateway.wan.addresses[0]
-        campaign = [
-            CampaignMeter(f"sap-{17 + index}", MeterClient.over(
-                GatewayChannel(host, port, meter_sap=17 + index),
-                Keys(block_cipher_key=unicast_key(index + 1), authentication_key=AUTHENTICATION_KEY,
-                     system_title=HES_TITLE)))
-            for index in range(len(meters))
-        ]
+        campaign = gateway_campaign(host, port, count=len(meters), keys=meter_keys)
         broadcaster = GatewayBroadcaster(host, port)
         reports = await asyncio.to_thread(run_campaign, campaign, IMAGE, sender=BroadcastSender(BROADCAST_KEYS),
                                           broadcaster=broadcaster)
@@ -162,13 +161,7 @@ async def test_a_firmware_campaign_to_a_hundred_meters_completes_end_to_end(
         gateway = gateway_factory(gateway_config(pty.slave_path, meters=len(meters)))
         await gateway.start()
         host, port = gateway.wan.addresses[0]
-        campaign = [
-            CampaignMeter(f"sap-{17 + index}", MeterClient.over(
-                GatewayChannel(host, port, meter_sap=17 + index),
-                Keys(block_cipher_key=unicast_key(index + 1), authentication_key=AUTHENTICATION_KEY,
-                     system_title=HES_TITLE)))
-            for index in range(len(meters))
-        ]
+        campaign = gateway_campaign(host, port, count=len(meters), keys=meter_keys)
         broadcaster = GatewayBroadcaster(host, port)
         reports = await asyncio.to_thread(run_campaign, campaign, image, sender=BroadcastSender(BROADCAST_KEYS),
                                           broadcaster=broadcaster)

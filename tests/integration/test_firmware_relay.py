@@ -17,8 +17,8 @@ from gateway.daemon import Gateway
 from gateway.sim.bus import SimulatedBus
 from gateway.sim.pty import open_pty
 from tests.cosem.client import Keys
-from tests.firmware_channels import GatewayChannel
-from tests.firmware_hes import BroadcastSender, CampaignMeter, FirmwareImage, MeterClient, run_campaign
+from tests.firmware_channels import gateway_campaign
+from tests.firmware_hes import BroadcastSender, FirmwareImage, run_campaign
 from tests.integration.conftest import gateway_config
 from tests.sim.firmware_fleet import (
     AUTHENTICATION_KEY,
@@ -47,13 +47,8 @@ async def test_a_campaign_through_the_relay(
         gateway = gateway_factory(gateway_config(pty.slave_path))
         await gateway.start()
         host, port = gateway.wan.addresses[0]
-        campaign = [
-            CampaignMeter(f"sap-{17 + index}", MeterClient.over(
-                GatewayChannel(host, port, meter_sap=17 + index),
-                Keys(block_cipher_key=unicast_key(index + 1), authentication_key=AUTHENTICATION_KEY,
-                     system_title=HES_TITLE)))
-            for index in range(len(meters))
-        ]
+        campaign = gateway_campaign(host, port, count=len(meters), keys=lambda index: Keys(
+            block_cipher_key=unicast_key(index + 1), authentication_key=AUTHENTICATION_KEY, system_title=HES_TITLE))
         loop = asyncio.get_running_loop()
 
         def broadcaster(apdu: bytes) -> None:
