@@ -99,7 +99,9 @@ class GatewayProtocol:
         self._router = router
         self._lookup = lookup
         self._broadcasts = broadcasts
-        self._peers: dict[HesPeer, dict[tuple[int, bytes, int], GatewayPeer]] = {}
+        # id(HES connection) -> its gateway peers by (network, address, wPort); a HesPeer need not be hashable,
+        # and each peer holds its owner, so an id is never reused while its entry lives
+        self._peers: dict[int, dict[tuple[int, bytes, int], GatewayPeer]] = {}
         self._log_limit = log_limit or LogLimiter()
         self.requests = 0
         self.refusals = 0
@@ -153,15 +155,15 @@ class GatewayProtocol:
         owner.send(WrapperPdu(source=pdu.destination, destination=pdu.source, apdu=apdu))
 
     def hes_disconnected(self, owner: HesPeer) -> None:
-        for peer in self._peers.pop(owner, {}).values():
+        for peer in self._peers.pop(id(owner), {}).values():
             self._router.hes_disconnected(peer)
         self._router.hes_disconnected(owner)
 
     def peers_of(self, owner: HesPeer) -> list[GatewayPeer]:
-        return list(self._peers.get(owner, {}).values())
+        return list(self._peers.get(id(owner), {}).values())
 
     def _peer(self, owner: HesPeer, request: gateway_pdu.GatewayPdu, *, gateway_wport: int) -> GatewayPeer | None:
-        peers = self._peers.setdefault(owner, {})
+        peers = self._peers.setdefault(id(owner), {})
         key = (request.network_id, request.physical_address, gateway_wport)
         peer = peers.get(key)
         if peer is None:

@@ -14,7 +14,8 @@ from pathlib import Path
 CORPUS = Path(__file__).parent / "corpus"
 
 
-TARGET_NAMES = ("aare_rejected", "management", "meter_line", "router")  # test_targets.py checks this list
+# test_targets.py checks this list
+TARGET_NAMES = ("aare_rejected", "gateway_protocol", "management", "meter_line", "router")
 
 
 def main() -> int:

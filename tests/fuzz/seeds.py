@@ -76,6 +76,20 @@ def seeds() -> dict[str, list[bytes]]:
                 WrapperPdu(source=16, destination=5, apdu=WIDE_ARC_AARQ),
             )),
         ],
+        "gateway_protocol": [
+            b"".join(encode(pdu) for pdu in (
+                WrapperPdu(source=16, destination=1, apdu=bytes.fromhex("e6010111") + public_aarq()),
+                WrapperPdu(source=16, destination=1, apdu=bytes.fromhex("e6010111") + get(LOGICAL_DEVICE_NAME)),
+                WrapperPdu(source=16, destination=1, apdu=bytes.fromhex("e6090111") + public_aarq()),
+                WrapperPdu(source=16, destination=1, apdu=bytes.fromhex("e601050011")),
+            )),
+            b"".join(encode(pdu) for pdu in (
+                WrapperPdu(source=1, destination=0x7F, apdu=bytes.fromhex("db08") + bytes(40)),
+                WrapperPdu(source=1, destination=1, apdu=bytes.fromhex("e601023fffdb08") + bytes(8)),
+                WrapperPdu(source=1, destination=0x7F, apdu=public_aarq()),
+                WrapperPdu(source=16, destination=1, apdu=get(SAP_ASSIGNMENT, 17)),
+            )),
+        ],
     }
 
 

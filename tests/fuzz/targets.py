@@ -18,10 +18,13 @@ from pathlib import Path
 from typing import Any
 
 from gateway.codec import acse
+from gateway.codec import gateway as gateway_pdu
 from gateway.codec.apdu import PUSH_TAGS
 from gateway.codec.hdlc import HdlcAddress, HdlcClientLink, HdlcFrame, LinkSettings, encode_frame
 from gateway.codec.wrapper import WrapperDecoder, WrapperError, WrapperPdu
 from gateway.config import LinkConfig, RelayConfig
+from gateway.core.broadcast import BroadcastRelay
+from gateway.core.gateway_protocol import GatewayProtocol, GatewayRefusal
 from gateway.core.management import ManagementDevice
 from gateway.core.rejections import aare_rejected
 from gateway.core.router import MeterRoute, Router
@@ -32,6 +35,7 @@ from gateway.registry.database import open_database
 from gateway.registry.store import MeterRegistry
 
 # Tags a logical device or the relay may answer a HES with (Green Book 9.5).
+DATA_NOTIFICATION_TAG = 0x0F  # the gateway's own word that a broadcast has left
 ANSWER_TAGS = frozenset({0x61, 0x63, 0xC4, 0xC5, 0xC7, 0xCC, 0xCD, 0xCF, 0xD8, 0xDB})
 MAX_LINE_BUFFER = 4096  # the HDLC decoder may hold at most about one largest frame between reads
 METER = HdlcAddress.server(logical_device=1, physical_address=17)
@@ -231,9 +235,58 @@ def router(data: bytes) -> None:
     _run(_router(data))
 
 
+# -- the gateway protocol (E6/E7) and the broadcast path in front of the router -----------------------
+
+
+def _answer_or_notification(apdu: bytes) -> bool:
+    """A DLMS answer, the gateway's broadcast notification, or either inside a gateway-response."""
+    if apdu[:1] == bytes((gateway_pdu.GATEWAY_RESPONSE,)):
+        return _answer_or_notification(gateway_pdu.decode(apdu).apdu)
+    return bool(apdu) and (apdu[0] in ANSWER_TAGS or apdu[0] == DATA_NOTIFICATION_TAG)
+
+
+async def _gateway_protocol(data: bytes) -> None:
+    transport = _MemoryTransport()
+
+    async def opener(factory: Callable[[], asyncio.Protocol]) -> asyncio.Transport:
+        factory().connection_made(transport)
+        return transport
+
+    config = LinkConfig(name="bus0", device="/dev/null", baudrate=10_000_000, response_timeout_s=30.0)
+    line = MeterLine(config=config, opener=opener)
+    await line.open()
+    routes = {17: MeterRoute(sap=17, network="bus0", address=17)}
+    router = Router(lookup=routes.get, media={"bus0": SerialMedium(line)}, relay=RelayConfig(exchange_timeout_s=30.0),
+                    scheduler=asyncio.get_running_loop(), management=_management())
+
+    def lookup(network_id: int, address: bytes, logical_device: int) -> int | GatewayRefusal:
+        if network_id != 1:
+            return GatewayRefusal.UNKNOWN_NETWORK
+        return 17 if (address, logical_device) == (b"\x11", 1) else GatewayRefusal.UNKNOWN_METER
+
+    layer = GatewayProtocol(router=router, lookup=lookup, broadcasts=BroadcastRelay(networks={1: line}))
+    hes = _Peer()
+    try:
+        pdus = WrapperDecoder().feed(data)
+    except WrapperError:
+        pdus = []
+    for pdu in pdus:
+        layer.pdu_from_hes(hes, pdu)
+    await asyncio.sleep(0)  # broadcasts that left answer from a timer: let them
+    for answer in hes.sent:
+        assert _answer_or_notification(answer.apdu), answer
+    layer.hes_disconnected(hes)
+    line.close()
+
+
+def gateway_protocol(data: bytes) -> None:
+    _run(_gateway_protocol(data))
+
+
 TARGETS = {target.name: target for target in (
     Target("aare_rejected", aare_for_any_aarq),
     Target("meter_line", meter_line),
     Target("management", management),
     Target("router", router),
+    Target("gateway_protocol", gateway_protocol),
 )}
