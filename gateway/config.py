@@ -96,6 +96,7 @@ class MeterConfig:
 class RelayConfig:
     exchange_timeout_s: float = 10.0  # the HES gets an exception-response after this
     association_idle_s: float = 300.0  # an association with no traffic is released (DISC)
+    priority_classes: tuple[int, ...] = (70,)  # plain ACTIONs on these interface classes go first (70: disconnect)
     gateway_any_address: bool = False  # gateway-requests may name unregistered addresses (registered, bounded)
 
 

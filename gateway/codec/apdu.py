@@ -88,6 +88,21 @@ def kind_of(apdu: bytes) -> ApduKind | None:
     return _KIND_BY_TAG.get(apdu[0]) if apdu else None
 
 
+ACTION_REQUEST = 0xC3  # Green Book 9.5, action-request
+ACTION_REQUEST_NORMAL = 0x01  # its choice: one method, no block
+DISCONNECT_CONTROL_CLASS = 70  # Blue Book, Disconnect control: remote_disconnect / remote_reconnect
+
+
+def plain_action_class(apdu: bytes) -> int | None:
+    """The interface class an unciphered action-request-normal names (C3 01 invoke class-id ...), else None.
+
+    Ciphered APDUs are never opened: they answer None and keep normal priority.
+    """
+    if len(apdu) >= 5 and apdu[0] == ACTION_REQUEST and apdu[1] == ACTION_REQUEST_NORMAL:
+        return int.from_bytes(apdu[3:5], "big")
+    return None
+
+
 def is_push(apdu: bytes) -> bool:
     """True for an APDU a meter sends unsolicited (event/data notification, plain or ciphered)."""
     if not apdu:

@@ -124,6 +124,9 @@ class MeterChannel(Protocol):
     def send_apdu(self, apdu: bytes) -> None:
         """Queue an APDU for the meter, byte for byte. Raises ChannelError once the channel is down."""
 
+    def prioritize(self) -> None:
+        """Serve this channel's next exchange before those of the others waiting for the medium."""
+
     def close(self) -> bool:
         """Release gracefully; True if gone at once, False if ChannelDown follows."""
         ...

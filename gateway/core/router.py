@@ -155,6 +155,7 @@ class Router:
             medium=medium,
             scheduler=self._scheduler,
             exchange_timeout_s=self.relay.exchange_timeout_s,
+            priority_classes=frozenset(self.relay.priority_classes),
             # the meter's own idle limit (HDLC inactivity timeout) or the relay's, whichever is first
             idle_timeout_s=min(self.relay.association_idle_s, medium.idle_timeout_s),
             on_closed=self._session_closed,

@@ -86,6 +86,7 @@ class MeterSession:
         medium: MeterMedium,
         scheduler: Scheduler,
         exchange_timeout_s: float,
+        priority_classes: frozenset[int] = frozenset({apdus.DISCONNECT_CONTROL_CLASS}),
         idle_timeout_s: float,
         on_closed: Callable[[MeterSession], None],
         peer_log: LogLimiter,
@@ -101,6 +102,7 @@ class MeterSession:
         self.counters = SessionCounters()
         self._scheduler = scheduler
         self._exchange_timeout_s = exchange_timeout_s
+        self._priority_classes = priority_classes  # plain ACTIONs on these interface classes go first
         self._on_closed = on_closed
         self._peer_log = peer_log  # every line here is one a HES can trigger at will: bounded per HES and event
         self._observer = observer
@@ -147,6 +149,8 @@ class MeterSession:
         self._outstanding.append(apdu if apdus.kind_of(apdu) is ApduKind.AARQ else apdu[:1])
         self.counters.apdus_to_meter += 1
         self.channel.send_apdu(apdu)
+        if apdus.plain_action_class(apdu) in self._priority_classes:  # e.g. a remote disconnect: it goes first
+            self.channel.prioritize()
         if self._exchange_timer is None:
             self._arm_exchange_timer()
         self._touch()

@@ -111,6 +111,7 @@ class MeterLine:
         self.current: _LineProtocol | None = None  # the protocol of the open device
         self._links: dict[_Key, tuple[HdlcClientLink, LinkListener]] = {}
         self._order: list[_Key] = []  # relay links, round-robin order
+        self._urgent: set[_Key] = set()  # relay links whose next exchange goes first (a disconnect command)
         self._background: list[_Key] = []  # legacy polling links, served when the relay is idle
         self._next = 0
         self._held_by: _Key | None = None
@@ -218,6 +219,7 @@ class MeterLine:
         if key is None:
             return
         del self._links[key]
+        self._urgent.discard(key)
         self._cancel_timer(key)
         if key in self._background:
             self._background.remove(key)
@@ -244,6 +246,12 @@ class MeterLine:
 
     def has_link(self, *, client_sap: int, upper: int, lower: int | None) -> bool:
         return _key(client_sap=client_sap, upper=upper, lower=lower) in self._links
+
+    def prioritize(self, link: HdlcClientLink) -> None:
+        """This link's next exchange goes before the round-robin turn of the others."""
+        key = next((k for k, (candidate, _) in self._links.items() if candidate is link), None)
+        if key is not None and key in self._order:
+            self._urgent.add(key)
 
     def has_link_to(self, lower: int | None) -> bool:
         """A data link to this physical meter exists, whatever its client SAP and logical device."""
@@ -292,6 +300,13 @@ class MeterLine:
         if self._broadcasts and (self._relay_turns_owed <= 0 or not self._relay_waits()):
             self._send_broadcast()  # relay exchanges still get their share between broadcast frames
             return
+        for key in list(self._urgent):  # a disconnect command does not wait for everyone's turn
+            link = self._links[key][0] if key in self._links else None
+            if link is None or link.wants_medium:
+                self._urgent.discard(key)
+            if link is not None and link.wants_medium:
+                self._grant(key, link)
+                return
         count = len(self._order)
         for step in range(count):
             index = (self._next + step) % count

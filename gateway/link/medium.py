@@ -192,6 +192,11 @@ class LineChannel:
             raise ChannelError(str(exc)) from None
         self._line.wake()
 
+    def prioritize(self) -> None:
+        if self._attached:
+            self._line.prioritize(self.link)
+            self._line.wake()
+
     def close(self) -> bool:
         if self._attached and self.link.state is LinkState.CONNECTED and self._line.is_open:
             self.link.disconnect()

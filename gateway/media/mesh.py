@@ -66,6 +66,9 @@ class MeshChannel:
     def send_apdu(self, apdu: bytes) -> None:
         self._endpoint.send_apdu(self._association, apdu)
 
+    def prioritize(self) -> None:
+        self._endpoint.prioritize(self._association)
+
     def close(self) -> bool:
         """Gone at once: a wrapper association has no data-link goodbye (the RLRQ/RLRE was the goodbye)."""
         self.abort()
@@ -178,6 +181,10 @@ class MeshEndpoint:
         if association not in self._listeners:
             raise ChannelError(f"channel {association} is closed")
         self._run(self.network.send_apdu(association, apdu, now=self._now()), deferred=True)
+
+    def prioritize(self, association: Association) -> None:
+        """This channel's next exchange takes the next free slot of the network."""
+        self.network.prioritize(association)
 
     def close_channel(self, association: Association) -> None:
         """Close a channel; no event follows (but `on_released` listeners hear of it)."""

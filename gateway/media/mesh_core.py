@@ -155,6 +155,13 @@ class MeshNetwork:
             self._wait_turn(channel)
         return self._start_exchanges(now=now)
 
+    def prioritize(self, association: Association) -> None:
+        """Move a channel waiting for a slot to the front of the turn (a disconnect command goes first)."""
+        channel = self._channels.get(association)
+        if channel is not None and channel.waiting:
+            self._waiting.remove(channel)
+            self._waiting.appendleft(channel)
+
     def close(self, association: Association, *, now: float) -> list[MeshAction]:
         """Close a channel (no event); its free slot goes to the next channel waiting."""
         channel = self._channels.get(association)

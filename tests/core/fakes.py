@@ -108,6 +108,7 @@ class FakeChannel:
         self.state = "open"  # open, closing (goodbye under way), closed (gone)
         self.aborted = False
         self.last_heard: float | None = None  # the test plays a meter still sending part of an answer
+        self.prioritized = 0  # how often the core asked this channel's next exchange to go first
 
     @property
     def association(self) -> Association:
@@ -117,6 +118,9 @@ class FakeChannel:
         if self.state != "open":
             raise ChannelError(f"send_apdu on a {self.state} channel")
         self.sent.append(apdu)
+
+    def prioritize(self) -> None:
+        self.prioritized += 1
 
     def close(self) -> bool:
         if self.state != "open":

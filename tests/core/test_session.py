@@ -253,3 +253,17 @@ def test_answers_carry_the_sessions_wports() -> None:
     r.session.request(GET)
     r.channel.answer(get_answer(3))
     assert r.hes.received == [WrapperPdu(source=40, destination=16, apdu=get_answer(3))]
+
+
+def test_a_plain_disconnect_action_asks_to_go_first_a_ciphered_one_cannot_be_told_apart() -> None:
+    # issue 13: a critical command recognisable in a plain APDU jumps the queue; ciphered APDUs are never opened
+    r = associated()
+    disconnect = bytes.fromhex("c301c1" "0046" "0000600a00ff" "01" "01" "0f00")  # remote_disconnect, class 70
+    read = bytes.fromhex("c301c1" "0003" "0100010800ff" "01" "00")  # an ACTION on a register (class 3)
+    ciphered = bytes.fromhex("cb30") + bytes(20)  # glo-action-request: whatever it holds, normal priority
+    for apdu in (read, ciphered):
+        r.session.request(apdu)
+    assert r.channel.prioritized == 0
+    r.session.request(disconnect)
+    assert r.channel.prioritized == 1
+    assert r.channel.sent[-3:] == [read, ciphered, disconnect]  # byte for byte, whatever the priority

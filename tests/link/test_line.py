@@ -190,3 +190,21 @@ async def test_undefined_frames_are_dropped_counted_and_the_rest_of_the_read_goe
     assert pushes == [notification]
     assert harness.line.counters.frames_undefined == len(UNDEFINED_FRAMES)
     assert harness.line.counters.frames_failed == 0
+
+
+async def test_a_prioritized_link_is_served_before_the_round_robin_turn_of_the_others(harness: Harness) -> None:
+    clients = [Client(harness.line, physical_address=17 + i) for i in range(4)]
+    for client in clients:
+        assert isinstance(await client.connect(), LinkUp)
+    harness.devices[0].line_log.clear()
+    for index in (0, 1, 2):  # three requests waiting for the medium, in this order...
+        clients[index].link.send_apdu(bytes([0xC0, index]))
+    clients[3].link.send_apdu(b"\xc3\x01")
+    harness.line.prioritize(clients[3].link)  # ...and a disconnect command that goes first
+    harness.line.wake()
+    for client in clients:
+        event = await client.next_event()
+        assert isinstance(event, ApduReceived)
+    served = harness.devices[0].line_log[:4]
+    assert served[0] == b"M3"  # the prioritized one, though it asked last
+    assert sorted(served[1:]) == [b"M0", b"M1", b"M2"]
