@@ -60,6 +60,7 @@ class LinkConfig:
     reopen_interval_s: float = 1.0  # a lost device is tried again this often (udev "add" reopens at once)
     network_id: int = -1  # the gateway protocol's network id (E6/E7); -1: 1 + its place among [[links]]
     broadcast_share: float = 0.5  # at most this share of the line for broadcasts while relay exchanges wait
+    max_waiting: int = 64  # data links waiting for the medium; beyond, a new association is refused (transient)
 
 
 @dataclass(frozen=True, slots=True)
@@ -315,6 +316,8 @@ def _check(config: GatewayConfig, problems: Problems) -> None:
             fail(table, index, "network_id", f"network {network} is already {seen_networks[network]!r}'s")
         seen_networks.setdefault(network, network_name)
     for index, link in enumerate(config.links):
+        if link.max_waiting < 1:
+            fail("links", index, "max_waiting", "must be >= 1")
         if not 0.05 <= link.broadcast_share <= 1.0:
             fail("links", index, "broadcast_share", "must be 0.05..1.0")
     _check_meshes(config, fail)

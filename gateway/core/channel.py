@@ -150,6 +150,10 @@ class MeterMedium(Protocol):
         """Whether the medium can carry an exchange now (port open, socket bound)."""
         ...
 
+    def congested(self) -> bool:
+        """Whether the medium's queue is full: a new association would only wait, so it is refused for now."""
+        ...
+
     def busy(self, association: Association) -> bool:
         """Whether the meter's data link is taken (a serial line keeps one per physical meter): wait, or refuse."""
         ...

@@ -137,6 +137,9 @@ class Router:
         if not medium.usable():
             self._reject(owner, pdu, "meter network down", transient=True)
             return
+        if medium.congested():  # a bounded queue: a clear refusal now beats an exchange timeout later
+            self._reject(owner, pdu, "meter network congested", transient=True)
+            return
         association = Association(client_sap=client_sap, logical_device=route.logical_device, meter=route.address)
         if medium.busy(association):
             # the gateway's own short link (identity read, ping, scan) or a data link still closing:

@@ -120,6 +120,9 @@ class SerialMedium:
     def usable(self) -> bool:
         return self.line.is_open
 
+    def congested(self) -> bool:
+        return self.line.waiting() >= self.line.config.max_waiting
+
     def busy(self, association: Association) -> bool:
         """One data link per physical meter at a time (issue 13): many meters keep one HDLC connection only,
         and a second one (another client SAP, or the gateway's own read) would drop the first."""

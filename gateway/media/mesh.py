@@ -152,6 +152,9 @@ class MeshEndpoint:
     def usable(self) -> bool:
         return self._transport is not None and not self._transport.is_closing()
 
+    def congested(self) -> bool:
+        return self.network.queued >= self.network.settings.max_queued
+
     def busy(self, association: Association) -> bool:
         return association in self._listeners
 

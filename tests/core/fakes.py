@@ -162,6 +162,7 @@ class FakeMedium:
     name: str = "bus0"
     idle_timeout_s: float = 120.0
     up: bool = True
+    full: bool = False  # its queue is full
     goodbye: bool = True  # close() says goodbye (HDLC: DISC) rather than ending at once
     links: dict[Association, object] = field(default_factory=dict)
     opened: list[FakeChannel] = field(default_factory=list)
@@ -170,6 +171,9 @@ class FakeMedium:
 
     def usable(self) -> bool:
         return self.up
+
+    def congested(self) -> bool:
+        return self.full
 
     def busy(self, association: Association) -> bool:
         return association in self.links

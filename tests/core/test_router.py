@@ -138,6 +138,22 @@ def test_a_medium_that_is_down_refuses_transiently() -> None:
     assert aare_result(hes.received[0].apdu) is acse.AssociationResult.REJECTED_TRANSIENT
 
 
+def test_a_congested_medium_refuses_a_new_association_transiently_and_opens_nothing() -> None:
+    # issue 13: a bounded queue per line, with a clear rejection when it is full
+    r, hes = rig(), FakeHes()
+    associated(r, hes)
+    r.medium.full = True
+    other = FakeHes(peer="198.51.100.2:1", peer_address="198.51.100.2")
+    r.send(other, AARQ, client_sap=32)
+    assert aare_result(other.received[0].apdu) is acse.AssociationResult.REJECTED_TRANSIENT
+    assert len(r.medium.opened) == 1
+    r.send(hes, GET)  # an association already open goes on
+    assert r.medium.opened[0].sent[-1] == GET
+    r.medium.full = False
+    r.send(other, AARQ, client_sap=32)
+    assert len(r.medium.opened) == 2
+
+
 def test_an_association_held_by_one_hes_is_refused_to_another() -> None:
     r, first, second = rig(), FakeHes(), FakeHes(peer="198.51.100.2:1")
     associated(r, first)

@@ -208,3 +208,21 @@ async def test_a_prioritized_link_is_served_before_the_round_robin_turn_of_the_o
     served = harness.devices[0].line_log[:4]
     assert served[0] == b"M3"  # the prioritized one, though it asked last
     assert sorted(served[1:]) == [b"M0", b"M1", b"M2"]
+
+
+async def test_the_serial_medium_is_congested_once_as_many_links_wait_as_configured(harness: Harness) -> None:
+    from dataclasses import replace  # noqa: PLC0415
+
+    from gateway.link.medium import SerialMedium  # noqa: PLC0415
+
+    harness.line.config = replace(harness.line.config, max_waiting=2)
+    medium = SerialMedium(harness.line)
+    clients = [Client(harness.line, physical_address=17 + i) for i in range(3)]
+    assert not medium.congested()
+    clients[0].link.connect()
+    clients[1].link.connect()  # two links want the line (no wake yet: nothing has been granted)
+    assert medium.congested()
+    harness.line.wake()
+    for client in clients[:2]:
+        assert isinstance(await client.next_event(), LinkUp)
+    assert not medium.congested()  # both served: the queue drained
