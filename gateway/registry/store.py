@@ -26,6 +26,8 @@ ALL_STATION_SAP = 0x7F  # Green Book reserved wPort: all-station (the gateway's 
 PUBLIC_CLIENT_SAP = 16
 
 
+LAST_SEEN_RESOLUTION_S = 1.0  # a meter's in-memory last_seen moves at most this often (flush writes the newest)
+
 class RegistryError(Exception):
     """A registration the registry refuses (the message says why, for the operator)."""
 
@@ -310,15 +312,21 @@ class MeterRegistry:
 
     def seen(self, sap: int, *, rtt_ms: float | None = None, frames: int = 0, retries: int = 0,
              crc_errors: int = 0) -> None:
-        """Note traffic from a meter (memory only until ``flush``)."""
-        self.count_traffic(sap, rtt_ms=rtt_ms, frames=frames, retries=retries, crc_errors=crc_errors)
+        """Note traffic from a meter (memory only until ``flush``).
+
+        Called for every APDU a meter answers: it costs a dictionary write, and the in-memory meter is
+        renewed at most once a LAST_SEEN_RESOLUTION_S (what a person reads is to the second anyway).
+        """
+        if rtt_ms is not None or frames or retries or crc_errors:
+            self.count_traffic(sap, rtt_ms=rtt_ms, frames=frames, retries=retries, crc_errors=crc_errors)
         meter = self._live.get(sap)
         if meter is None or self.replica:
             return
         now = self._clock()
-        first_seen = meter.first_seen if meter.first_seen is not None else now
-        self._live[sap] = replace(meter, last_seen=now, first_seen=first_seen)
         self._dirty_seen[sap] = now
+        if meter.first_seen is None or meter.last_seen is None or now - meter.last_seen >= LAST_SEEN_RESOLUTION_S:
+            first_seen = meter.first_seen if meter.first_seen is not None else now
+            self._live[sap] = replace(meter, last_seen=now, first_seen=first_seen)
 
     def count_traffic(self, sap: int, *, rtt_ms: float | None = None, frames: int = 0, retries: int = 0,
                       crc_errors: int = 0) -> None:
@@ -347,6 +355,10 @@ class MeterRegistry:
                 meter = self._live.get(sap)
                 if meter is None:
                     continue
+                last_seen = self._dirty_seen.get(sap, meter.last_seen)
+                if last_seen != meter.last_seen:  # seen again within the resolution: the newest time is written
+                    meter = replace(meter, last_seen=last_seen)
+                    self._live[sap] = meter
                 self._db.execute("UPDATE meters SET first_seen = ?, last_seen = ? WHERE id = ?",
                                  (meter.first_seen, meter.last_seen, meter.id))
                 s = meter.stats

@@ -248,3 +248,20 @@ def test_the_all_station_sap_is_never_a_meters(tmp_path: Path, clock: Clock) -> 
     with pytest.raises(ConfigError, match="all-station"):
         parse_config('[[links]]\nname = "bus0"\ndevice = "/dev/null"\n[[meters]]\nsap = 127\nlink = "bus0"\n'
                      "physical_address = 17\n")
+
+
+def test_seen_per_apdu_is_cheap_yet_the_newest_time_is_written(registry: MeterRegistry, db_path: Path,
+                                                               clock: Clock) -> None:
+    meter = registry.register(link="bus0", physical_address=40)
+    registry.seen(meter.sap)
+    first = clock.now
+    clock.now += 0.4
+    registry.seen(meter.sap)  # within the resolution: the meter in memory is not renewed for each APDU
+    assert registry.get(meter.sap).last_seen == first  # type: ignore[union-attr]
+    assert registry.get(meter.sap).stats.frames == 0  # type: ignore[union-attr]  # an APDU is not a frame
+    registry.flush()
+    assert reopen(db_path, clock).get(meter.sap).last_seen == first + 0.4  # type: ignore[union-attr]
+    assert registry.get(meter.sap).last_seen == first + 0.4  # type: ignore[union-attr]
+    clock.now += 5.0
+    registry.seen(meter.sap)  # past the resolution: at once
+    assert registry.get(meter.sap).last_seen == clock.now  # type: ignore[union-attr]
