@@ -27,7 +27,7 @@ from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from bench.harness import GET_LDN, PUBLIC_AARQ, percentile
+from bench.harness import GET_LDN, PUBLIC_AARQ, percentile, wait_for_wan
 from gateway.codec.hdlc import HdlcAddress, HdlcFrame, encode_frame
 from gateway.codec.wrapper import WrapperDecoder, WrapperPdu, encode
 from gateway.sim.bus import SimMeter, SimulatedBus
@@ -69,15 +69,7 @@ def gateway(device: str, port: int, log_file: Path) -> Iterator[subprocess.Popen
             process = subprocess.Popen([sys.executable, "-m", "gateway.cli.main", "run", "--config", str(config)],
                                        stdout=out, stderr=subprocess.STDOUT)
             try:
-                deadline = time.monotonic() + 20
-                while True:
-                    try:
-                        socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                        break
-                    except OSError:
-                        if time.monotonic() > deadline or process.poll() is not None:
-                            raise RuntimeError("gateway did not start") from None
-                        time.sleep(0.05)
+                wait_for_wan(port, process)
                 yield process
             finally:
                 process.terminate()

@@ -62,6 +62,19 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def wait_for_wan(port: int, process: subprocess.Popen[bytes], *, timeout_s: float = 20.0) -> None:
+    """Until the gateway process accepts TCP on its WAN port; RuntimeError if it died or took too long."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            if time.monotonic() > deadline or process.poll() is not None:
+                raise RuntimeError("gateway did not start") from None
+            time.sleep(0.05)
+
+
 @contextmanager
 def gateway_process(device: str, meters: int, port: int, *, link_options: str = "",
                     extra: str = "", log_file: Path | None = None) -> Iterator[int]:
@@ -79,15 +92,7 @@ def gateway_process(device: str, meters: int, port: int, *, link_options: str = 
         proc = subprocess.Popen([sys.executable, "-m", "gateway.cli.main", "run", "--config", str(config)],
                                 stdout=output, stderr=subprocess.STDOUT)
         try:
-            deadline = time.monotonic() + 20
-            while True:
-                try:
-                    socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                    break
-                except OSError:
-                    if time.monotonic() > deadline or proc.poll() is not None:
-                        raise RuntimeError("gateway did not start") from None
-                    time.sleep(0.05)
+            wait_for_wan(port, proc)
             yield proc.pid
         finally:
             proc.terminate()

@@ -32,7 +32,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bench.harness import GET_LDN, PUBLIC_AARQ, cpu_seconds, percentile
+from bench.harness import GET_LDN, PUBLIC_AARQ, cpu_seconds, percentile, wait_for_wan
 from gateway.codec import acse
 from gateway.codec.datagram import decode_datagram
 from gateway.codec.wrapper import WrapperDecoder, WrapperPdu, encode
@@ -98,15 +98,7 @@ def gateway_process(fronts: list[tuple[str, int]], *, in_flight: int, sessions: 
         proc = subprocess.Popen([sys.executable, "-m", "gateway.cli.main", "run", "--config", str(config)],
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:
-            deadline = time.monotonic() + 120
-            while True:
-                try:
-                    socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                    break
-                except OSError:
-                    if time.monotonic() > deadline or proc.poll() is not None:
-                        raise RuntimeError("gateway did not start") from None
-                    time.sleep(0.1)
+            wait_for_wan(port, proc, timeout_s=120.0)
             yield proc.pid, port
         finally:
             proc.terminate()

@@ -7,7 +7,8 @@ wrapper to a gateway, which relays to the meter behind ``meter_sap``.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+from collections.abc import Callable, Iterator
 
 from gateway.codec import xdlms
 from gateway.codec.hdlc import (
@@ -22,7 +23,8 @@ from gateway.codec.hdlc import (
     encode_broadcast,
 )
 from gateway.codec.wrapper import ALL_STATION_WPORT, WrapperDecoder, WrapperPdu, encode
-from gateway.sim.bus import SimulatedBus
+from gateway.sim.bus import SimMeter, SimulatedBus
+from gateway.sim.pty import PtyPair, open_pty
 from tests.cosem.client import Keys
 from tests.firmware_hes import CampaignMeter, MeterClient
 from tests.hes import TcpChannel
@@ -147,3 +149,16 @@ def gateway_campaign(host: str, port: int, *, count: int, keys: Callable[[int], 
     return [CampaignMeter(f"sap-{17 + index}", MeterClient.over(GatewayChannel(host, port, meter_sap=17 + index),
                                                                 keys(index)))
             for index in range(count)]
+
+
+@contextlib.contextmanager
+def meters_on_a_pty(meters: list[SimMeter], *, seed: int) -> Iterator[tuple[PtyPair, SimulatedBus]]:
+    """Simulated meters serving a pty's master side (call from the event loop's thread); closed afterwards."""
+    pty = open_pty()
+    bus = SimulatedBus(meters=meters, seed=seed)
+    bus.attach(pty.master_fd)
+    try:
+        yield pty, bus
+    finally:
+        bus.detach()
+        pty.close()

@@ -12,6 +12,7 @@ from typing import Any, Protocol
 
 from gateway import __version__
 from gateway.capture.tap import FrameTap
+from gateway.codec.hdlc.address import PHYSICAL_ADDRESSES
 from gateway.control.capture import capture_handler
 from gateway.control.discovery import DiscoveryHost, identify, scan
 from gateway.control.server import CommandError, Handler, Progress, number, sap_or_name, text
@@ -256,8 +257,8 @@ class Commands:
         first, last = number(request, "first"), number(request, "last")
         if first > last:
             raise CommandError(f"the range {first}-{last} is reversed (did you mean {last}-{first}?)")
-        if not 0x10 <= first <= last <= 0x3FFD:
-            raise CommandError("the range must lie within 16..16381")
+        if first not in PHYSICAL_ADDRESSES or last not in PHYSICAL_ADDRESSES:  # the one address rule of the codec
+            raise CommandError(f"the range must lie within {PHYSICAL_ADDRESSES.start}..{PHYSICAL_ADDRESSES.stop - 1}")
         try:
             results = await scan(self.gateway, link=text(request, "link"), first=first, last=last,
                                  progress=progress)

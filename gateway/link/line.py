@@ -31,6 +31,7 @@ from gateway.codec.hdlc import (
     LinkEvent,
     encode_broadcast,
 )
+from gateway.codec.hdlc.address import ALL_STATION_HALF
 from gateway.codec.hdlc.frame import split_frames
 from gateway.config import LinkConfig
 from gateway.link.framelog import describe, describe_bytes
@@ -281,8 +282,9 @@ class MeterLine:
         self.counters.broadcasts += 1
         self.counters.broadcast_airtime_s += airtime
         if self.tap is not None and self.tap.active:
-            self.tap.hdlc(line=self.name, direction=Direction.OUTBOUND, data=broadcast.frame, upper=0x3FFF,
-                          lower=0x3FFF)
+            every = ALL_STATION_HALF[2]  # the frame goes to every station of every logical device
+            self.tap.hdlc(line=self.name, direction=Direction.OUTBOUND, data=broadcast.frame, upper=every,
+                          lower=every)
         self._holder = _BROADCASTING
         self._relay_turns_owed = self._relay_turns_per_broadcast
         asyncio.get_running_loop().call_later(airtime, self._broadcast_left, broadcast, airtime)

@@ -11,7 +11,6 @@ run can be replayed. Nobody answers a broadcast.
 from __future__ import annotations
 
 import asyncio
-import os
 import random
 import time
 from collections.abc import Callable, Sequence
@@ -28,7 +27,7 @@ from gateway.codec.hdlc import (
     ServerSettings,
     broadcast_apdu,
 )
-from gateway.sim.pty import FdWriter
+from gateway.sim.pty import FdWriter, read_available
 
 
 class ApduServer(Protocol):
@@ -175,11 +174,8 @@ class SimulatedBus:
 
     def _readable(self) -> None:
         assert self._fd is not None
-        try:
-            data = os.read(self._fd, 4096)
-        except (BlockingIOError, InterruptedError):
-            return
-        except OSError:  # EIO: nobody holds the other side open right now
+        data = read_available(self._fd)
+        if not data:
             return
         answer = self.feed(data)
         if not answer:

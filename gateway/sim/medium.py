@@ -16,7 +16,6 @@ a benchmark can compute how busy the gateway keeps the medium.
 from __future__ import annotations
 
 import asyncio
-import os
 import random
 import time
 from collections import deque
@@ -25,7 +24,7 @@ from dataclasses import dataclass, field
 
 from gateway.codec.hdlc import HdlcFrameDecoder
 from gateway.sim.bus import SimulatedBus
-from gateway.sim.pty import FdWriter
+from gateway.sim.pty import FdWriter, read_available
 
 BITS_PER_OCTET = 10  # 8N1 on the modem's serial side
 
@@ -100,9 +99,8 @@ class SimulatedMedium:
 
     def _readable(self) -> None:
         assert self._fd is not None
-        try:
-            data = os.read(self._fd, 4096)
-        except (BlockingIOError, InterruptedError, OSError):
+        data = read_available(self._fd)
+        if not data:
             return
         now = self._clock()
         self._decoder.feed(data, now=now)

@@ -31,6 +31,14 @@ def open_pty() -> PtyPair:
     return PtyPair(master_fd=master_fd, slave_fd=slave_fd, slave_path=os.ttyname(slave_fd))
 
 
+def read_available(fd: int) -> bytes:
+    """What a non-blocking descriptor holds now; nothing when it holds nothing or nobody holds the other side."""
+    try:
+        return os.read(fd, 4096)
+    except OSError:  # BlockingIOError, InterruptedError, EIO (no one holds the slave open right now)
+        return b""
+
+
 class FdWriter:
     """Writes to a non-blocking descriptor (a pty master) from the event loop, in order, never blocking."""
 

@@ -18,10 +18,8 @@ from gateway.codec import gateway as gw_pdu
 from gateway.codec.wrapper import ALL_STATION_WPORT
 from gateway.config import GatewayConfig
 from gateway.daemon import Gateway
-from gateway.sim.bus import SimulatedBus
-from gateway.sim.pty import open_pty
 from tests.cosem.client import Keys
-from tests.firmware_channels import GatewayBroadcaster, gateway_campaign
+from tests.firmware_channels import GatewayBroadcaster, gateway_campaign, meters_on_a_pty
 from tests.firmware_hes import BroadcastSender, FirmwareImage, run_campaign
 from tests.integration.conftest import gateway_config
 from tests.integration.rawhes import GET_LDN, PUBLIC_AARQ, RawHes
@@ -52,11 +50,8 @@ def sent_on(notification: xdlms.DataNotification) -> tuple[int, int]:
 async def test_a_firmware_campaign_broadcast_through_the_gateway(
     gateway_factory: Callable[[GatewayConfig], Gateway], captured_logs: io.StringIO
 ) -> None:
-    pty = open_pty()
     meters = firmware_meters(6, loss=0.05)
-    bus = SimulatedBus(meters=meters, seed=11)
-    bus.attach(pty.master_fd)
-    try:
+    with meters_on_a_pty(meters, seed=11) as (pty, bus):
         gateway = gateway_factory(gateway_config(pty.slave_path, meters=len(meters)))
         await gateway.start()
         host, port = gateway.wan.addresses[0]
@@ -77,18 +72,12 @@ async def test_a_firmware_campaign_broadcast_through_the_gateway(
         logged = captured_logs.getvalue().lower()
         for key in (BROADCAST_KEY, AUTHENTICATION_KEY, *(unicast_key(index + 1) for index in range(len(meters)))):
             assert key.hex() not in logged
-    finally:
-        bus.detach()
-        pty.close()
 
 
 async def test_relayed_reads_keep_their_share_of_the_line_during_a_burst_of_broadcasts(
     gateway_factory: Callable[[GatewayConfig], Gateway]
 ) -> None:
-    pty = open_pty()
-    bus = SimulatedBus(meters=firmware_meters(2, loss=0.0), seed=1)
-    bus.attach(pty.master_fd)
-    try:
+    with meters_on_a_pty(firmware_meters(2, loss=0.0), seed=1) as (pty, _bus):
         gateway = gateway_factory(gateway_config(pty.slave_path, meters=2))
         await gateway.start()
         host, port = gateway.wan.addresses[0]
@@ -109,18 +98,12 @@ async def test_relayed_reads_keep_their_share_of_the_line_during_a_burst_of_broa
         assert all(xdlms.decode_xdlms(a.apdu).__class__ is xdlms.DataNotification for a in answers)
         await reader.close()
         await broadcasting.close()
-    finally:
-        bus.detach()
-        pty.close()
 
 
 async def test_a_broadcast_to_one_network_by_gateway_request_and_what_cannot_be_broadcast(
     gateway_factory: Callable[[GatewayConfig], Gateway]
 ) -> None:
-    pty = open_pty()
-    bus = SimulatedBus(meters=firmware_meters(2, loss=0.0), seed=1)
-    bus.attach(pty.master_fd)
-    try:
+    with meters_on_a_pty(firmware_meters(2, loss=0.0), seed=1) as (pty, _bus):
         gateway = gateway_factory(gateway_config(pty.slave_path, meters=2))
         await gateway.start()
         hes = await RawHes.connect(*gateway.wan.addresses[0])
@@ -144,20 +127,14 @@ async def test_a_broadcast_to_one_network_by_gateway_request_and_what_cannot_be_
                                                          service_error=apdus.SERVICE_ERROR_PDU_TOO_LONG)
         assert gateway.lines["bus0"].counters.broadcasts == 1  # only the first one reached the line
         await hes.close()
-    finally:
-        bus.detach()
-        pty.close()
 
 
 async def test_a_firmware_campaign_to_a_hundred_meters_completes_end_to_end(
     gateway_factory: Callable[[GatewayConfig], Gateway]
 ) -> None:
-    pty = open_pty()
     meters = firmware_meters(100, loss=0.02)
-    bus = SimulatedBus(meters=meters, seed=100)
-    bus.attach(pty.master_fd)
     image = FirmwareImage(identifier=b"SIM-FW-100", data=random.Random(100).randbytes(1500))
-    try:
+    with meters_on_a_pty(meters, seed=100) as (pty, bus):
         gateway = gateway_factory(gateway_config(pty.slave_path, meters=len(meters)))
         await gateway.start()
         host, port = gateway.wan.addresses[0]
@@ -172,6 +149,3 @@ async def test_a_firmware_campaign_to_a_hundred_meters_completes_end_to_end(
         assert gateway.lines["bus0"].counters.broadcasts == blocks  # each block once for the hundred meters
         assert sum(report.unicast_blocks for report in reports) == sum(
             len(bus.broadcasts_lost(physical_address=meter.physical_address)) for meter in meters)
-    finally:
-        bus.detach()
-        pty.close()

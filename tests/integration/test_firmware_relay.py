@@ -15,9 +15,8 @@ from gateway.codec.hdlc import HdlcFrame, HdlcFrameDecoder, encode_broadcast
 from gateway.config import GatewayConfig
 from gateway.daemon import Gateway
 from gateway.sim.bus import SimulatedBus
-from gateway.sim.pty import open_pty
 from tests.cosem.client import Keys
-from tests.firmware_channels import gateway_campaign
+from tests.firmware_channels import gateway_campaign, meters_on_a_pty
 from tests.firmware_hes import BroadcastSender, FirmwareImage, run_campaign
 from tests.integration.conftest import gateway_config
 from tests.sim.firmware_fleet import (
@@ -39,11 +38,8 @@ async def _hear(bus: SimulatedBus, frame: HdlcFrame) -> None:
 async def test_a_campaign_through_the_relay(
     gateway_factory: Callable[[GatewayConfig], Gateway], captured_logs: io.StringIO
 ) -> None:
-    pty = open_pty()
     meters = firmware_meters(4, loss=0.1)
-    bus = SimulatedBus(meters=meters, seed=5)
-    bus.attach(pty.master_fd)
-    try:
+    with meters_on_a_pty(meters, seed=5) as (pty, bus):
         gateway = gateway_factory(gateway_config(pty.slave_path))
         await gateway.start()
         host, port = gateway.wan.addresses[0]
@@ -66,6 +62,3 @@ async def test_a_campaign_through_the_relay(
         assert "relay" in logged or "session" in logged  # the gateway did log the sessions, at debug level
         for key in (BROADCAST_KEY, AUTHENTICATION_KEY, *(unicast_key(index + 1) for index in range(len(meters)))):
             assert key.hex() not in logged
-    finally:
-        bus.detach()
-        pty.close()
