@@ -122,7 +122,8 @@ class MeterLine:
         self._relay_turns_per_broadcast = round((1.0 - share) / share)
         self._held_since = 0.0
         self._opened_at: float | None = None
-        self._timers: dict[_Key, asyncio.TimerHandle] = {}  # response timeouts and busy back-offs
+        self._timers: dict[_Key, tuple[asyncio.TimerHandle, float]] = {}  # response timeouts, back-offs; lazy
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._unsolicited: UnsolicitedListener | None = None
         self.tap: FrameTap | None = None  # frame capture (dlms-gateway capture); one test per frame when idle
         self._released_listeners: list[Callable[[int, int, int | None], None]] = []
@@ -344,29 +345,48 @@ class MeterLine:
             self.wake()
 
     def _settle(self, key: _Key, link: HdlcClientLink) -> None:
-        """After any event of a link: who holds the medium, and when the link needs ``expire``."""
+        """After any event of a link: who holds the medium, and when the link needs ``expire``.
+
+        Timers are lazy (the hot path of issue 13): a link's timer stays armed while its deadline only
+        moves later, and re-arms itself when it fires early, so an exchange costs no timer-heap work.
+        """
         if key not in self._background:
             self._relay_active_at = self._clock()
         if link.awaiting_response:
             self._holder = key
         elif self._holder == key:
             self._holder = None
-        self._cancel_timer(key)
         deadline = link.deadline
-        if deadline is not None:
-            loop = asyncio.get_running_loop()
-            delay = max(0.0, deadline - self._clock())
-            self._timers[key] = loop.call_at(loop.time() + delay, self._expired, key)
+        if deadline is None:
+            return  # an armed timer finds nothing to do when it fires
+        armed = self._timers.get(key)
+        if armed is not None:
+            if armed[1] <= deadline:
+                return
+            armed[0].cancel()
+        self._arm(key, deadline)
+
+    def _arm(self, key: _Key, deadline: float) -> None:
+        loop = self._loop if self._loop is not None else asyncio.get_running_loop()
+        self._loop = loop
+        handle = loop.call_at(loop.time() + max(0.0, deadline - self._clock()), self._expired, key)
+        self._timers[key] = (handle, deadline)
 
     def _cancel_timer(self, key: _Key) -> None:
         timer = self._timers.pop(key, None)
         if timer is not None:
-            timer.cancel()
+            timer[0].cancel()
 
     def _expired(self, key: _Key) -> None:
         self._timers.pop(key, None)
         entry = self._links.get(key)
         if entry is None:
+            return
+        deadline = entry[0].deadline
+        if deadline is None:
+            return
+        if deadline > self._clock():  # the link moved on since the timer was armed: wait for its new deadline
+            self._arm(key, deadline)
             return
         link, listener = entry
         if self._holder == key:

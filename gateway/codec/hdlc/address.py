@@ -115,24 +115,42 @@ def _short(value: object) -> str:
     return text if len(text) <= 20 else text[:17] + "..."
 
 
+MAX_DECODED_CACHED = 4096  # addresses remembered once decoded: the few a line carries, never unbounded noise
+_decoded: dict[bytes, HdlcAddress] = {}
+
+
 def decode_address(buf: bytes, offset: int) -> tuple[HdlcAddress, int]:
-    """Decode the address field at `offset`; return it and the offset just after it."""
-    for size in range(1, 5):
-        if offset + size > len(buf):
-            raise HdlcError("address field truncated")
-        if buf[offset + size - 1] & _LAST_BYTE:
-            break
-    else:
-        raise HdlcError("address field longer than 4 bytes")
+    """Decode the address field at `offset`; return it and the offset just after it.
+
+    Every frame in carries two addresses, mostly the same few on a line: each distinct field is
+    decoded once and then found by its bytes (a bounded table, so noise cannot grow it).
+    """
+    end = offset
+    limit = min(len(buf), offset + 4)
+    while end < limit and not buf[end] & _LAST_BYTE:
+        end += 1
+    if end >= limit:
+        raise HdlcError("address field truncated" if limit < offset + 4 else "address field longer than 4 bytes")
+    field = bytes(buf[offset : end + 1])
+    address = _decoded.get(field)
+    if address is None:
+        address = _decode_field(field)
+        if len(_decoded) < MAX_DECODED_CACHED:
+            _decoded[field] = address
+    return address, end + 1
+
+
+def _decode_field(field: bytes) -> HdlcAddress:
+    size = len(field)
     if size not in _SIZES:
         raise HdlcError(f"address field of {size} bytes")
-    digits = [byte >> 1 for byte in buf[offset : offset + size]]
+    digits = [byte >> 1 for byte in field]
     if size == 1:
-        return HdlcAddress(upper=digits[0], lower=None, size=1), offset + 1
+        return HdlcAddress(upper=digits[0], lower=None, size=1)
     half = size // 2
     upper = lower = 0
     for digit in digits[:half]:
         upper = upper << 7 | digit
     for digit in digits[half:]:
         lower = lower << 7 | digit
-    return HdlcAddress(upper=upper, lower=lower, size=size), offset + size
+    return HdlcAddress(upper=upper, lower=lower, size=size)

@@ -34,7 +34,7 @@ from gateway.codec.hdlc.events import (
     LinkUp,
 )
 from gateway.codec.hdlc.exchange import Exchange, Expiry
-from gateway.codec.hdlc.frame import HdlcFrame, encode_frame
+from gateway.codec.hdlc.frame import HdlcFrame, encode_fields
 from gateway.codec.hdlc.params import HdlcParameters, decode_parameters, encode_parameters, negotiate
 from gateway.codec.hdlc.window import (
     LLC_REQUEST,
@@ -73,6 +73,7 @@ class HdlcClientLink:
     def __init__(self, *, client_sap: int, server_address: HdlcAddress, settings: LinkSettings) -> None:
         self._client_address = HdlcAddress.client(client_sap)
         self._server_address = server_address
+        self._addresses = server_address.encode() + self._client_address.encode()  # every frame's, encoded once
         self._settings = settings
         self._state = LinkState.DISCONNECTED
         self.parameters: HdlcParameters | None = None
@@ -154,7 +155,7 @@ class HdlcClientLink:
         return _Action.DISC if self._state is LinkState.DISCONNECTING else _Action.NONE
 
     def _frame(self, control: int, info: bytes = b"", *, segmented: bool = False) -> bytes:
-        return encode_frame(HdlcFrame(self._server_address, self._client_address, control, info, segmented=segmented))
+        return encode_fields(self._addresses, control, info, segmented=segmented)
 
     def transmit(self, *, now: float) -> bytes:
         """Return the next frame(s) to put on the line and start the response timer."""

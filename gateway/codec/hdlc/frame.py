@@ -17,9 +17,10 @@ from gateway.codec.hdlc.control import POLL_FINAL, FrameKind, frame_kind
 from gateway.codec.hdlc.crc import crc16_x25
 from gateway.codec.hdlc.errors import HdlcError
 
-__all__ = ["HdlcError", "HdlcFrame", "HdlcFrameDecoder", "encode_frame"]
+__all__ = ["HdlcError", "HdlcFrame", "HdlcFrameDecoder", "encode_fields", "encode_frame"]
 
 FLAG = 0x7E  # IEC 62056-46, frame format: opening and closing flag
+_FLAG_BYTE = bytes([FLAG])
 _FORMAT_TYPE = 0xA000  # IEC 62056-46, frame format: frame format type 3 in the top 4 bits
 _FORMAT_TYPE_MASK = 0xF000
 _SEGMENTED = 0x0800  # IEC 62056-46, frame format: the S bit, "more segments follow"
@@ -93,13 +94,20 @@ def encode_frame(frame: HdlcFrame) -> bytes:
     """Return `frame` as sent on the line, both flags included."""
     if not 0 <= frame.control <= 0xFF:
         raise LocalProtocolError(f"control field 0x{frame.control:X} is not one byte")
-    fields = frame.destination.encode() + frame.source.encode() + bytes([frame.control])
-    length = 2 + len(fields) + (2 + len(frame.info) if frame.info else 0) + 2
+    return encode_fields(frame.destination.encode() + frame.source.encode(), frame.control, frame.info,
+                         segmented=frame.segmented)
+
+
+def encode_fields(addresses: bytes, control: int, info: bytes = b"", *, segmented: bool = False) -> bytes:
+    """A frame from its destination and source fields already encoded (a data link's are fixed), both flags
+    included; ``control`` is one byte."""
+    length = 5 + len(addresses) + (2 + len(info) if info else 0)  # format 2, control 1, FCS 2
     if length > _LENGTH_MASK:
         raise LocalProtocolError(f"frame of {length} bytes exceeds the 11-bit length field")
-    header = (_FORMAT_TYPE | (_SEGMENTED if frame.segmented else 0) | length).to_bytes(2, "big") + fields
-    body = header + _check_sequence(header) + frame.info if frame.info else header
-    return bytes([FLAG]) + body + _check_sequence(body) + bytes([FLAG])
+    header = (_FORMAT_TYPE | (_SEGMENTED if segmented else 0) | length).to_bytes(2, "big") + addresses + \
+        control.to_bytes(1, "big")
+    body = header + _check_sequence(header) + info if info else header
+    return _FLAG_BYTE + body + _check_sequence(body) + _FLAG_BYTE
 
 
 class HdlcFrameDecoder:
@@ -217,7 +225,7 @@ class HdlcFrameDecoder:
                 self.bad_crc += 1
                 self._blame(source)
                 if self.keep_raw:
-                    self.raw.append((bytes(buf[:end]) + bytes([FLAG]), source, True))
+                    self.raw.append((bytes(buf[:end]) + _FLAG_BYTE, source, True))
                 self._discard(end)  # the HCS vouched for the length: skip the whole frame
                 return True
             info = bytes(buf[control_end + 2 : end - 2])
@@ -229,6 +237,6 @@ class HdlcFrameDecoder:
             segmented=bool(frame_format & _SEGMENTED),
         )
         if self.keep_raw:
-            self.raw.append((bytes(buf[:end]) + bytes([FLAG]), source, False))
+            self.raw.append((bytes(buf[:end]) + _FLAG_BYTE, source, False))
         del buf[:end]  # the closing flag stays: it may open the next frame
         return frame
