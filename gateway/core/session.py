@@ -146,13 +146,16 @@ class MeterSession:
                 service_error=apdus.SERVICE_ERROR_OTHER_REASON,
             ))
             return
+        if not self._outstanding:
+            self._exchange_started = self._scheduler.time()
         self._outstanding.append(apdu if apdus.kind_of(apdu) is ApduKind.AARQ else apdu[:1])
         self.counters.apdus_to_meter += 1
         self.channel.send_apdu(apdu)
         if apdus.plain_action_class(apdu) in self._priority_classes:  # e.g. a remote disconnect: it goes first
             self.channel.prioritize()
         if self._exchange_timer is None:
-            self._arm_exchange_timer()
+            self._exchange_timer = self._scheduler.call_at(self._exchange_started + self._exchange_timeout_s,
+                                                           self._exchange_expired)
         self._touch()
 
     def hes_gone(self) -> None:
@@ -176,9 +179,8 @@ class MeterSession:
         self.counters.apdus_to_hes += 1
         if answer and self._outstanding:
             self._outstanding.popleft()
-            self._cancel_exchange_timer()
-            if self._outstanding:
-                self._arm_exchange_timer()
+            if self._outstanding:  # the next answer's silence counts from now (its timer is lazy)
+                self._exchange_started = self._scheduler.time()
         self._answer(apdu)
         if answer and apdus.kind_of(apdu) is ApduKind.RLRE:  # the association is over, so is the channel
             self._release("released")
@@ -200,24 +202,25 @@ class MeterSession:
 
     # -- timers -------------------------------------------------------------------------------
 
-    def _arm_exchange_timer(self) -> None:
-        self._exchange_started = self._scheduler.time()
-        when = self._exchange_started + self._exchange_timeout_s
-        self._exchange_timer = self._scheduler.call_at(when, self._exchange_expired)
-
     def _cancel_exchange_timer(self) -> None:
         if self._exchange_timer is not None:
             self._exchange_timer.cancel()
             self._exchange_timer = None
 
     def _exchange_expired(self) -> None:
-        """The exchange timeout measures the meter's silence: an answer still arriving re-arms it."""
+        """The exchange timeout measures the meter's silence: an answer still arriving re-arms it.
+
+        The timer is lazy: armed once, it stays while exchanges come and go and re-arms itself
+        when it fires early, so an exchange costs no timer-heap work (issue 13).
+        """
         self._exchange_timer = None
+        if not self._outstanding:
+            return
         heard = self.channel.last_heard if self.channel is not None else None
-        if heard is not None and heard > self._exchange_started and heard + self._exchange_timeout_s > \
-                self._scheduler.time():
-            self._exchange_started = heard
-            self._exchange_timer = self._scheduler.call_at(heard + self._exchange_timeout_s, self._exchange_expired)
+        silent_since = self._exchange_started if heard is None else max(heard, self._exchange_started)
+        due = silent_since + self._exchange_timeout_s
+        if due > self._scheduler.time():
+            self._exchange_timer = self._scheduler.call_at(due, self._exchange_expired)
             return
         self._peer_log.emit(self._log.warning, "session.meter_silent", key=self._key,
                             timeout_s=self._exchange_timeout_s)

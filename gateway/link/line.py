@@ -230,7 +230,7 @@ class MeterLine:
             self._order.pop(index)
             if index < self._next:
                 self._next -= 1
-        if self._holder == key:
+        if self._held_by == key:
             self._holder = None
         self.wake()
         for listener in list(self._released_listeners):
@@ -242,7 +242,7 @@ class MeterLine:
 
     def relay_idle_s(self) -> float:
         """How long no relay (HES) exchange has wanted or used the medium; 0 while one does."""
-        if self._holder in self._order or any(self._links[key][0].wants_medium for key in self._order):
+        if self._held_by in self._order or any(self._links[key][0].wants_medium for key in self._order):
             return 0.0
         return float("inf") if self._relay_active_at is None else self._clock() - self._relay_active_at
 
@@ -291,19 +291,19 @@ class MeterLine:
         asyncio.get_running_loop().call_later(airtime, self._broadcast_left, broadcast, airtime)
 
     def _broadcast_left(self, broadcast: _Broadcast, airtime: float) -> None:
-        if self._holder == _BROADCASTING:
+        if self._held_by == _BROADCASTING:
             self._holder = None
         broadcast.done(airtime)
         self.wake()
 
     def wake(self) -> None:
         """A link may want the medium: grant it if the line is idle."""
-        if self._holder is not None or self._transport is None:
+        if self._held_by is not None or self._transport is None:
             return
         if self._broadcasts and (self._relay_turns_owed <= 0 or not self._relay_waits()):
             self._send_broadcast()  # relay exchanges still get their share between broadcast frames
             return
-        for key in list(self._urgent):  # a disconnect command does not wait for everyone's turn
+        for key in list(self._urgent) if self._urgent else ():  # a disconnect command does not wait its turn
             link = self._links[key][0] if key in self._links else None
             if link is None or link.wants_medium:
                 self._urgent.discard(key)
@@ -341,7 +341,7 @@ class MeterLine:
         self.counters.frames_sent += 1
         self.counters.exchanges += 1
         self._settle(key, link)
-        if self._holder is None:  # e.g. a final RR with nothing to wait for
+        if self._held_by is None:  # e.g. a final RR with nothing to wait for
             self.wake()
 
     def _settle(self, key: _Key, link: HdlcClientLink) -> None:
@@ -354,7 +354,7 @@ class MeterLine:
             self._relay_active_at = self._clock()
         if link.awaiting_response:
             self._holder = key
-        elif self._holder == key:
+        elif self._held_by == key:
             self._holder = None
         deadline = link.deadline
         if deadline is None:
@@ -389,7 +389,7 @@ class MeterLine:
             self._arm(key, deadline)
             return
         link, listener = entry
-        if self._holder == key:
+        if self._held_by == key:
             self.counters.timeouts += 1
         events = link.expire(now=self._clock())
         self._settle(key, link)

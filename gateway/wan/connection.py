@@ -213,8 +213,12 @@ class HesConnection(asyncio.Protocol):
             return
         if self._unfed is not None:  # only if a transport delivers after pause_reading
             data = bytes(self._unfed[self._unfed_offset :]) + data
-        self._unfed, self._unfed_offset = memoryview(data), 0
         self._pdus_this_read = 0
+        if len(data) <= FEED_BYTES and not self._write_paused:  # the usual read: decoded at once, not sliced
+            self._unfed = None
+            self._decode(data)
+            return
+        self._unfed, self._unfed_offset = memoryview(data), 0
         self._feed()
 
     def _feed(self) -> None:
@@ -227,6 +231,9 @@ class HesConnection(asyncio.Protocol):
         self._unfed_offset += len(chunk)
         if self._unfed_offset >= len(unfed):
             self._unfed = None
+        self._decode(chunk)
+
+    def _decode(self, chunk: bytes) -> None:
         try:
             pdus = self._decoder.feed(chunk)
         except WrapperError as exc:

@@ -119,14 +119,14 @@ MAX_DECODED_CACHED = 4096  # addresses remembered once decoded: the few a line c
 _decoded: dict[bytes, HdlcAddress] = {}
 
 
-def decode_address(buf: bytes, offset: int) -> tuple[HdlcAddress, int]:
-    """Decode the address field at `offset`; return it and the offset just after it.
+def decode_address(buf: bytes | bytearray, offset: int, stop: int | None = None) -> tuple[HdlcAddress, int]:
+    """Decode the address field at `offset` (ending before `stop`); return it and the offset just after it.
 
     Every frame in carries two addresses, mostly the same few on a line: each distinct field is
     decoded once and then found by its bytes (a bounded table, so noise cannot grow it).
     """
     end = offset
-    limit = min(len(buf), offset + 4)
+    limit = min(len(buf) if stop is None else stop, offset + 4)
     while end < limit and not buf[end] & _LAST_BYTE:
         end += 1
     if end >= limit:

@@ -184,44 +184,44 @@ class HdlcFrameDecoder:
     def _step(self) -> HdlcFrame | bool:
         """Consume what the buffer's head allows: a frame, True (progress) or False (need more)."""
         buf = self._buffer
-        if buf and buf[0] != FLAG:
+        size = len(buf)
+        if size and buf[0] != FLAG:
             flag_at = buf.find(FLAG)
-            self._discard(len(buf) if flag_at < 0 else flag_at)
-        if len(buf) < 3:
+            self._discard(size if flag_at < 0 else flag_at)
+            size = len(buf)
+        if size < 3:
             return False
         frame_format = buf[1] << 8 | buf[2]
         length = frame_format & _LENGTH_MASK
         end = 1 + length
-        bad_format = frame_format & _FORMAT_TYPE_MASK != _FORMAT_TYPE
-        if bad_format or length < _MIN_LENGTH or end > self._max_frame_length:
+        if frame_format & _FORMAT_TYPE_MASK != _FORMAT_TYPE or length < _MIN_LENGTH or end > self._max_frame_length:
             return self._reject(bad_crc=False)
-        if len(buf) < min(end, _LONGEST_HEADER):
+        if size < (end if end < _LONGEST_HEADER else _LONGEST_HEADER):
             return False
-        region = bytes(buf[: min(len(buf), end - 2)])
-        try:
-            destination, offset = decode_address(region, 3)
-            source, offset = decode_address(region, offset)
+        try:  # the addresses end before the check sequence that follows them
+            destination, offset = decode_address(buf, 3, end - 2)
+            source, offset = decode_address(buf, offset, end - 2)
         except HdlcError:
             return self._reject(bad_crc=False)
-        if offset >= len(region):
+        if offset >= end - 2:
             return self._reject(bad_crc=False)
         control_end = offset + 1
         if end == control_end + 2:  # no information field: the FCS follows the control byte
-            if len(buf) < end:
+            if size < end:
                 return False
-            if _check_sequence(buf[1:control_end]) != buf[control_end:end]:
+            if crc16_x25(buf[1:control_end]) != buf[control_end] | buf[control_end + 1] << 8:
                 return self._reject(bad_crc=True)
             info = b""
         else:
             if end < control_end + 5:  # HCS, at least one byte of information, FCS
                 return self._reject(bad_crc=False)
-            if len(buf) < control_end + 2:
+            if size < control_end + 2:
                 return False
-            if _check_sequence(buf[1:control_end]) != buf[control_end : control_end + 2]:
+            if crc16_x25(buf[1:control_end]) != buf[control_end] | buf[control_end + 1] << 8:
                 return self._reject(bad_crc=True)  # the length is not to be trusted: hunt from here
-            if len(buf) < end:
+            if size < end:
                 return False
-            if _check_sequence(buf[1 : end - 2]) != buf[end - 2 : end]:
+            if crc16_x25(buf[1 : end - 2]) != buf[end - 2] | buf[end - 1] << 8:
                 self.bad_crc += 1
                 self._blame(source)
                 if self.keep_raw:
@@ -229,13 +229,7 @@ class HdlcFrameDecoder:
                 self._discard(end)  # the HCS vouched for the length: skip the whole frame
                 return True
             info = bytes(buf[control_end + 2 : end - 2])
-        frame = HdlcFrame(
-            destination=destination,
-            source=source,
-            control=region[offset],
-            info=info,
-            segmented=bool(frame_format & _SEGMENTED),
-        )
+        frame = HdlcFrame(destination, source, buf[offset], info, bool(frame_format & _SEGMENTED))
         if self.keep_raw:
             self.raw.append((bytes(buf[:end]) + _FLAG_BYTE, source, False))
         del buf[:end]  # the closing flag stays: it may open the next frame
