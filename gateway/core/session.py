@@ -40,6 +40,7 @@ from gateway.loglimit import LogLimiter
 log = structlog.get_logger(__name__)
 
 MAX_OUTSTANDING = 8  # requests a HES may pipeline on one association before we refuse more
+SEEN_INTERVAL_S = 1.0  # the observer hears "the meter answered" at most this often (last_seen is to the second)
 
 
 class MeterObserver(Protocol):
@@ -108,6 +109,7 @@ class MeterSession:
         self._observer = observer
         self._outstanding: deque[bytes] = deque()  # requests awaiting an answer (AARQs kept whole)
         self._exchange_timer: TimerHandle | None = None
+        self._seen_told_at = float("-inf")  # when the observer was last told the meter answered
         self._exchange_started = 0.0  # the request sent, or the meter's last frame: silence counts from here
         self._idle = Deadline(scheduler, timeout_s=idle_timeout_s, on_expiry=self._idle_expired)
         self._log = log.bind(peer=owner.peer, client_sap=self.client_sap, meter_sap=meter_sap, network=medium.name)
@@ -174,8 +176,11 @@ class MeterSession:
 
     def _from_meter(self, apdu: bytes, *, answer: bool) -> None:
         self._touch()
-        if self._observer is not None:
-            self._observer.meter_seen(self.meter_sap)
+        if self._observer is not None:  # the registry keeps last_seen to the second: tell it once a second
+            now = self._scheduler.time()
+            if now - self._seen_told_at >= SEEN_INTERVAL_S:
+                self._seen_told_at = now
+                self._observer.meter_seen(self.meter_sap)
         self.counters.apdus_to_hes += 1
         if answer and self._outstanding:
             self._outstanding.popleft()

@@ -97,9 +97,25 @@ def test_pipelined_apdus_go_to_the_meter_and_back_to_the_hes_in_order_with_the_h
         r.channel.answer(answer)
     assert r.answers() == [AARE_ACCEPTED, get_answer(1), get_answer(2)]
     assert {(pdu.source, pdu.destination) for pdu in r.hes.received} == {(40, 16)}
-    assert r.observer.seen == [40, 40, 40]
+    assert r.observer.seen == [40]  # told once: the registry keeps the time a meter answered to the second
     r.clock.advance(EXCHANGE_TIMEOUT_S)
     assert len(r.hes.received) == 3  # every exchange ended: no timeout follows
+
+
+def test_the_observer_hears_that_the_meter_answered_at_most_once_a_second() -> None:
+    r = rig()
+    for apdu in (AARQ, GET, GET, GET):
+        r.session.request(apdu)
+    r.channel.answer(AARE_ACCEPTED)
+    r.clock.advance(0.5)
+    r.channel.answer(get_answer(1))
+    assert r.observer.seen == [40]
+    r.clock.advance(0.5)
+    r.channel.answer(get_answer(2))
+    assert r.observer.seen == [40, 40]
+    r.clock.advance(0.2)
+    r.channel.answer(get_answer(3))
+    assert r.observer.seen == [40, 40]
 
 
 def test_a_silent_meter_gets_an_exception_response_per_outstanding_request_and_the_link_closed_cleanly() -> None:

@@ -21,8 +21,16 @@ from collections import deque
 from enum import Enum
 
 from gateway.codec.errors import LocalProtocolError
-from gateway.codec.hdlc.address import HdlcAddress
-from gateway.codec.hdlc.control import SEQUENCE_MODULUS, FrameKind, i_control, s_control, u_control
+from gateway.codec.hdlc.address import HdlcAddress, decode_address
+from gateway.codec.hdlc.control import (
+    SEQUENCE_MODULUS,
+    FrameKind,
+    i_control,
+    recv_seq_of,
+    s_control,
+    send_seq_of,
+    u_control,
+)
 from gateway.codec.hdlc.errors import HdlcError
 from gateway.codec.hdlc.events import (
     ApduReceived,
@@ -71,8 +79,9 @@ class HdlcClientLink:
     """One (client SAP, server address) data-link connection; returns bytes and events, does no I/O."""
 
     def __init__(self, *, client_sap: int, server_address: HdlcAddress, settings: LinkSettings) -> None:
-        self._client_address = HdlcAddress.client(client_sap)
-        self._server_address = server_address
+        # the decoder's own instances (decode_address keeps one per field): frames in match by identity
+        self._client_address = decode_address(HdlcAddress.client(client_sap).encode(), 0)[0]
+        self._server_address = decode_address(server_address.encode(), 0)[0]
         self._addresses = server_address.encode() + self._client_address.encode()  # every frame's, encoded once
         self._settings = settings
         self._state = LinkState.DISCONNECTED
@@ -203,7 +212,9 @@ class HdlcClientLink:
 
     def receive(self, frame: HdlcFrame, *, now: float) -> list[LinkEvent]:
         """Take a frame the driver routed to this link; return what it means."""
-        if frame.destination != self._client_address or frame.source != self._server_address:
+        destination, source = frame.destination, frame.source
+        if (destination is not self._client_address and destination != self._client_address) or \
+                (source is not self._server_address and source != self._server_address):
             return []
         self.frames_received += 1
         self.last_heard = now
@@ -250,8 +261,9 @@ class HdlcClientLink:
 
     def _on_information(self, frame: HdlcFrame, *, now: float) -> list[LinkEvent]:
         events: list[LinkEvent] = []
-        if frame.send_seq == self._received.recv_seq:
-            if self._window.acknowledge(frame.recv_seq) is None:
+        send_seq = send_seq_of(frame.control)  # the frame is an I-frame: no need to ask its kind again
+        if send_seq == self._received.recv_seq:
+            if self._window.acknowledge(recv_seq_of(frame.control)) is None:
                 return self._down(LinkDownReason.PROTOCOL_ERROR, "N(R) out of range")
             try:
                 apdu = self._received.accept(frame.info, more=frame.segmented)
@@ -260,7 +272,7 @@ class HdlcClientLink:
             self._exchange.progress = True
             if apdu is not None:
                 events.append(ApduReceived(apdu))
-        elif frame.send_seq == (self._received.recv_seq - 1) % SEQUENCE_MODULUS:
+        elif send_seq == (self._received.recv_seq - 1) % SEQUENCE_MODULUS:
             return []  # a late copy of a frame already taken, answering our retransmission
         elif self._negotiated().window_rx == 1:
             return self._down(LinkDownReason.PROTOCOL_ERROR, "N(S) out of sequence")

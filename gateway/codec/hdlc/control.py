@@ -43,6 +43,16 @@ def frame_kind(control: int) -> FrameKind | None:
     return _UNNUMBERED.get(control & ~POLL_FINAL & 0xFF)
 
 
+def send_seq_of(control: int) -> int:
+    """N(S) of an I-frame's control byte."""
+    return control >> 1 & 0x07
+
+
+def recv_seq_of(control: int) -> int:
+    """N(R) of an I, RR or RNR frame's control byte."""
+    return control >> 5
+
+
 def i_control(*, send_seq: int, recv_seq: int, poll: bool) -> int:
     """Return the control byte of an I-frame."""
     return (recv_seq % SEQUENCE_MODULUS) << 5 | (POLL_FINAL if poll else 0) | (send_seq % SEQUENCE_MODULUS) << 1

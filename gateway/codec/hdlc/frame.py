@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from gateway.codec.errors import LocalProtocolError
 from gateway.codec.hdlc.address import HdlcAddress, decode_address
-from gateway.codec.hdlc.control import POLL_FINAL, FrameKind, frame_kind
+from gateway.codec.hdlc.control import POLL_FINAL, FrameKind, frame_kind, recv_seq_of, send_seq_of
 from gateway.codec.hdlc.crc import crc16_x25
 from gateway.codec.hdlc.errors import HdlcError
 
@@ -63,14 +63,14 @@ class HdlcFrame:
         """N(S) of an I-frame."""
         if self.kind is not FrameKind.I:
             raise LocalProtocolError(f"a {self.kind.value} frame has no N(S)")
-        return (self.control >> 1) & 0x07
+        return send_seq_of(self.control)
 
     @property
     def recv_seq(self) -> int:
         """N(R) of an I, RR or RNR frame."""
         if self.kind not in (FrameKind.I, FrameKind.RR, FrameKind.RNR):
             raise LocalProtocolError(f"a {self.kind.value} frame has no N(R)")
-        return self.control >> 5
+        return recv_seq_of(self.control)
 
 
 def _check_sequence(data: bytes | bytearray) -> bytes:
@@ -145,10 +145,11 @@ class HdlcFrameDecoder:
         if data:
             self._last_octet_at = now
         frames: list[HdlcFrame] = []
-        for start in range(0, len(data), self._max_frame_length):  # bounds the buffer to 2 x max
-            self._buffer += data[start : start + self._max_frame_length]
+        step_size = self._max_frame_length
+        for start in range(0, len(data), step_size):  # bounds the buffer to 2 x max
+            self._buffer += data if len(data) <= step_size else data[start : start + step_size]
             while (step := self._step()) is not False:
-                if isinstance(step, HdlcFrame):
+                if step is not True:
                     frames.append(step)
         self.frames += len(frames)
         return frames

@@ -36,6 +36,8 @@ class Segment:
 
 def segment(data: bytes, *, max_info: int) -> list[Segment]:
     """Split `data` into information fields of at most `max_info` bytes."""
+    if len(data) <= max_info:  # most APDUs: one I-frame
+        return [Segment(data, more=False)]
     chunks = [data[start : start + max_info] for start in range(0, len(data), max_info)]
     return [Segment(chunk, more=index < len(chunks) - 1) for index, chunk in enumerate(chunks)]
 
