@@ -350,12 +350,16 @@ class MeterLine:
         Timers are lazy (the hot path of issue 13): a link's timer stays armed while its deadline only
         moves later, and re-arms itself when it fires early, so an exchange costs no timer-heap work.
         """
+        now = self._clock()
         if key not in self._background:
-            self._relay_active_at = self._clock()
+            self._relay_active_at = now
         if link.awaiting_response:
-            self._holder = key
+            if self._held_by is None:  # the _holder setter's accounting, inline: this runs twice an exchange
+                self._held_since = now
+            self._held_by = key
         elif self._held_by == key:
-            self._holder = None
+            self.counters.busy_s += now - self._held_since
+            self._held_by = None
         deadline = link.deadline
         if deadline is None:
             return  # an armed timer finds nothing to do when it fires

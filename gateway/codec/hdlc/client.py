@@ -196,12 +196,10 @@ class HdlcClientLink:
             apdu = LLC_REQUEST + self._queue.popleft()
             self._window.queue(segment(apdu, max_info=parameters.max_info_tx))
         taken = self._window.take(window=parameters.window_tx)
+        recv_seq, last, addresses = self._received.recv_seq, len(taken) - 1, self._addresses
         return [
-            self._frame(
-                i_control(send_seq=send_seq, recv_seq=self._received.recv_seq, poll=index == len(taken) - 1),
-                item.info,
-                segmented=item.more,
-            )
+            encode_fields(addresses, i_control(send_seq=send_seq, recv_seq=recv_seq, poll=index == last), item.info,
+                          segmented=item.more)
             for index, (send_seq, item) in enumerate(taken)
         ]
 

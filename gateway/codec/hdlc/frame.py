@@ -145,6 +145,8 @@ class HdlcFrameDecoder:
         if data:
             self._last_octet_at = now
         frames: list[HdlcFrame] = []
+        if len(self._buffer) == 1 and data[:1] == _FLAG_BYTE:
+            self._buffer.clear()  # the last frame's closing flag, and this read opens with a flag of its own
         step_size = self._max_frame_length
         for start in range(0, len(data), step_size):  # bounds the buffer to 2 x max
             self._buffer += data if len(data) <= step_size else data[start : start + step_size]

@@ -88,6 +88,8 @@ class SendWindow:
     def go_back(self) -> int:
         """Put unacknowledged I-frames back in front of the queue, to resend with the same N(S)."""
         count = len(self._unacknowledged)
+        if not count:
+            return 0
         self._waiting.extendleft(reversed(self._unacknowledged))
         self._unacknowledged.clear()
         self.send_seq = (self.send_seq - count) % SEQUENCE_MODULUS
