@@ -108,6 +108,7 @@ class HesConnection(asyncio.Protocol):
         self._pdus_this_read = 0
         self._feed_handle: asyncio.Handle | None = None
         self._write_paused = False
+        self._flow_paused = False  # reading paused by _flow (it resumes it)
         self._early: list[bytes] = []  # TLS: decrypted before our handshake task resumed (one loop turn)
         loop = asyncio.get_running_loop()
         self._loop = loop
@@ -241,7 +242,8 @@ class HesConnection(asyncio.Protocol):
             return
         if pdus:
             self._pdus_this_read += len(pdus)
-            self._first_pdu.cancel()
+            if not self.pdus_in:
+                self._first_pdu.cancel()
             self._idle.restart()
             self.pdus_in += len(pdus)
             self._server.pdus_in += len(pdus)
@@ -271,16 +273,21 @@ class HesConnection(asyncio.Protocol):
     def _flow(self) -> None:
         """Read from the HES only when nothing it sent is waiting and it reads its answers."""
         transport = self._transport
-        if transport is None or transport.is_closing():
-            return
         waiting = self._unfed is not None
+        if transport is None or not (waiting or self._write_paused or self._flow_paused):
+            return  # the usual case: reading, nothing held back
+        if transport.is_closing():
+            return
         if waiting and not self._write_paused and self._feed_handle is None:
             self._feed_handle = self._loop.call_soon(self._feed)
         if waiting or self._write_paused:
             if transport.is_reading():
                 transport.pause_reading()
-        elif not transport.is_reading():
-            transport.resume_reading()
+            self._flow_paused = True
+        else:
+            if not transport.is_reading():
+                transport.resume_reading()
+            self._flow_paused = False
 
     def send(self, pdu: WrapperPdu) -> None:
         """Send a PDU to this HES (dropped if the connection is gone)."""
@@ -295,9 +302,10 @@ class HesConnection(asyncio.Protocol):
         self.pdus_out += 1
         self._server.pdus_out += 1
         self._idle.restart()
-        unsent = transport.get_write_buffer_size()
-        if unsent > MAX_UNSENT_BYTES:
-            self._cut(CUT_NOT_READING, "wan.not_reading", unsent=unsent)
+        if self._write_paused:  # past the high-water mark (far below MAX_UNSENT_BYTES) pause_writing came first
+            unsent = transport.get_write_buffer_size()
+            if unsent > MAX_UNSENT_BYTES:
+                self._cut(CUT_NOT_READING, "wan.not_reading", unsent=unsent)
 
     def unsent_bytes(self) -> int | None:
         """Bytes written but not yet handed to the kernel; None once the connection is gone."""
