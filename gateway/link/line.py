@@ -32,6 +32,7 @@ from gateway.codec.hdlc import (
     encode_broadcast,
 )
 from gateway.codec.hdlc.address import ALL_STATION_HALF
+from gateway.codec.hdlc.control import frame_kind
 from gateway.codec.hdlc.frame import split_frames
 from gateway.config import LinkConfig
 from gateway.link.framelog import describe, describe_bytes
@@ -414,25 +415,23 @@ class MeterLine:
                     tap.hdlc(line=self.name, direction=Direction.INBOUND, data=raw, upper=source.upper,
                              lower=source.lower, bad_fcs=bad_fcs)
                 self._decoder.raw.clear()
+            debug = debug_enabled()
             for frame in frames:
                 self.counters.frames_received += 1
                 try:
-                    self._receive(frame)
+                    if debug:
+                        self._log.debug("hdlc.rx", **describe(frame))
+                    if frame_kind(frame.control) is None:  # no link or push handler can use it: never a meter's
+                        self.counters.frames_undefined += 1
+                        self._fault("line.frame_undefined", frame)
+                    else:
+                        self._dispatch(frame)
                 except Exception:  # one bad frame (a bug) must not drop the others or stall the line
                     self.counters.frames_failed += 1
                     self._fault("line.frame_failed", frame, exc_info=True)
         finally:
             self._decoder.resume(now=self._clock())  # time spent handling frames is not a line gap
             self.wake()
-
-    def _receive(self, frame: HdlcFrame) -> None:
-        if debug_enabled():
-            self._log.debug("hdlc.rx", **describe(frame))
-        if frame.defined_kind is None:  # no link or push handler can use it: a meter never sends one
-            self.counters.frames_undefined += 1
-            self._fault("line.frame_undefined", frame)
-            return
-        self._dispatch(frame)
 
     def _fault(self, event: str, frame: HdlcFrame, *, exc_info: bool = False) -> None:
         """Log a dropped frame, at most once per FAULT_LOG_INTERVAL_S (the counters say how many)."""
@@ -446,7 +445,7 @@ class MeterLine:
 
     def _dispatch(self, frame: HdlcFrame) -> None:
         server = frame.source
-        key = _key(client_sap=frame.destination.upper, upper=server.upper, lower=server.lower)
+        key = (frame.destination.upper, server.upper, server.lower)  # _key(), inline: once per frame
         entry = self._links.get(key)
         if entry is None:
             self.counters.frames_unrouted += 1

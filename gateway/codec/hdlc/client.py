@@ -149,11 +149,12 @@ class HdlcClientLink:
         self._state = LinkState.DISCONNECTING
 
     def _next_action(self) -> _Action:
-        if self._state is LinkState.DISCONNECTED or self._exchange.awaiting:
+        exchange = self._exchange
+        if exchange.awaiting or self._state is LinkState.DISCONNECTED:
             return _Action.NONE
-        if self._exchange.retransmit:
+        if exchange.retransmit:
             return _Action.RETRANSMIT
-        if self._exchange.backing_off:  # the meter said it is busy
+        if exchange.deadline is not None:  # not awaiting, a deadline: backing off, the meter said it is busy
             return _Action.NONE
         if not self._established:
             return _Action.SNRM if self._state is LinkState.CONNECTING else _Action.DISC
@@ -184,8 +185,8 @@ class HdlcClientLink:
                 self._poll = False
                 frames.append(self._frame(s_control(FrameKind.RR, recv_seq=self._received.recv_seq, poll=True)))
             else:
-                frames.extend(self._information_frames())
-            data, count = b"".join(frames), len(frames)
+                frames = self._information_frames()
+            data, count = frames[0] if len(frames) == 1 else b"".join(frames), len(frames)
         self._exchange.polled(data, count, now=now)
         self.frames_sent += count
         return data

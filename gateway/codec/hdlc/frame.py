@@ -73,10 +73,6 @@ class HdlcFrame:
         return recv_seq_of(self.control)
 
 
-def _check_sequence(data: bytes | bytearray) -> bytes:
-    return crc16_x25(bytes(data)).to_bytes(2, "little")
-
-
 def split_frames(data: bytes) -> list[bytes]:
     """Frames we encoded ourselves, back to back, each with its two flags (the length field bounds each)."""
     frames = []
@@ -106,8 +102,8 @@ def encode_fields(addresses: bytes, control: int, info: bytes = b"", *, segmente
         raise LocalProtocolError(f"frame of {length} bytes exceeds the 11-bit length field")
     header = (_FORMAT_TYPE | (_SEGMENTED if segmented else 0) | length).to_bytes(2, "big") + addresses + \
         control.to_bytes(1, "big")
-    body = header + _check_sequence(header) + info if info else header
-    return _FLAG_BYTE + body + _check_sequence(body) + _FLAG_BYTE
+    body = header + crc16_x25(header).to_bytes(2, "little") + info if info else header
+    return _FLAG_BYTE + body + crc16_x25(body).to_bytes(2, "little") + _FLAG_BYTE
 
 
 class HdlcFrameDecoder:
