@@ -25,9 +25,9 @@ class Deadline:
     def running(self) -> bool:
         return self._since is not None
 
-    def restart(self) -> None:
-        """Start counting from now."""
-        self._since = self._loop.time()
+    def restart(self, now: float | None = None) -> None:
+        """Start counting from now (``now``: the loop's time, when the caller has just read it)."""
+        self._since = self._loop.time() if now is None else now
         if self._handle is None:
             self._handle = self._loop.call_at(self._since + self._timeout_s, self._fire)
 

@@ -148,8 +148,9 @@ class MeterSession:
                 service_error=apdus.SERVICE_ERROR_OTHER_REASON,
             ))
             return
+        now = self._scheduler.time()
         if not self._outstanding:
-            self._exchange_started = self._scheduler.time()
+            self._exchange_started = now
         self._outstanding.append(apdu if apdus.kind_of(apdu) is ApduKind.AARQ else apdu[:1])
         self.counters.apdus_to_meter += 1
         self.channel.send_apdu(apdu)
@@ -158,7 +159,7 @@ class MeterSession:
         if self._exchange_timer is None:
             self._exchange_timer = self._scheduler.call_at(self._exchange_started + self._exchange_timeout_s,
                                                            self._exchange_expired)
-        self._touch()
+        self._idle.restart(now)
 
     def hes_gone(self) -> None:
         """The HES connection closed: release the meter's channel."""
@@ -175,17 +176,17 @@ class MeterSession:
             self._channel_down(event)
 
     def _from_meter(self, apdu: bytes, *, answer: bool) -> None:
-        self._touch()
-        if self._observer is not None:  # the registry keeps last_seen to the second: tell it once a second
-            now = self._scheduler.time()
-            if now - self._seen_told_at >= SEEN_INTERVAL_S:
-                self._seen_told_at = now
-                self._observer.meter_seen(self.meter_sap)
+        now = self._scheduler.time()
+        self._idle.restart(now)
+        # the registry keeps last_seen to the second: tell it once a second
+        if self._observer is not None and now - self._seen_told_at >= SEEN_INTERVAL_S:
+            self._seen_told_at = now
+            self._observer.meter_seen(self.meter_sap)
         self.counters.apdus_to_hes += 1
         if answer and self._outstanding:
             self._outstanding.popleft()
             if self._outstanding:  # the next answer's silence counts from now (its timer is lazy)
-                self._exchange_started = self._scheduler.time()
+                self._exchange_started = now
         self._answer(apdu)
         if answer and apdus.kind_of(apdu) is ApduKind.RLRE:  # the association is over, so is the channel
             self._release("released")
