@@ -93,12 +93,16 @@ class MeterConfig:
         return bytes.fromhex(self.eui64.replace(":", "").replace("-", "")) if self.eui64 else None
 
 
+EVENT_LOOPS = ("auto", "uvloop", "asyncio")
+
+
 @dataclass(frozen=True, slots=True)
 class RelayConfig:
     exchange_timeout_s: float = 10.0  # the HES gets an exception-response after this
     association_idle_s: float = 300.0  # an association with no traffic is released (DISC)
     priority_classes: tuple[int, ...] = (70,)  # plain ACTIONs on these interface classes go first (70: disconnect)
     gateway_any_address: bool = False  # gateway-requests may name unregistered addresses (registered, bounded)
+    event_loop: str = "auto"  # auto: uvloop when installed (less CPU per relayed exchange), else asyncio's own
 
 
 @dataclass(frozen=True, slots=True)
@@ -336,6 +340,8 @@ def _check(config: GatewayConfig, problems: Problems) -> None:
         fail("relay", None, "exchange_timeout_s", "must be > 0")
     if config.relay.association_idle_s <= 0:
         fail("relay", None, "association_idle_s", "must be > 0")
+    if config.relay.event_loop not in EVENT_LOOPS:
+        fail("relay", None, "event_loop", "must be auto, uvloop or asyncio")
     if config.log.level not in ("debug", "info", "warning", "error"):
         fail("log", None, "level", "must be debug, info, warning or error")
     if config.log.format not in ("json", "console"):

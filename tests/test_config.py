@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from gateway.cli.main import event_loop_factory
 from gateway.config import ConfigError, load_config, network_ids, parse_config
 
 GOOD = """\
@@ -200,3 +201,22 @@ def test_meshes_sit_beside_lines_with_their_own_network_ids() -> None:
 def test_mesh_errors_name_the_key_and_line(edit: tuple[str, str], message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         parse_config(MESHES.replace(*edit, 1))
+
+
+def test_the_event_loop_choice_is_checked() -> None:
+    with pytest.raises(ConfigError, match=r"'relay.event_loop'.*must be auto, uvloop or asyncio"):
+        parse_config(GOOD.replace("[relay]", '[relay]\nevent_loop = "trio"', 1))
+    assert parse_config(GOOD).relay.event_loop == "auto"
+
+
+def test_auto_runs_the_daemon_on_uvloop_when_installed_and_asyncio_stays_selectable() -> None:
+    uvloop = pytest.importorskip("uvloop")  # a dependency on Linux: CI has it
+    factory = event_loop_factory("auto")
+    assert callable(factory)
+    loop = factory()
+    try:
+        assert isinstance(loop, uvloop.Loop)
+    finally:
+        loop.close()
+    assert event_loop_factory("asyncio") is None  # asyncio.Runner's default loop
+    assert event_loop_factory("uvloop") is factory

@@ -12,7 +12,7 @@ import asyncio
 import ipaddress
 import ssl
 from collections import Counter
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 import structlog
 
@@ -121,7 +121,7 @@ class HesConnection(asyncio.Protocol):
     # -- life cycle -----------------------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
+        transport = cast(asyncio.Transport, transport)
         self._transport = transport
         self.peer_address, self.peer = peer_names(transport.get_extra_info("peername"))
         self.local = peer_names(transport.get_extra_info("sockname"))[1]
