@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import gc
 import ipaddress
 import os
 import signal
@@ -735,6 +736,9 @@ async def run(config: GatewayConfig, *, config_path: Path | None = None) -> None
     if config_path is not None:
         loop.add_signal_handler(signal.SIGHUP, _reload_from, gateway, config_path)
     notify(f"READY=1\nSTATUS=relaying for {len(gateway.registry)} meters")
+    # What start-up built (configuration, registry, codecs) lives as long as the daemon: out of the cyclic
+    # collector's sight, a collection scans only what relaying allocates (no millisecond pauses at p99)
+    gc.freeze()
     interval = watchdog_interval()
     if interval is not None:
         gateway._spawn(functools.partial(_watchdog, gateway, interval), "watchdog")

@@ -25,6 +25,7 @@ from gateway.codec.hdlc.address import HdlcAddress, decode_address
 from gateway.codec.hdlc.control import (
     SEQUENCE_MODULUS,
     FrameKind,
+    frame_kind,
     i_control,
     recv_seq_of,
     s_control,
@@ -219,6 +220,8 @@ class HdlcClientLink:
         self.last_heard = now
         if self._state is LinkState.DISCONNECTED:
             return []
+        if frame_kind(frame.control) is FrameKind.I:  # most frames: the same answer as the chain below gives
+            return self._on_information(frame, now=now) if self._established else []
         try:
             kind = frame.kind
         except HdlcError as error:

@@ -111,6 +111,8 @@ class Reassembly:
             raise HdlcError(f"APDU longer than {MAX_APDU_LENGTH} bytes")
         self.recv_seq = (self.recv_seq + 1) % SEQUENCE_MODULUS
         self.more = more
+        if not more and not self._buffer:  # an APDU in one I-frame: no reassembly copy
+            return strip_llc(info, self._llc)
         self._buffer += info
         if more:
             return None
