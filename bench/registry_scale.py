@@ -51,7 +51,7 @@ def prepopulate(state: Path, count: int) -> None:
     registry = MeterRegistry(connection)
     for index in range(count):
         registry.register(link="bus0", physical_address=1000 + index % 15000, logical_device=1 + index // 15000,
-                          name=f"FAR{index:013d}".encode(), sap=100 + index)
+                          name=f"FAR{index:013d}".encode(), sap=200 + index)  # above 127, all-station
     connection.close()
 
 
