@@ -350,6 +350,18 @@ class MeterRegistry:
         saps = set(self._dirty_seen) | set(self._dirty_stats)
         if not saps:
             return 0
+        # Hot values need no fsync of their own (a power cut loses seconds of last_seen, never a registration):
+        # WAL with synchronous=NORMAL commits without waiting for the disk, so the event loop does not wait either
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        try:
+            self._write_hot(saps)
+        finally:
+            self._db.execute("PRAGMA synchronous=FULL")  # registrations and removals: durable before acknowledged
+        self._dirty_seen.clear()
+        self._dirty_stats.clear()
+        return len(saps)
+
+    def _write_hot(self, saps: set[int]) -> None:
         with self._transaction(change=False):
             for sap in saps:
                 meter = self._live.get(sap)
@@ -368,9 +380,6 @@ class MeterRegistry:
                     " crc_errors = excluded.crc_errors, last_rtt_ms = excluded.last_rtt_ms",
                     (meter.id, s.frames, s.retries, s.crc_errors, s.last_rtt_ms),
                 )
-        self._dirty_seen.clear()
-        self._dirty_stats.clear()
-        return len(saps)
 
     # -- internals ----------------------------------------------------------------------------
 

@@ -126,6 +126,20 @@ def test_hot_values_are_batched_until_flush(registry: MeterRegistry, db_path: Pa
     assert (stored.stats.frames, stored.stats.last_rtt_ms, stored.last_seen) == (200, 12.5, clock.now)
 
 
+def test_a_flush_of_hot_values_leaves_registrations_durable(db_path: Path, clock: Clock) -> None:
+    connection = open_database(db_path)
+    try:
+        registry = MeterRegistry(connection, clock=clock)
+        meter = registry.register(link="bus0", physical_address=40)
+        registry.seen(meter.sap, frames=1)
+        assert registry.flush() == 1
+        # last_seen is written without an fsync of its own; what follows (a registration) is FULL again
+        assert connection.execute("PRAGMA synchronous").fetchone() == (2,)
+        assert reopen(db_path, clock).get(meter.sap).stats.frames == 1  # type: ignore[union-attr]
+    finally:
+        connection.close()
+
+
 def test_state_changes_persist(registry: MeterRegistry, db_path: Path, clock: Clock) -> None:
     meter = registry.register(link="bus0", physical_address=40)
     registry.set_state(meter.sap, MeterState.ONLINE)
