@@ -20,7 +20,7 @@ from gateway.config_source import ConfigError as ConfigError  # noqa: PLC0414 - 
 from gateway.config_source import ConfigProblem as ConfigProblem  # noqa: PLC0414
 from gateway.config_source import Problems, SourceLines, build_table
 from gateway.poller.config import DEFAULT_POLLING_KEYS, PollerConfig, parse_poller
-from gateway.registry.store import ALL_STATION_SAP, TRANSPORTS, RegistryError, canonical_ip
+from gateway.registry.store import TRANSPORTS, RegistryError, canonical_ip
 from gateway.wan.limits import KEEPALIVE_IDLE_MAX_S, USER_TIMEOUT_MAX_S
 
 
@@ -400,8 +400,6 @@ def _check(config: GatewayConfig, problems: Problems) -> None:
                  "another meter has the same link and address")
         if place is not None:
             places.add(place)
-        if meter.sap == ALL_STATION_SAP:
-            fail("meters", i, "sap", f"SAP {ALL_STATION_SAP} is the all-station wPort (broadcasts), never a meter's")
         elif not reg.sap_first <= meter.sap <= reg.sap_last:
             fail("meters", i, "sap", f"outside the SAP range {reg.sap_first}..{reg.sap_last} "
                  "(SAP 1 is the gateway itself)")

@@ -24,6 +24,7 @@ from gateway import __version__
 from gateway.capture.tap import FrameTap
 from gateway.codec.gateway import hdlc_address_bytes, hdlc_address_from
 from gateway.codec.hdlc import meter_address_problem
+from gateway.codec.wrapper import ALL_STATION_WPORT
 from gateway.config import ConfigError, GatewayConfig, LinkConfig, MeshConfig, load_config, network_ids
 from gateway.control.commands import Commands
 from gateway.control.discovery import identify, identify_worker, scan_schedule
@@ -147,7 +148,8 @@ class Gateway:
         self.broadcasts = BroadcastRelay(networks={network: self.lines[name]
                                                    for network, name in self.networks.items() if name in self.lines})
         self.gateway_protocol = GatewayProtocol(router=self.router, lookup=self.gateway_route,
-                                                broadcasts=self.broadcasts)
+                                                broadcasts=self.broadcasts,
+                                                meter_at=lambda sap: self.registry.get(sap) is not None)
         self.wan = WanServer(config=config.wan, sink=self.gateway_protocol, tap=self.tap)
         self.pushes = PushStore(self.state_directory / "pushes.db", max_bytes=config.push_queue.max_bytes,
                                 max_age_s=config.push_queue.max_age_days * 86400.0)
@@ -511,6 +513,10 @@ class Gateway:
         if self.serves_meters:
             await self._serve_meters()
         await self.wan.start()
+        if self.registry.get(ALL_STATION_WPORT) is not None:
+            log.warning("meters.all_station_wport_held", sap=ALL_STATION_WPORT,
+                        effect="wPort 127 reaches this meter; broadcasts go by gateway-request (E6) to a network's "
+                               "all-station address")
         standby = self.config.standby
         try:
             await self.pair.start()

@@ -95,9 +95,11 @@ class GatewayProtocol:
     """Gateway-requests to meter SAPs, everything else straight to the router."""
 
     def __init__(self, *, router: PduSink, lookup: GatewayLookup, broadcasts: BroadcastRelay | None = None,
-                 log_limit: LogLimiter | None = None) -> None:
+                 log_limit: LogLimiter | None = None, meter_at: Callable[[int], bool] | None = None) -> None:
         self._router = router
         self._lookup = lookup
+        # whether a meter holds a SAP: one configured at the all-station wPort before broadcasts existed keeps it
+        self._meter_at = meter_at or (lambda _sap: False)
         self._broadcasts = broadcasts
         # id(HES connection) -> its gateway peers by (network, address, wPort); a HesPeer need not be hashable,
         # and each peer holds its owner, so an id is never reused while its entry lives
@@ -108,7 +110,8 @@ class GatewayProtocol:
 
     def pdu_from_hes(self, owner: HesPeer, pdu: WrapperPdu) -> None:
         if not gateway_pdu.is_gateway_request(pdu.apdu):
-            if pdu.destination == ALL_STATION_WPORT and self._broadcasts is not None:
+            if pdu.destination == ALL_STATION_WPORT and self._broadcasts is not None and \
+                    not self._meter_at(ALL_STATION_WPORT):
                 self._broadcasts.send(network_ids=self._broadcasts.all_networks(), client_sap=pdu.source,
                                       apdu=pdu.apdu, answer=functools.partial(self._answer, owner, pdu))
                 return

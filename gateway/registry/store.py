@@ -18,11 +18,11 @@ from enum import StrEnum
 from typing import Any
 
 from gateway.codec.hdlc import meter_address_problem
+from gateway.codec.wrapper import ALL_STATION_WPORT  # the gateway's broadcast path: never given to a meter unasked
 
 Place = tuple[str, int | str, int]  # (link, HDLC physical address or canonical IPv6 text, logical device)
 
 MANAGEMENT_SAP = 1  # the gateway's own logical device
-ALL_STATION_SAP = 0x7F  # Green Book reserved wPort: all-station (the gateway's broadcast path), never a meter's
 PUBLIC_CLIENT_SAP = 16
 
 
@@ -438,16 +438,15 @@ class MeterRegistry:
     def _choose_sap(self, wanted: int | None) -> int:
         now = self._clock()
         if wanted is not None:
-            if wanted in (MANAGEMENT_SAP, 0, ALL_STATION_SAP) or not 2 <= wanted <= 0xFFFF:
-                raise RegistryError(f"SAP {wanted} cannot be given to a meter (1 is the gateway itself, "
-                                    f"{ALL_STATION_SAP} all-station)")
+            if wanted in (MANAGEMENT_SAP, 0) or not 2 <= wanted <= 0xFFFF:
+                raise RegistryError(f"SAP {wanted} cannot be given to a meter (1 is the gateway itself)")
             if wanted in self._live:
                 raise RegistryError(f"SAP {wanted} belongs to another meter")
             if self._quarantined(wanted, now):
                 raise RegistryError(f"SAP {wanted} is in quarantine after a removal")
             return wanted
         for candidate in range(self.policy.first, self.policy.last + 1):
-            if candidate not in self._live and candidate != ALL_STATION_SAP and not self._quarantined(candidate, now):
+            if candidate not in self._live and candidate != ALL_STATION_WPORT and not self._quarantined(candidate, now):
                 return candidate
         raise RegistryError(f"no free SAP in {self.policy.first}..{self.policy.last}")
 

@@ -16,7 +16,7 @@ from gateway.codec import apdu as apdus
 from gateway.codec import axdr, xdlms
 from gateway.codec import gateway as gw_pdu
 from gateway.codec.wrapper import ALL_STATION_WPORT
-from gateway.config import GatewayConfig
+from gateway.config import GatewayConfig, MeterConfig
 from gateway.daemon import Gateway
 from tests.cosem.client import Keys
 from tests.firmware_channels import GatewayBroadcaster, gateway_campaign, meters_on_a_pty
@@ -126,6 +126,31 @@ async def test_a_broadcast_to_one_network_by_gateway_request_and_what_cannot_be_
         assert too_long.apdu == apdus.exception_response(state_error=apdus.STATE_ERROR_SERVICE_NOT_ALLOWED,
                                                          service_error=apdus.SERVICE_ERROR_PDU_TOO_LONG)
         assert gateway.lines["bus0"].counters.broadcasts == 1  # only the first one reached the line
+        await hes.close()
+
+
+async def test_a_meter_configured_at_sap_127_keeps_it_and_broadcasts_go_by_gateway_request(
+    gateway_factory: Callable[[GatewayConfig], Gateway], captured_logs: io.StringIO
+) -> None:
+    # a configuration from before broadcasts (or the anchors' probe, SAPs 17 upwards) names SAP 127
+    with meters_on_a_pty(firmware_meters(2, loss=0.0), seed=1) as (pty, _bus):
+        config = gateway_config(pty.slave_path, meters=1,
+                                extra_meters=(MeterConfig(sap=ALL_STATION_WPORT, link="bus0", physical_address=18),))
+        gateway = gateway_factory(config)
+        await gateway.start()
+        assert "meters.all_station_wport_held" in captured_logs.getvalue()
+        hes = await RawHes.connect(*gateway.wan.addresses[0])
+        aare = await hes.request(client_sap=16, meter_sap=ALL_STATION_WPORT, apdu=PUBLIC_AARQ)
+        assert aare.apdu[:1] == b"\x61" and aare.source == ALL_STATION_WPORT
+        answer = await hes.request(client_sap=16, meter_sap=ALL_STATION_WPORT, apdu=GET_LDN)
+        assert answer.apdu[:1] == b"\xc4"  # the meter's own answer, relayed: not a broadcast notification
+        assert gateway.lines["bus0"].counters.broadcasts == 0
+        block = BroadcastSender(BROADCAST_KEYS).action(2, axdr.Data.structure(
+            axdr.Data.double_long_unsigned(0), axdr.Data.octet_string(bytes(16))))
+        by_e6 = gw_pdu.encode(gw_pdu.GatewayPdu(network_id=1, physical_address=gw_pdu.ALL_STATION_ADDRESS, apdu=block))
+        sent = await hes.request(client_sap=MANAGEMENT_CLIENT, meter_sap=1, apdu=by_e6)
+        assert isinstance(xdlms.decode_xdlms(gw_pdu.decode(sent.apdu).apdu), xdlms.DataNotification)
+        assert gateway.lines["bus0"].counters.broadcasts == 1
         await hes.close()
 
 
