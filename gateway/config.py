@@ -400,7 +400,7 @@ def _check(config: GatewayConfig, problems: Problems) -> None:
                  "another meter has the same link and address")
         if place is not None:
             places.add(place)
-        elif not reg.sap_first <= meter.sap <= reg.sap_last:
+        if not reg.sap_first <= meter.sap <= reg.sap_last:
             fail("meters", i, "sap", f"outside the SAP range {reg.sap_first}..{reg.sap_last} "
                  "(SAP 1 is the gateway itself)")
     if not 2 <= reg.sap_first <= reg.sap_last <= 0xFFFF:
