@@ -60,7 +60,11 @@ class LinkConfig:
     reopen_interval_s: float = 1.0  # a lost device is tried again this often (udev "add" reopens at once)
     network_id: int = -1  # the gateway protocol's network id (E6/E7); -1: 1 + its place among [[links]]
     broadcast_share: float = 0.5  # at most this share of the line for broadcasts while relay exchanges wait
-    max_waiting: int = 64  # data links waiting for the medium; beyond, a new association is refused (transient)
+    # A new association is refused (transient) when the line's queue would keep it waiting longer than
+    # max_wait_s (estimated from recent exchanges: a slow PLC line fills up long before a fast bus), or when
+    # max_waiting data links wait at once (a hard cap whatever the line's speed).
+    max_wait_s: float = 10.0
+    max_waiting: int = 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -322,6 +326,8 @@ def _check(config: GatewayConfig, problems: Problems) -> None:
     for index, link in enumerate(config.links):
         if link.max_waiting < 1:
             fail("links", index, "max_waiting", "must be >= 1")
+        if link.max_wait_s <= 0:
+            fail("links", index, "max_wait_s", "must be > 0")
         if not 0.05 <= link.broadcast_share <= 1.0:
             fail("links", index, "broadcast_share", "must be 0.05..1.0")
     _check_meshes(config, fail)

@@ -54,6 +54,7 @@ def _key(*, client_sap: int, upper: int, lower: int | None) -> _Key:
     return (client_sap, upper, lower)
 
 
+EXCHANGE_TIME_WEIGHT = 0.05  # the newest exchange's share in the line's moving average of exchange times
 MAX_BROADCASTS_QUEUED = 64  # broadcast frames waiting for the medium; beyond this the HES is refused
 BITS_PER_OCTET = 10  # 8N1 on the serial side: a frame's airtime is its octets x 10 / bit rate
 _BROADCASTING: _Key = (-1, -1, None)  # who "holds" the medium while a broadcast frame is on the wire
@@ -122,6 +123,7 @@ class MeterLine:
         share = min(max(config.broadcast_share, 0.05), 1.0)
         self._relay_turns_per_broadcast = round((1.0 - share) / share)
         self._held_since = 0.0
+        self._exchange_s = 0.0  # moving average of how long an exchange held the medium
         self._opened_at: float | None = None
         self._timers: dict[_Key, tuple[asyncio.TimerHandle, float]] = {}  # response timeouts, back-offs; lazy
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -176,6 +178,10 @@ class MeterLine:
         now = self._clock()
         busy = self.counters.busy_s + (now - self._held_since if self._held_by is not None else 0.0)
         return round(busy / (now - self._opened_at), 4) if now > self._opened_at else 0.0
+
+    def exchange_s(self) -> float:
+        """How long an exchange holds the line, lately (a moving average; 0 before the first)."""
+        return self._exchange_s
 
     def waiting(self) -> int:
         """Data links that want the medium now (the line's queue)."""
@@ -359,7 +365,9 @@ class MeterLine:
                 self._held_since = now
             self._held_by = key
         elif self._held_by == key:
-            self.counters.busy_s += now - self._held_since
+            held = now - self._held_since
+            self.counters.busy_s += held
+            self._exchange_s += EXCHANGE_TIME_WEIGHT * (held - self._exchange_s)
             self._held_by = None
         deadline = link.deadline
         if deadline is None:

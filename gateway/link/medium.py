@@ -121,7 +121,9 @@ class SerialMedium:
         return self.line.is_open
 
     def congested(self) -> bool:
-        return self.line.waiting() >= self.line.config.max_waiting
+        """The queue is full: as many links wait as configured, or the next would wait longer than max_wait_s."""
+        waiting, config = self.line.waiting(), self.line.config
+        return waiting >= config.max_waiting or waiting * self.line.exchange_s() > config.max_wait_s
 
     def busy(self, association: Association) -> bool:
         """One data link per physical meter at a time (issue 13): many meters keep one HDLC connection only,

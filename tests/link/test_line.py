@@ -226,3 +226,27 @@ async def test_the_serial_medium_is_congested_once_as_many_links_wait_as_configu
     for client in clients[:2]:
         assert isinstance(await client.next_event(), LinkUp)
     assert not medium.congested()  # both served: the queue drained
+
+
+async def test_the_serial_medium_is_congested_once_the_queue_would_wait_longer_than_configured(
+        harness: Harness) -> None:
+    from dataclasses import replace  # noqa: PLC0415
+
+    from gateway.link.medium import SerialMedium  # noqa: PLC0415
+
+    medium = SerialMedium(harness.line)
+    first, second = Client(harness.line, physical_address=17), Client(harness.line, physical_address=18)
+    assert harness.line.exchange_s() == 0.0
+    first.link.connect()
+    harness.line.wake()
+    assert isinstance(await first.next_event(), LinkUp)
+    taken = harness.line.exchange_s()
+    assert taken > 0  # the line has learnt how long an exchange holds it
+    second.link.connect()  # one link waits: its wait is about one exchange
+    harness.line.config = replace(harness.line.config, max_wait_s=taken * 10)
+    assert not medium.congested()
+    harness.line.config = replace(harness.line.config, max_wait_s=taken / 10)  # a slow line: refuse what waits
+    assert medium.congested()
+    harness.line.wake()
+    assert isinstance(await second.next_event(), LinkUp)
+    assert not medium.congested()  # nothing waits any more
