@@ -19,7 +19,7 @@ import asyncio
 import json
 import random
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from bench.harness import gateway_process
@@ -37,14 +37,23 @@ BIT_RATES = (2400, 20_000)
 
 @dataclass
 class LineOctets:
-    """Octets the gateway wrote to the line and the meters wrote back."""
+    """Octets the gateway wrote to the line and the meters wrote back, in all and by campaign step."""
 
     to_meters: int = 0
     from_meters: int = 0
+    phase: str = "setup"
+    by_phase: dict[str, int] = field(default_factory=dict)
 
     @property
     def total(self) -> int:
         return self.to_meters + self.from_meters
+
+    def enter(self, phase: str) -> None:
+        """The head-end's hook: octets from now on go to ``phase``."""
+        self.phase = phase
+
+    def count(self, octets: int) -> None:
+        self.by_phase[self.phase] = self.by_phase.get(self.phase, 0) + octets
 
 
 def count_octets(bus: SimulatedBus) -> LineOctets:
@@ -55,6 +64,7 @@ def count_octets(bus: SimulatedBus) -> LineOctets:
         octets.to_meters += len(data)
         answer = feed(data)
         octets.from_meters += len(answer)
+        octets.count(len(data) + len(answer))
         return answer
 
     bus.feed = counting  # type: ignore[method-assign]
@@ -87,10 +97,12 @@ async def measure(*, meters: int, image: FirmwareImage, loss: float) -> dict[str
             unicast_octets = octets.total
             # (b) the others: broadcast once, then fill gaps by unicast (meter 17 is done; it ignores the broadcast)
             before = octets.total
+            octets.by_phase.clear()
             broadcaster = await asyncio.to_thread(GatewayBroadcaster, "127.0.0.1", PORT)
             started = time.monotonic()
             reports = await asyncio.to_thread(run_campaign, campaign_meters(18, meters - 1, first_serial=2), image,
-                                              sender=BroadcastSender(BROADCAST_KEYS), broadcaster=broadcaster)
+                                              sender=BroadcastSender(BROADCAST_KEYS), broadcaster=broadcaster,
+                                              phase=octets.enter)
             broadcast_wall = time.monotonic() - started
             broadcaster.channel.close()
             for report in reports:
@@ -100,6 +112,7 @@ async def measure(*, meters: int, image: FirmwareImage, loss: float) -> dict[str
         bus.detach()
         pty.close()
     unicast_blocks = sum(r.unicast_blocks for r in reports)
+    results["b_breakdown"] = dict(sorted(octets.by_phase.items(), key=lambda item: -item[1]))
     results.update(
         blocks=len(broadcaster.notifications), gap_blocks=unicast_blocks, meters_in_b=len(reports),
         one_meter_unicast_octets=unicast_octets, one_meter_unicast_wall_s=round(unicast_wall, 2),
@@ -149,6 +162,13 @@ def main() -> None:
           f"| {result['broadcast_campaign_wall_s']} s |")
     print(f"\n(b) / one meter's unicast: {result['b_over_one_meter_unicast']} (goal <= 1.3); "
           f"(a) / (b): {result['a_over_b']} (goal >= 50)")
+    breakdown = result["b_breakdown"]
+    assert isinstance(breakdown, dict)
+    print(f"\nwhere (b)'s {many:,} octets went:\n")
+    print("| step | octets | share of (b) | per meter | vs one meter's unicast |")
+    print("|---|---:|---:|---:|---:|")
+    for step, count in breakdown.items():
+        print(f"| {step} | {count:,} | {count / many:.1%} | {count / reached:,.0f} | {count / one:.2f} |")
     if args.json:
         args.json.write_text(json.dumps(result, indent=2))
 

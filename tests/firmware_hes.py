@@ -44,6 +44,11 @@ MAX_FILL_ROUNDS = 3
 
 log = structlog.get_logger("firmware_hes")
 Broadcaster = Callable[[bytes], None]  # puts one broadcast APDU on the medium (the gateway's job, later)
+PhaseHook = Callable[[str], None]  # told which step the campaign is in, so a bench can attribute airtime
+
+
+def _no_phase(_name: str) -> None:
+    return None
 
 
 class ApduChannel(Protocol):
@@ -185,27 +190,32 @@ class CampaignMeter:
 
 
 def run_campaign(
-    meters: Sequence[CampaignMeter], image: FirmwareImage, *, sender: BroadcastSender, broadcaster: Broadcaster
+    meters: Sequence[CampaignMeter], image: FirmwareImage, *, sender: BroadcastSender, broadcaster: Broadcaster,
+    phase: PhaseHook = _no_phase,
 ) -> list[MeterReport]:
     """Initiate everywhere, broadcast every block once, fill gaps, verify and activate per meter."""
-    started = [meter for meter in meters if _step(meter, _initiate, image)]
+    started = [meter for meter in meters if _step(meter, _initiate, image, phase)]
     if started:
         block_size = Counter(meter.report.block_size for meter in started).most_common(1)[0][0]
+        phase("broadcast blocks")
         for number, value in enumerate(image.blocks(block_size)):
             broadcaster(sender.action(BLOCK_TRANSFER, block_parameters(number, value)))
         log.info("firmware.broadcast_done", blocks=len(image.blocks(block_size)), block_size=block_size)
     for meter in started:
-        _step(meter, _finish, image)
+        _step(meter, _finish, image, phase)
     return [meter.report for meter in meters]
 
 
-def _step(meter: CampaignMeter, work: Callable[[CampaignMeter, FirmwareImage], None], image: FirmwareImage) -> bool:
+def _step(meter: CampaignMeter, work: Callable[[CampaignMeter, FirmwareImage, PhaseHook], None],
+          image: FirmwareImage, phase: PhaseHook = _no_phase) -> bool:
     """One unicast session with a meter; a failure ends up in its report."""
     try:
+        phase("association (open, HLS, release)")
         meter.client.open()
         try:
-            work(meter, image)
+            work(meter, image, phase)
         finally:
+            phase("association (open, HLS, release)")
             meter.client.close()
     except (CampaignError, AxdrError, AssertionError, ConnectionError, xdlms.XdlmsError) as failure:
         meter.report.error = f"{work.__name__.strip('_')}: {failure}"
@@ -220,8 +230,9 @@ def _number(value: Data) -> int:
     return value.value
 
 
-def _initiate(meter: CampaignMeter, image: FirmwareImage) -> None:
+def _initiate(meter: CampaignMeter, image: FirmwareImage, phase: PhaseHook) -> None:
     client = meter.client
+    phase("initiate (reads + ACTION)")
     if client.read(TRANSFER_ENABLED).value is not True:
         raise CampaignError("image transfer disabled")
     meter.report.block_size = _number(client.read(BLOCK_SIZE))
@@ -234,22 +245,27 @@ def _missing(client: MeterClient, count: int) -> list[int]:
     return [number for number in range(count) if number >= len(flags) or not flags[number]]
 
 
-def _finish(meter: CampaignMeter, image: FirmwareImage) -> None:
+def _finish(meter: CampaignMeter, image: FirmwareImage, phase: PhaseHook) -> None:
     client, report = meter.client, meter.report
     blocks = image.blocks(report.block_size)
+    phase("blocks status reads")
     missing = _missing(client, len(blocks))
     report.missed_broadcast = tuple(missing)
     for _ in range(MAX_FILL_ROUNDS):
         if not missing:
             break
+        phase("unicast gap fill")
         for number in missing:
             client.call(BLOCK_TRANSFER, block_parameters(number, blocks[number]))
             report.unicast_blocks += 1
+        phase("blocks status reads")
         missing = _missing(client, len(blocks))
     if missing:
         raise CampaignError(f"{len(missing)} blocks still missing")
+    phase("verify")
     client.call(VERIFY, Data.integer(0))
     report.verified = True
+    phase("activate and read back")
     client.call(ACTIVATE, Data.integer(0))
     if _number(client.read(TRANSFER_STATUS)) != ImageTransferStatus.ACTIVATION_SUCCESSFUL:
         raise CampaignError("activation not reported successful")
