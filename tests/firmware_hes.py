@@ -32,7 +32,7 @@ from gateway.cosem.image_transfer import (
     VERIFY,
     ImageTransferStatus,
 )
-from tests.cosem.client import Keys, TestClient
+from tests.cosem.client import INVOKE, Keys, TestClient
 
 IMAGE_TRANSFER_CLASS = 18
 BLOCK_SIZE, BLOCKS_STATUS, TRANSFER_ENABLED, TRANSFER_STATUS, TO_ACTIVATE = 2, 3, 5, 6, 7  # Blue Book IC 18
@@ -99,7 +99,15 @@ class BroadcastSender:
         """An unconfirmed ACTION on the Image transfer object, in general-glo-ciphering."""
         invoke = xdlms.invoke_id_and_priority(1, confirmed=False)
         method = xdlms.MethodDescriptor(IMAGE_TRANSFER_CLASS, IMAGE_TRANSFER, method_id)
-        plain = xdlms.encode_xdlms(xdlms.ActionRequestNormal(invoke, method, parameters))
+        return self._protect(xdlms.encode_xdlms(xdlms.ActionRequestNormal(invoke, method, parameters)))
+
+    def set(self, class_id: int, logical_name: bytes, attribute_id: int, value: Data) -> bytes:
+        """An unconfirmed SET, in general-glo-ciphering (e.g. the image activation time, IC 22)."""
+        invoke = xdlms.invoke_id_and_priority(1, confirmed=False)
+        attribute = xdlms.AttributeDescriptor(class_id, logical_name, attribute_id)
+        return self._protect(xdlms.encode_xdlms(xdlms.SetRequestNormal(invoke, attribute, None, value)))
+
+    def _protect(self, plain: bytes) -> bytes:
         self.invocation_counter += 1
         protected = security.protect(
             security_control=SC_BROADCAST,
@@ -153,6 +161,20 @@ class MeterClient(TestClient):
             raise CampaignError(f"attribute {attribute_id}: {result.name.lower()}")
         return result
 
+    def read_list(self, *attribute_ids: int) -> list[Data]:
+        """Several Image transfer attributes in one GET-Request-With-List."""
+        items = tuple((xdlms.AttributeDescriptor(IMAGE_TRANSFER_CLASS, IMAGE_TRANSFER, attribute_id), None)
+                      for attribute_id in attribute_ids)
+        answer = self.request(xdlms.GetRequestWithList(INVOKE, items))
+        if not isinstance(answer, xdlms.GetResponseWithList) or len(answer.results) != len(attribute_ids):
+            raise CampaignError(f"GET with list answered with {type(answer).__name__}")
+        values: list[Data] = []
+        for attribute_id, result in zip(attribute_ids, answer.results, strict=True):
+            if isinstance(result, xdlms.DataAccessResult):
+                raise CampaignError(f"attribute {attribute_id}: {result.name.lower()}")
+            values.append(result)
+        return values
+
     def call(self, method_id: int, parameters: Data) -> None:
         result = self.action(IMAGE_TRANSFER_CLASS, IMAGE_TRANSFER, method_id, parameters).result
         if result is not xdlms.ActionResult.SUCCESS:
@@ -171,6 +193,7 @@ class MeterReport:
     block_size: int = 0
     missed_broadcast: tuple[int, ...] = ()  # block numbers missing after the broadcast
     unicast_blocks: int = 0
+    unicast_activate: bool = False  # activated by a unicast image_activate (not at the broadcast time)
     verified: bool = False
     activated: bool = False
     activated_sha256: bytes | None = None
