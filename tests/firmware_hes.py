@@ -130,6 +130,7 @@ class MeterClient(TestClient):
     """Our codec-built management client (HLS-GMAC, ciphered) over an ApduChannel."""
 
     channel: ApduChannel | None = None
+    release_first: bool = True  # False: end with the data link's disconnect only (HDLC DISC releases the AA)
 
     def __repr__(self) -> str:  # never show the keys
         return f"MeterClient(client_sap={self.client_sap}, channel={self.channel!r})"
@@ -152,7 +153,8 @@ class MeterClient(TestClient):
 
     def close(self) -> None:
         assert self.channel is not None
-        self.release()
+        if self.release_first:
+            self.release()
         self.channel.close()
 
     def read(self, attribute_id: int) -> Data:
