@@ -149,10 +149,11 @@ async def measure(*, profile: str, model: str, meters: int, image: FirmwareImage
     counters = Meter(medium, phases)
     try:
         with gateway_process(pty.slave_path, meters, PORT):
-            await asyncio.to_thread(warm_up)
+            first = campaign_meters(17, 1)
+            await asyncio.to_thread(warm_up, first[0])
             # (a) one meter's whole image by unicast: a broadcaster that sends nothing leaves every block missing
             before = counters.snapshot()
-            (one,) = await asyncio.to_thread(run_campaign, campaign_meters(17, 1), image,
+            (one,) = await asyncio.to_thread(run_campaign, first, image,
                                              sender=BroadcastSender(BROADCAST_KEYS), broadcaster=lambda apdu: None)
             unicast = counters.since(before)
             check(one, image)
@@ -191,10 +192,12 @@ async def measure(*, profile: str, model: str, meters: int, image: FirmwareImage
     }
 
 
-def warm_up() -> None:
-    """One association with meter 17 once the gateway has its line open (its WAN may listen a moment earlier)."""
+def warm_up(meter: CampaignMeter) -> None:
+    """One association with the meter once the gateway has its line open (its WAN may listen a moment earlier).
+
+    The same client as the campaign's: its invocation counter goes on (a meter refuses a replayed one).
+    """
     for _ in range(40):
-        (meter,) = campaign_meters(17, 1)
         try:
             meter.client.open()
             meter.client.close()

@@ -14,6 +14,7 @@ here logs them.
 from __future__ import annotations
 
 import hashlib
+import time
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -41,6 +42,7 @@ SC_BROADCAST = (
     | security.SecurityControl.AUTHENTICATION
 )  # Green Book 9.2.7.2.2: key set = broadcast, authenticated and encrypted, suite 0
 MAX_FILL_ROUNDS = 3
+TRANSIENT_RETRIES, TRANSIENT_PAUSE_S = 10, 0.1  # a head-end asks again after a transient refusal
 
 log = structlog.get_logger("firmware_hes")
 Broadcaster = Callable[[bytes], None]  # puts one broadcast APDU on the medium (the gateway's job, later)
@@ -148,6 +150,11 @@ class MeterClient(TestClient):
         assert self.channel is not None
         self.channel.open()
         aare = self.associate(mechanism=Mechanism.HLS_GMAC)
+        for _ in range(TRANSIENT_RETRIES):  # e.g. the gateway still closing this meter's last data link
+            if aare.result is not AssociationResult.REJECTED_TRANSIENT:
+                break
+            time.sleep(TRANSIENT_PAUSE_S)
+            aare = self.associate(mechanism=Mechanism.HLS_GMAC)
         if aare.result is not AssociationResult.ACCEPTED or self.hls(aare).result is not xdlms.ActionResult.SUCCESS:
             raise CampaignError("association refused")
 
