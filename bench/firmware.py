@@ -39,7 +39,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import datetime as dt
+import fcntl
 import json
+import os
 import random
 import time
 from dataclasses import dataclass, field
@@ -49,7 +51,7 @@ from bench.harness import gateway_process
 from gateway.log import configure
 from gateway.sim.bus import SimulatedBus
 from gateway.sim.medium import MediumSettings, SimulatedMedium
-from gateway.sim.pty import open_pty
+from gateway.sim.pty import PtyPair, open_pty
 from tests.cosem.client import Keys
 from tests.firmware_channels import GatewayBroadcaster, GatewayChannel
 from tests.firmware_hes import (
@@ -73,6 +75,7 @@ from tests.sim.firmware_fleet import (
 )
 
 PORT = 24062
+LOG_FILE = Path("/tmp/bench-firmware-gateway.log")  # the gateway's warnings, for a run that goes wrong
 MODELS = ("per-meter", "shared")
 
 
@@ -132,9 +135,25 @@ def campaign_meters(sap_first: int, count: int, *, first_serial: int = 1) -> lis
     return meters
 
 
+def lockable_pty() -> PtyPair:
+    """A pty whose slave nobody else holds locked (another machine's gateway may still be reopening a stale path)."""
+    for _ in range(20):
+        pty = open_pty()
+        probe = os.open(pty.slave_path, os.O_RDWR | os.O_NOCTTY)
+        try:
+            fcntl.flock(probe, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(probe, fcntl.LOCK_UN)
+            return pty
+        except OSError:
+            pty.close()
+        finally:
+            os.close(probe)
+    raise RuntimeError("no pty free of others' locks")
+
+
 async def measure(*, profile: str, model: str, meters: int, image: FirmwareImage, loss: float,
                   time_scale: float) -> dict[str, object]:
-    pty = open_pty()
+    pty = lockable_pty()
     clock = FleetClock()
     fleet = firmware_meters(meters, loss=loss if model == "per-meter" else 0.0, clock=clock)
     settings = MediumSettings.profile(profile, frame_loss=loss if model == "shared" else 0.0, seed=2026,
@@ -148,7 +167,7 @@ async def measure(*, profile: str, model: str, meters: int, image: FirmwareImage
     medium.attach(pty.master_fd)
     counters = Meter(medium, phases)
     try:
-        with gateway_process(pty.slave_path, meters, PORT):
+        with gateway_process(pty.slave_path, meters, PORT, log_file=LOG_FILE):
             first = campaign_meters(17, 1)
             await asyncio.to_thread(warm_up, first[0])
             # (a) one meter's whole image by unicast: a broadcaster that sends nothing leaves every block missing
@@ -197,7 +216,7 @@ def warm_up(meter: CampaignMeter) -> None:
 
     The same client as the campaign's: its invocation counter goes on (a meter refuses a replayed one).
     """
-    for _ in range(40):
+    for _ in range(120):
         try:
             meter.client.open()
             meter.client.close()
@@ -268,6 +287,7 @@ def main() -> None:
     image = FirmwareImage(identifier=b"BENCH-FW-1", data=random.Random(7).randbytes(args.image_kib * 1024))
     print(f"{args.image_kib} KiB image, {args.meters} meters: one by unicast (a), the other "
           f"{args.meters - 1} in broadcast rounds (b)")
+    LOG_FILE.unlink(missing_ok=True)
     results = asyncio.run(run_all(args, image))
     if args.json:
         args.json.write_text(json.dumps(results, indent=2, default=str))
