@@ -237,12 +237,12 @@ class _Campaign:
 
     def _confirm(self, meter: CampaignMeter) -> None:
         self.phase("confirm (one GET-with-list)")
-        if self._activated(meter):
+        status = self._activated(meter)
+        if status is None:
             return
         self.phase("unicast residue + activate")
         client, report = meter.client, meter.report
         report.block_size = report.block_size or self.summary.block_size
-        status = client.read(TRANSFER_STATUS).value
         if status not in TRANSFERRING:
             client.call(INITIATE, Data.structure(Data.octet_string(self.image.identifier),
                                                  Data.double_long_unsigned(len(self.image.data))))
@@ -253,18 +253,21 @@ class _Campaign:
                 report.unicast_blocks += 1
         client.call(ACTIVATE, Data.integer(0))
         report.unicast_activate = True
-        if not self._activated(meter):
+        if self._activated(meter) is not None:
             raise CampaignError("activation not reported successful")
 
-    def _activated(self, meter: CampaignMeter) -> bool:
+    def _activated(self, meter: CampaignMeter) -> int | None:
+        """None when the meter runs the image (its SHA-256 checked), else its image_transfer_status."""
         status, info = meter.client.read_list(TRANSFER_STATUS, TO_ACTIVATE)
+        if not isinstance(status.value, int):
+            raise CampaignError(f"image_transfer_status is {status.type.name}")
         if status.value != ImageTransferStatus.ACTIVATION_SUCCESSFUL or not info.items:
-            return False
+            return status.value
         _size, identifier, signature = info.items[0].items
         if identifier.value != self.image.identifier or signature.value != self.image.sha256:
-            return False
+            return status.value  # another image: transferred again below
         report = meter.report
         report.verified = report.activated = True
         report.activated_sha256 = self.image.sha256
         log.info("firmware.meter_done", meter=meter.name, unicast_blocks=report.unicast_blocks)
-        return True
+        return None
