@@ -135,8 +135,15 @@ def campaign_meters(sap_first: int, count: int, *, first_serial: int = 1) -> lis
     return meters
 
 
+CONTESTED: list[PtyPair] = []  # ptys another process locked: kept open so that we are not handed them again
+
+
+class LineUnavailableError(RuntimeError):
+    """The gateway never got its line (another process on this machine locked the pty)."""
+
+
 def lockable_pty() -> PtyPair:
-    """A pty whose slave nobody else holds locked (another machine's gateway may still be reopening a stale path)."""
+    """A pty whose slave nobody else holds locked (another gateway here may still be reopening a stale path)."""
     for _ in range(20):
         pty = open_pty()
         probe = os.open(pty.slave_path, os.O_RDWR | os.O_NOCTTY)
@@ -145,15 +152,33 @@ def lockable_pty() -> PtyPair:
             fcntl.flock(probe, fcntl.LOCK_UN)
             return pty
         except OSError:
-            pty.close()
+            CONTESTED.append(pty)
         finally:
             os.close(probe)
-    raise RuntimeError("no pty free of others' locks")
+    raise LineUnavailableError("no pty free of others' locks")
 
 
 async def measure(*, profile: str, model: str, meters: int, image: FirmwareImage, loss: float,
                   time_scale: float) -> dict[str, object]:
-    pty = lockable_pty()
+    """One profile and loss model, on a fresh pty and gateway (another one if someone takes the pty first)."""
+    for _ in range(3):
+        pty = lockable_pty()
+        try:
+            result = await measure_on(pty, profile=profile, model=model, meters=meters, image=image, loss=loss,
+                                      time_scale=time_scale)
+        except LineUnavailableError:
+            CONTESTED.append(pty)  # kept open: the next pty gets another number
+            continue
+        except BaseException:
+            pty.close()
+            raise
+        pty.close()
+        return result
+    raise LineUnavailableError("the gateway never got a line")
+
+
+async def measure_on(pty: PtyPair, *, profile: str, model: str, meters: int, image: FirmwareImage, loss: float,
+                     time_scale: float) -> dict[str, object]:
     clock = FleetClock()
     fleet = firmware_meters(meters, loss=loss if model == "per-meter" else 0.0, clock=clock)
     settings = MediumSettings.profile(profile, frame_loss=loss if model == "shared" else 0.0, seed=2026,
@@ -192,7 +217,6 @@ async def measure(*, profile: str, model: str, meters: int, image: FirmwareImage
                 check(report, image)
     finally:
         medium.detach()
-        pty.close()
     reached = len(reports)
     return {
         "profile": profile, "bit_rate": settings.bit_rate, "model": model, "loss": loss, "meters_in_b": reached,
@@ -223,7 +247,7 @@ def warm_up(meter: CampaignMeter) -> None:
             return
         except (CampaignError, ConnectionError):
             time.sleep(0.25)
-    raise RuntimeError("the gateway never relayed an association")
+    raise LineUnavailableError("the gateway never relayed an association")
 
 
 def check(report: MeterReport, image: FirmwareImage) -> None:
@@ -255,11 +279,25 @@ def print_run(result: dict[str, object]) -> None:
           f"(a) / (b) = {result['a_over_b_medium']:.1f}\n")
     steps, octets = result["b_airtime_by_step"], result["b_octets_by_step"]
     assert isinstance(steps, dict) and isinstance(octets, dict)
+    if result["model"] == "per-meter":
+        loss, meters = result["loss"], result["meters_in_b"]
+        assert isinstance(loss, float) and isinstance(meters, int)
+        sends = transmissions_per_block(loss=loss, meters=meters)
+        one_pass = steps.get("broadcast initiate + blocks", 0.0) / one["airtime_s"]
+        print(f"bound: with {loss:.0%} lost per meter independently, a block needs {sends:.2f} broadcasts on "
+              f"average before all {meters} meters have it; at {one_pass:.2f} x one meter's unicast per pass, "
+              f"the blocks alone cost (b) >= {sends * one_pass:.2f} x one meter, (a) / (b) <= "
+              f"{meters / (sends * one_pass):.0f}, before any association\n")
     print("| (b) step | octets | airtime | share of (b) | x one meter's unicast |")
     print("|---|---:|---:|---:|---:|")
     for step, airtime in steps.items():
         print(f"| {step} | {octets[step]:,} | {airtime:,.1f} s | {airtime / b['airtime_s']:.1%} "
               f"| {airtime / one['airtime_s']:.3f} |")
+
+
+def transmissions_per_block(*, loss: float, meters: int) -> float:
+    """Expected broadcasts of one block until every meter has it, each missing each copy independently."""
+    return 1.0 + sum(1.0 - (1.0 - loss**sent) ** meters for sent in range(1, 20))
 
 
 async def run_all(args: argparse.Namespace, image: FirmwareImage) -> list[dict[str, object]]:
