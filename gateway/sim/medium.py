@@ -148,8 +148,12 @@ class SimulatedMedium:
             where = self._random.randrange(1, len(frame) - 1)  # never a flag: the frame still ends where it did
             frame = frame[:where] + bytes([frame[where] ^ 0x5A]) + frame[where + 1:]
         arrival = end + self.settings.latency_s
-        asyncio.get_running_loop().call_later((arrival - now) / self.settings.time_scale, self._arrive, arrival,
-                                              deliver, frame)
+        loop = asyncio.get_running_loop()
+        wait = (arrival - now) / self.settings.time_scale
+        if self._wall is time.monotonic:  # the loop's own clock: an absolute deadline keeps frames in order
+            loop.call_at(now - self._skipped + wait, self._arrive, arrival, deliver, frame)
+        else:
+            loop.call_later(wait, self._arrive, arrival, deliver, frame)
 
     def _arrive(self, arrival: float, deliver: Callable[[bytes], None], frame: bytes) -> None:
         late = arrival - self.now()
