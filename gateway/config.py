@@ -80,6 +80,7 @@ class MeshConfig:
     response_timeout_s: float = 10.0  # several hops each way; a lost datagram is this, then an exception-response
     network_id: int = -1  # the gateway protocol's network id (E6/E7); -1: after the [[links]], by place
     wisun_bus: str = ""  # "system" (or a D-Bus address): follow wsbrd's node list, register/readdress; "": off
+    broadcast_group: str = ""  # IPv6 multicast group for broadcasts (e.g. "ff03::1"); "": broadcasts not sent here
 
 
 @dataclass(frozen=True, slots=True)
@@ -273,6 +274,13 @@ def network_ids(links: tuple[LinkConfig, ...], meshes: tuple[MeshConfig, ...] = 
     return {network: name for _, _, network, name in _networks(links, meshes)}
 
 
+def _multicast(address: str) -> bool:
+    try:
+        return ipaddress.IPv6Address(address).is_multicast
+    except ValueError:
+        return False
+
+
 def _check_meshes(config: GatewayConfig, fail: _Fail) -> None:
     for i, mesh in enumerate(config.meshes):
         try:
@@ -287,6 +295,9 @@ def _check_meshes(config: GatewayConfig, fail: _Fail) -> None:
             fail("meshes", i, "max_queued", "must be 0..100000")
         if not mesh.response_timeout_s > 0:
             fail("meshes", i, "response_timeout_s", "must be > 0")
+        if mesh.broadcast_group and not _multicast(mesh.broadcast_group):
+            fail("meshes", i, "broadcast_group", f"{mesh.broadcast_group!r} is not an IPv6 multicast address "
+                                                 "(e.g. \"ff03::1\"; \"\": off)")
         if mesh.wisun_bus not in ("", "system") and not mesh.wisun_bus.startswith(("unix:", "tcp:")):
             fail("meshes", i, "wisun_bus", "must be \"system\", a D-Bus address (unix:path=...) or \"\" (off)")
 

@@ -90,7 +90,8 @@ def serial_opener(config: LinkConfig) -> Opener:
 def mesh_endpoint(config: MeshConfig) -> MeshEndpoint:
     """The medium of one [[meshes]] entry (its socket is bound by `start`)."""
     return MeshEndpoint(name=config.name, settings=MeshSettings(
-        max_in_flight=config.max_in_flight, max_queued=config.max_queued, response_timeout_s=config.response_timeout_s))
+        max_in_flight=config.max_in_flight, max_queued=config.max_queued, response_timeout_s=config.response_timeout_s),
+        broadcast_group=config.broadcast_group or None)
 
 
 def mesh_binding(config: MeshConfig) -> MeshBinding:
@@ -145,8 +146,10 @@ class Gateway:
             enabled=config.relay.gateway_any_address, per_hour=config.registry.push_registrations_per_hour,
             burst=config.registry.push_registration_burst, max_pending=config.registry.push_registration_max_pending,
         ), now=time.monotonic())
-        self.broadcasts = BroadcastRelay(networks={network: self.lines[name]
-                                                   for network, name in self.networks.items() if name in self.lines})
+        multicast = {mesh.name for mesh in config.meshes if mesh.broadcast_group}
+        self.broadcasts = BroadcastRelay(networks={  # every line; a mesh with a multicast group
+            network: self.lines[name] if name in self.lines else self.meshes[name]
+            for network, name in self.networks.items() if name in self.lines or name in multicast})
         self.gateway_protocol = GatewayProtocol(router=self.router, lookup=self.gateway_route,
                                                 broadcasts=self.broadcasts,
                                                 meter_at=lambda sap: self.registry.get(sap) is not None)

@@ -14,6 +14,7 @@ here logs them.
 from __future__ import annotations
 
 import hashlib
+import time
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -32,7 +33,7 @@ from gateway.cosem.image_transfer import (
     VERIFY,
     ImageTransferStatus,
 )
-from tests.cosem.client import Keys, TestClient
+from tests.cosem.client import INVOKE, Keys, TestClient
 
 IMAGE_TRANSFER_CLASS = 18
 BLOCK_SIZE, BLOCKS_STATUS, TRANSFER_ENABLED, TRANSFER_STATUS, TO_ACTIVATE = 2, 3, 5, 6, 7  # Blue Book IC 18
@@ -41,9 +42,15 @@ SC_BROADCAST = (
     | security.SecurityControl.AUTHENTICATION
 )  # Green Book 9.2.7.2.2: key set = broadcast, authenticated and encrypted, suite 0
 MAX_FILL_ROUNDS = 3
+TRANSIENT_RETRIES, TRANSIENT_PAUSE_S = 10, 0.1  # a head-end asks again after a transient refusal
 
 log = structlog.get_logger("firmware_hes")
 Broadcaster = Callable[[bytes], None]  # puts one broadcast APDU on the medium (the gateway's job, later)
+PhaseHook = Callable[[str], None]  # told which step the campaign is in, so a bench can attribute airtime
+
+
+def _no_phase(_name: str) -> None:
+    return None
 
 
 class ApduChannel(Protocol):
@@ -94,7 +101,15 @@ class BroadcastSender:
         """An unconfirmed ACTION on the Image transfer object, in general-glo-ciphering."""
         invoke = xdlms.invoke_id_and_priority(1, confirmed=False)
         method = xdlms.MethodDescriptor(IMAGE_TRANSFER_CLASS, IMAGE_TRANSFER, method_id)
-        plain = xdlms.encode_xdlms(xdlms.ActionRequestNormal(invoke, method, parameters))
+        return self._protect(xdlms.encode_xdlms(xdlms.ActionRequestNormal(invoke, method, parameters)))
+
+    def set(self, class_id: int, logical_name: bytes, attribute_id: int, value: Data) -> bytes:
+        """An unconfirmed SET, in general-glo-ciphering (e.g. the image activation time, IC 22)."""
+        invoke = xdlms.invoke_id_and_priority(1, confirmed=False)
+        attribute = xdlms.AttributeDescriptor(class_id, logical_name, attribute_id)
+        return self._protect(xdlms.encode_xdlms(xdlms.SetRequestNormal(invoke, attribute, None, value)))
+
+    def _protect(self, plain: bytes) -> bytes:
         self.invocation_counter += 1
         protected = security.protect(
             security_control=SC_BROADCAST,
@@ -117,6 +132,7 @@ class MeterClient(TestClient):
     """Our codec-built management client (HLS-GMAC, ciphered) over an ApduChannel."""
 
     channel: ApduChannel | None = None
+    release_first: bool = True  # False: end with the data link's disconnect only (HDLC DISC releases the AA)
 
     def __repr__(self) -> str:  # never show the keys
         return f"MeterClient(client_sap={self.client_sap}, channel={self.channel!r})"
@@ -134,12 +150,18 @@ class MeterClient(TestClient):
         assert self.channel is not None
         self.channel.open()
         aare = self.associate(mechanism=Mechanism.HLS_GMAC)
+        for _ in range(TRANSIENT_RETRIES):  # e.g. the gateway still closing this meter's last data link
+            if aare.result is not AssociationResult.REJECTED_TRANSIENT:
+                break
+            time.sleep(TRANSIENT_PAUSE_S)
+            aare = self.associate(mechanism=Mechanism.HLS_GMAC)
         if aare.result is not AssociationResult.ACCEPTED or self.hls(aare).result is not xdlms.ActionResult.SUCCESS:
             raise CampaignError("association refused")
 
     def close(self) -> None:
         assert self.channel is not None
-        self.release()
+        if self.release_first:
+            self.release()
         self.channel.close()
 
     def read(self, attribute_id: int) -> Data:
@@ -147,6 +169,20 @@ class MeterClient(TestClient):
         if isinstance(result, xdlms.DataAccessResult):
             raise CampaignError(f"attribute {attribute_id}: {result.name.lower()}")
         return result
+
+    def read_list(self, *attribute_ids: int) -> list[Data]:
+        """Several Image transfer attributes in one GET-Request-With-List."""
+        items = tuple((xdlms.AttributeDescriptor(IMAGE_TRANSFER_CLASS, IMAGE_TRANSFER, attribute_id), None)
+                      for attribute_id in attribute_ids)
+        answer = self.request(xdlms.GetRequestWithList(INVOKE, items))
+        if not isinstance(answer, xdlms.GetResponseWithList) or len(answer.results) != len(attribute_ids):
+            raise CampaignError(f"GET with list answered with {type(answer).__name__}")
+        values: list[Data] = []
+        for attribute_id, result in zip(attribute_ids, answer.results, strict=True):
+            if isinstance(result, xdlms.DataAccessResult):
+                raise CampaignError(f"attribute {attribute_id}: {result.name.lower()}")
+            values.append(result)
+        return values
 
     def call(self, method_id: int, parameters: Data) -> None:
         result = self.action(IMAGE_TRANSFER_CLASS, IMAGE_TRANSFER, method_id, parameters).result
@@ -166,6 +202,7 @@ class MeterReport:
     block_size: int = 0
     missed_broadcast: tuple[int, ...] = ()  # block numbers missing after the broadcast
     unicast_blocks: int = 0
+    unicast_activate: bool = False  # activated by a unicast image_activate (not at the broadcast time)
     verified: bool = False
     activated: bool = False
     activated_sha256: bytes | None = None
@@ -185,27 +222,32 @@ class CampaignMeter:
 
 
 def run_campaign(
-    meters: Sequence[CampaignMeter], image: FirmwareImage, *, sender: BroadcastSender, broadcaster: Broadcaster
+    meters: Sequence[CampaignMeter], image: FirmwareImage, *, sender: BroadcastSender, broadcaster: Broadcaster,
+    phase: PhaseHook = _no_phase,
 ) -> list[MeterReport]:
     """Initiate everywhere, broadcast every block once, fill gaps, verify and activate per meter."""
-    started = [meter for meter in meters if _step(meter, _initiate, image)]
+    started = [meter for meter in meters if _step(meter, _initiate, image, phase)]
     if started:
         block_size = Counter(meter.report.block_size for meter in started).most_common(1)[0][0]
+        phase("broadcast blocks")
         for number, value in enumerate(image.blocks(block_size)):
             broadcaster(sender.action(BLOCK_TRANSFER, block_parameters(number, value)))
         log.info("firmware.broadcast_done", blocks=len(image.blocks(block_size)), block_size=block_size)
     for meter in started:
-        _step(meter, _finish, image)
+        _step(meter, _finish, image, phase)
     return [meter.report for meter in meters]
 
 
-def _step(meter: CampaignMeter, work: Callable[[CampaignMeter, FirmwareImage], None], image: FirmwareImage) -> bool:
+def _step(meter: CampaignMeter, work: Callable[[CampaignMeter, FirmwareImage, PhaseHook], None],
+          image: FirmwareImage, phase: PhaseHook = _no_phase) -> bool:
     """One unicast session with a meter; a failure ends up in its report."""
     try:
+        phase("association (open, HLS, release)")
         meter.client.open()
         try:
-            work(meter, image)
+            work(meter, image, phase)
         finally:
+            phase("association (open, HLS, release)")
             meter.client.close()
     except (CampaignError, AxdrError, AssertionError, ConnectionError, xdlms.XdlmsError) as failure:
         meter.report.error = f"{work.__name__.strip('_')}: {failure}"
@@ -220,8 +262,9 @@ def _number(value: Data) -> int:
     return value.value
 
 
-def _initiate(meter: CampaignMeter, image: FirmwareImage) -> None:
+def _initiate(meter: CampaignMeter, image: FirmwareImage, phase: PhaseHook) -> None:
     client = meter.client
+    phase("initiate (reads + ACTION)")
     if client.read(TRANSFER_ENABLED).value is not True:
         raise CampaignError("image transfer disabled")
     meter.report.block_size = _number(client.read(BLOCK_SIZE))
@@ -234,22 +277,27 @@ def _missing(client: MeterClient, count: int) -> list[int]:
     return [number for number in range(count) if number >= len(flags) or not flags[number]]
 
 
-def _finish(meter: CampaignMeter, image: FirmwareImage) -> None:
+def _finish(meter: CampaignMeter, image: FirmwareImage, phase: PhaseHook) -> None:
     client, report = meter.client, meter.report
     blocks = image.blocks(report.block_size)
+    phase("blocks status reads")
     missing = _missing(client, len(blocks))
     report.missed_broadcast = tuple(missing)
     for _ in range(MAX_FILL_ROUNDS):
         if not missing:
             break
+        phase("unicast gap fill")
         for number in missing:
             client.call(BLOCK_TRANSFER, block_parameters(number, blocks[number]))
             report.unicast_blocks += 1
+        phase("blocks status reads")
         missing = _missing(client, len(blocks))
     if missing:
         raise CampaignError(f"{len(missing)} blocks still missing")
+    phase("verify")
     client.call(VERIFY, Data.integer(0))
     report.verified = True
+    phase("activate and read back")
     client.call(ACTIVATE, Data.integer(0))
     if _number(client.read(TRANSFER_STATUS)) != ImageTransferStatus.ACTIVATION_SUCCESSFUL:
         raise CampaignError("activation not reported successful")

@@ -184,6 +184,8 @@ def test_meshes_sit_beside_lines_with_their_own_network_ids() -> None:
     assert [(m.name, m.port, m.max_in_flight, m.wisun_bus) for m in config.meshes] == [
         ("wisun0", 4059, 4, ""), ("g3", 4059, 8, "")]
     assert network_ids(config.links, config.meshes) == {1: "bus0", 2: "wisun0", 9: "g3"}
+    assert parse_config(MESHES.replace("max_in_flight = 4", 'broadcast_group = "ff03::1"')).meshes[0].broadcast_group \
+        == "ff03::1"
     mesh_meter = config.meters[1]
     assert (mesh_meter.address, mesh_meter.eui64_bytes) == ("FD00:0::17", bytes.fromhex("0011223344556677"))
 
@@ -197,6 +199,8 @@ def test_meshes_sit_beside_lines_with_their_own_network_ids() -> None:
     (('physical_address = 17', 'address = "fd00::9"'), r"'meters\[0\].address'.*is a serial line"),
     (('eui64 = "00:11:22:33:44:55:66:77"', 'transport = "sctp"'), r"'meters\[1\].transport'.*\"udp\" or \"tcp\""),
     (('physical_address = 17', 'physical_address = 17\ntransport = "tcp"'), r"'meters\[0\].transport'.*serial"),
+    (("max_in_flight = 4", 'max_in_flight = 4\nbroadcast_group = "fd00::1"'),
+     r"'meshes\[0\].broadcast_group' \(line 10\): 'fd00::1' is not an IPv6 multicast address"),
 ])
 def test_mesh_errors_name_the_key_and_line(edit: tuple[str, str], message: str) -> None:
     with pytest.raises(ConfigError, match=message):

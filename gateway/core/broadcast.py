@@ -34,7 +34,8 @@ BROADCAST_INVOKE_ID = 0  # long-invoke-id-and-priority of the gateway's own noti
 class BroadcastMedium(Protocol):
     """A meter network that can carry one APDU to every meter on it."""
 
-    name: str
+    @property
+    def name(self) -> str: ...
 
     def broadcast(self, *, client_sap: int, apdu: bytes, done: Callable[[float | None], None]) -> bool: ...
 

@@ -43,8 +43,8 @@ class BroadcastRejection(Enum):
     NOT_PROTECTED = "not-protected"  # not general-glo-ciphering, or not authenticated with the broadcast key
     DECIPHERING = "deciphering"  # bad GCM tag or header
     REPLAYED = "replayed"  # invocation counter not above the sender's last one
-    NOT_UNCONFIRMED_ACTION = "not-unconfirmed-action"  # anything but an unconfirmed ACTION-Request-Normal
-    REFUSED = "refused"  # the object refused the method (its result was not success)
+    NOT_UNCONFIRMED_ACTION = "not-unconfirmed-action"  # anything but an unconfirmed ACTION- or SET-Request-Normal
+    REFUSED = "refused"  # the object refused the method or the value (its result was not success)
 
 
 @dataclass(slots=True)
@@ -139,6 +139,8 @@ class BroadcastReceiver:
             request = xdlms.decode_xdlms(plain)
         except RemoteProtocolError:
             return BroadcastRejection.NOT_UNCONFIRMED_ACTION
+        if isinstance(request, xdlms.SetRequestNormal) and not xdlms.is_confirmed(request.invoke_id):
+            return self._set(request)
         if not isinstance(request, xdlms.ActionRequestNormal) or xdlms.is_confirmed(request.invoke_id):
             return BroadcastRejection.NOT_UNCONFIRMED_ACTION
         method = request.method
@@ -147,3 +149,11 @@ class BroadcastReceiver:
             return BroadcastRejection.REFUSED
         result, _ = item.action(method.method_id, request.parameters, self._context)
         return None if result is ActionResult.SUCCESS else BroadcastRejection.REFUSED
+
+    def _set(self, request: xdlms.SetRequestNormal) -> BroadcastRejection | None:
+        attribute = request.attribute
+        item = self._by_name.get(attribute.logical_name)
+        if item is None or item.class_id != attribute.class_id or request.access is not None:
+            return BroadcastRejection.REFUSED
+        result = item.set(attribute.attribute_id, request.value, self._context)
+        return None if result is xdlms.DataAccessResult.SUCCESS else BroadcastRejection.REFUSED

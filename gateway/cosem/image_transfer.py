@@ -12,6 +12,10 @@ Theory of operation (image_transfer_status in capitals; block n covers octets n*
     VERIFICATION_SUCCESSFUL        --activate----------> ACTIVATION_SUCCESSFUL: ``activated`` recorded
 
 Verifying or activating again in the state it leads to succeeds again (an answer may be lost).
+An activation may also be set for a time (``activate_at``, written through the image activation
+schedule, IC 22): once the meter's clock has passed it, the next access to the object runs
+image_activate first, as the schedule's script would have at that moment (a simulated meter has
+no timer of its own; nobody can observe the difference).
 Our result codes where the Blue Book leaves them open: parameters of the wrong shape
 type-unmatched; a block number outside the image data-block-unavailable; a block of the wrong
 length type-unmatched; transfer disabled temporary-failure; any other out-of-order call
@@ -20,15 +24,16 @@ other-reason. The "signature" in image_to_activate_info is the image's SHA-256.
 
 from __future__ import annotations
 
+import datetime
 import hashlib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from enum import IntEnum
 
 from gateway.codec.axdr import Data, DataType, bit_string_of
 from gateway.codec.obis import obis
 from gateway.codec.xdlms import AccessSelection, ActionResult, DataAccessResult
-from gateway.cosem.objects import Access, ActionAnswer, Answer, CosemObject, RequestContext
+from gateway.cosem.objects import Access, ActionAnswer, Answer, CosemObject, RequestContext, as_utc
 
 IMAGE_TRANSFER = obis("0.0.44.0.0.255")  # Blue Book 4.4.6: the Image transfer instance
 INITIATE, BLOCK_TRANSFER, VERIFY, ACTIVATE = 1, 2, 3, 4  # Blue Book IC 18 methods
@@ -101,6 +106,7 @@ class ImageTransfer(CosemObject):
         check: ImageCheck,
         logical_name: bytes = IMAGE_TRANSFER,
         max_image_size: int = MAX_IMAGE_SIZE,
+        clock: Callable[[], datetime.datetime] | None = None,
     ) -> None:
         super().__init__(logical_name=logical_name, rights=rights)
         if block_size < 1:
@@ -115,6 +121,15 @@ class ImageTransfer(CosemObject):
         self._identifier = b""
         self._image = bytearray()
         self._received: list[bool] = []
+        self._clock = clock
+        self.activate_at: datetime.datetime | None = None  # UTC; set through the activation schedule
+
+    def run_due(self) -> None:
+        """Activate now if the scheduled activation time has passed (once per schedule)."""
+        if self.activate_at is None or self._clock is None or as_utc(self._clock()) < self.activate_at:
+            return
+        self.activate_at = None
+        self._activate()  # a failure shows in image_transfer_status, as after a scheduled script
 
     @property
     def missing_blocks(self) -> list[int]:
@@ -122,6 +137,7 @@ class ImageTransfer(CosemObject):
         return [number for number, received in enumerate(self._received) if not received]
 
     def _get(self, attribute_id: int, selection: AccessSelection | None, ctx: RequestContext) -> Answer:
+        self.run_due()
         match attribute_id:
             case 2:
                 return Data.double_long_unsigned(self.block_size)
@@ -157,6 +173,7 @@ class ImageTransfer(CosemObject):
         return DataAccessResult.SUCCESS
 
     def _action(self, method_id: int, parameters: Data | None, ctx: RequestContext) -> ActionAnswer:
+        self.run_due()
         match method_id:
             case 1:
                 return self._initiate(parameters), None

@@ -5,6 +5,12 @@
 (meters that listen only on TCP, `mesh_tcp`) and timer expiry to the `MeshNetwork`, and carries
 out the actions it returns. All exchange rules are in `mesh_core`; this module moves bytes and
 keeps one timer armed.
+
+Broadcasts (a head-end's firmware blocks, `broadcast`): with a multicast group configured (e.g.
+ff03::1, realm-local all nodes), one wrapper datagram from the HES's client SAP to the
+all-station wPort 0x7F goes to the group on the mesh interface, once for every meter that joined
+it, instead of one datagram per meter. Nobody answers it; its airtime is the border router's
+business and is reported as 0.
 """
 
 from __future__ import annotations
@@ -18,7 +24,8 @@ from typing import TYPE_CHECKING
 
 import structlog
 
-from gateway.codec.wrapper import WrapperPdu
+from gateway.codec.errors import LocalProtocolError
+from gateway.codec.wrapper import ALL_STATION_WPORT, WRAPPER_PORT, WrapperPdu, encode
 from gateway.log import debug_enabled
 from gateway.media.channel import (
     Association,
@@ -41,6 +48,8 @@ from gateway.media.mesh_tcp import TcpWrapperLinks
 __all__ = ["MeshBinding", "MeshChannel", "MeshEndpoint"]
 
 log = structlog.get_logger(__name__)
+
+MULTICAST_HOPS = 16  # ours: enough for a realm-local group to cross a mesh's hops; the realm bounds it anyway
 
 
 class MeshChannel:
@@ -95,8 +104,12 @@ class _Protocol(asyncio.DatagramProtocol):
 class MeshEndpoint:
     """The `MeterMedium` of one IPv6 meter network."""
 
-    def __init__(self, *, name: str, settings: MeshSettings | None = None) -> None:
+    def __init__(self, *, name: str, settings: MeshSettings | None = None, broadcast_group: str | None = None,
+                 broadcast_port: int = WRAPPER_PORT) -> None:
         self._name = name
+        self._broadcast_group = broadcast_group
+        self._broadcast_port = broadcast_port
+        self._broadcast_to: tuple[str, int, int, int] | None = None  # (group, port, flow, scope) once started
         self.network = MeshNetwork(settings, name=name)
         self._listeners: dict[Association, ChannelListener] = {}
         self._heard: dict[Association, float] = {}  # open channels: when their meter last sent something
@@ -127,6 +140,12 @@ class MeshEndpoint:
         self._loop = asyncio.get_running_loop()
         binding = binding or MeshBinding()
         sock = sock if sock is not None else bound_socket(binding)
+        if self._broadcast_group is not None:
+            scope = socket.if_nametoindex(binding.interface) if binding.interface else 0
+            if scope:
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_IF, scope)
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_HOPS, MULTICAST_HOPS)
+            self._broadcast_to = (self._broadcast_group, self._broadcast_port, 0, scope)
         settings = self.network.settings
         self._tcp = TcpWrapperLinks(
             binding=MeshBinding(host=str(sock.getsockname()[0]), interface=binding.interface),
@@ -139,6 +158,19 @@ class MeshEndpoint:
         transport, _ = await self._loop.create_datagram_endpoint(lambda: protocol, sock=sock)
         self._transport, self._protocol = transport, protocol
         self._log.info("mesh.started", local=str(sock.getsockname()[:2]))
+
+    def broadcast(self, *, client_sap: int, apdu: bytes, done: Callable[[float | None], None]) -> bool:
+        """One datagram to the mesh's multicast group; False when none is configured or the socket is down."""
+        if self._broadcast_to is None or self._transport is None or self._transport.is_closing():
+            return False
+        if len(apdu) > self.network.settings.max_apdu:
+            raise LocalProtocolError(f"a broadcast APDU of {len(apdu)} octets is longer than this mesh carries")
+        datagram = encode(WrapperPdu(source=client_sap, destination=ALL_STATION_WPORT, apdu=apdu))
+        self._transport.sendto(datagram, self._broadcast_to)
+        self.network.counters.broadcasts += 1
+        self._log.debug("mesh.broadcast", group=self._broadcast_to[0], octets=len(datagram))
+        asyncio.get_running_loop().call_soon(done, 0.0)
+        return True
 
     def stop(self) -> None:
         """Close the socket; every open channel goes down with MEDIUM_LOST."""

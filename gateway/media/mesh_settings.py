@@ -42,3 +42,4 @@ class MeshCounters:
     malformed: int = 0
     timeouts: int = 0
     congested: int = 0
+    broadcasts: int = 0  # datagrams to the multicast group

@@ -11,6 +11,13 @@ a benchmark can compute how busy the gateway keeps the medium.
 
     gateway -> pty -> [ frame k: start = max(now, free), end = start + 10 n / rate ] -> bus
                       arrival = end + latency; the medium is free again at end + turnaround
+
+Time scale (opt-in, for benchmarks at 2,400 bit/s that would take hours of wall time): with
+``time_scale`` s > 1 the medium keeps its own timeline at the nominal bit rate, but a frame is
+delivered after (arrival - now) / s of wall time, and the medium's clock then jumps to the frame's
+arrival. So the medium's time (``now()``) = wall time + the jumps: airtime, latency and turnaround
+count in full, the gateway's and the meters' real reaction times and timeouts count as they
+happen. Airtime never depends on the scale.
 """
 
 from __future__ import annotations
@@ -43,12 +50,14 @@ class MediumSettings:
     frame_loss: float = 0.0  # share of frames that never arrive
     corruption: float = 0.0  # share of frames that arrive with one octet changed (their FCS then fails)
     seed: int = 0
+    time_scale: float = 1.0  # > 1: deliveries that many times faster in wall time (see the module docstring)
 
     @classmethod
-    def profile(cls, name: str, *, frame_loss: float = 0.0, corruption: float = 0.0, seed: int = 0) -> MediumSettings:
+    def profile(cls, name: str, *, frame_loss: float = 0.0, corruption: float = 0.0, seed: int = 0,
+                time_scale: float = 1.0) -> MediumSettings:
         bit_rate, latency_s, turnaround_s = PROFILES[name]
         return cls(bit_rate=bit_rate, latency_s=latency_s, turnaround_s=turnaround_s, frame_loss=frame_loss,
-                   corruption=corruption, seed=seed)
+                   corruption=corruption, seed=seed, time_scale=time_scale)
 
 
 @dataclass(slots=True)
@@ -71,9 +80,13 @@ class SimulatedMedium:
 
     def __init__(self, bus: SimulatedBus, settings: MediumSettings,
                  clock: Callable[[], float] = time.monotonic) -> None:
+        if settings.time_scale < 1.0:
+            raise ValueError("a time scale below 1 would slow the medium down")
         self._bus = bus
         self.settings = settings
-        self._clock = clock
+        self._wall = clock
+        self._skipped = 0.0  # medium time not waited for in wall time (time scale)
+        self.on_frame: Callable[[int, float], None] | None = None  # (octets, airtime) of each frame carried
         self._random = random.Random(settings.seed)
         self._decoder = HdlcFrameDecoder(inter_octet_timeout_s=3600.0)  # frames arrive whole from the gateway
         self._decoder.keep_raw = True
@@ -86,8 +99,12 @@ class SimulatedMedium:
     def attach(self, fd: int) -> None:
         self._fd = fd
         self._writer = FdWriter(fd)
-        self.figures = MediumFigures(started_at=self._clock())
+        self.figures = MediumFigures(started_at=self.now())
         asyncio.get_running_loop().add_reader(fd, self._readable)
+
+    def now(self) -> float:
+        """The medium's own clock: wall time plus the jumps of the time scale (the wall clock at scale 1)."""
+        return self._wall() + self._skipped
 
     def detach(self) -> None:
         if self._fd is not None:
@@ -102,7 +119,7 @@ class SimulatedMedium:
         data = read_available(self._fd)
         if not data:
             return
-        now = self._clock()
+        now = self.now()
         self._decoder.feed(data, now=now)
         if self._decoder.raw and self._handed_at is not None:
             self.figures.reactions_s.append(now - self._handed_at)
@@ -114,13 +131,15 @@ class SimulatedMedium:
 
     def _carry(self, frame: bytes, deliver: Callable[[bytes], None]) -> None:
         """Put one frame on the shared timeline; it arrives (or not) after its airtime and the latency."""
-        now = self._clock()
+        now = self.now()
         start = max(now, self._free_at)
         airtime = len(frame) * BITS_PER_OCTET / self.settings.bit_rate
         end = start + airtime
         self._free_at = end + self.settings.turnaround_s
         self.figures.frames += 1
         self.figures.airtime_s += airtime
+        if self.on_frame is not None:
+            self.on_frame(len(frame), airtime)
         if self._random.random() < self.settings.frame_loss:
             self.figures.lost += 1
             return
@@ -128,7 +147,19 @@ class SimulatedMedium:
             self.figures.corrupted += 1
             where = self._random.randrange(1, len(frame) - 1)  # never a flag: the frame still ends where it did
             frame = frame[:where] + bytes([frame[where] ^ 0x5A]) + frame[where + 1:]
-        asyncio.get_running_loop().call_later(end + self.settings.latency_s - now, deliver, frame)
+        arrival = end + self.settings.latency_s
+        loop = asyncio.get_running_loop()
+        wait = (arrival - now) / self.settings.time_scale
+        if self._wall is time.monotonic:  # the loop's own clock: an absolute deadline keeps frames in order
+            loop.call_at(now - self._skipped + wait, self._arrive, arrival, deliver, frame)
+        else:
+            loop.call_later(wait, self._arrive, arrival, deliver, frame)
+
+    def _arrive(self, arrival: float, deliver: Callable[[bytes], None], frame: bytes) -> None:
+        late = arrival - self.now()
+        if late > 0 and self.settings.time_scale > 1.0:
+            self._skipped += late  # the medium's clock catches up with the frame it carried
+        deliver(frame)
 
     def _to_meters(self, frame: bytes) -> None:
         answer = self._bus.feed(frame)
@@ -136,12 +167,12 @@ class SimulatedMedium:
             return
         decoder = HdlcFrameDecoder()
         decoder.keep_raw = True
-        decoder.feed(answer, now=self._clock())
+        decoder.feed(answer, now=self.now())
         for raw, _, _ in decoder.raw:
             self._carry(raw, self._to_gateway)
 
     def _to_gateway(self, frame: bytes) -> None:
         if self._writer is None:
             return
-        self._handed_at = self._clock()
+        self._handed_at = self.now()
         self._writer.write(frame)

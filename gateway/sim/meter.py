@@ -11,7 +11,8 @@ Clients (Green Book 4.3, DLMS UA 1000-2 defaults):
 - 1 management, HLS-GMAC with security suite 0, every APDU ciphered: everything,
   including the load profile, the disconnect methods and the image transfer (IC 18).
   With a ``broadcast_key``, client 1 may also broadcast unconfirmed ACTIONs (image blocks)
-  in general-glo-ciphering under that key (gateway.cosem.broadcast).
+  and SETs (the image activation time, IC 22) in general-glo-ciphering under that key
+  (gateway.cosem.broadcast).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from gateway.codec.axdr import Data, date_time
 from gateway.codec.obis import obis
 from gateway.codec.security import SecurityContext
 from gateway.codec.xdlms import ActionResult
+from gateway.cosem.activation_schedule import ImageActivationSchedule
 from gateway.cosem.association import ClientPolicy
 from gateway.cosem.association_ln import AssociationLN
 from gateway.cosem.broadcast import BroadcastPolicy
@@ -159,6 +161,12 @@ def build_meter(settings: SimMeterSettings, *, clock: Callable[[], datetime.date
     def refuse_change(_sap: int, _name: bytes) -> ActionResult:
         return ActionResult.READ_WRITE_DENIED  # a meter's SAP list is fixed
 
+    image_transfer = ImageTransfer(
+        rights={MANAGEMENT_CLIENT: access(read=range(1, 8), write=(5,), methods=(1, 2, 3, 4))},
+        block_size=settings.image_block_size,
+        check=ImageCheck(expected_sha256=settings.expected_image_sha256),
+        clock=clock_object.now,
+    )
     management_only: dict[int, Access] = {
         MANAGEMENT_CLIENT: access(read=range(1, 9)),
     }
@@ -202,11 +210,9 @@ def build_meter(settings: SimMeterSettings, *, clock: Callable[[], datetime.date
             connect_logical_device=refuse_change,
         ),
         DataObject(logical_name=INVOCATION_COUNTER, rights=public_read, value=next_management_counter),
-        ImageTransfer(
-            rights={MANAGEMENT_CLIENT: access(read=range(1, 8), write=(5,), methods=(1, 2, 3, 4))},
-            block_size=settings.image_block_size,
-            check=ImageCheck(expected_sha256=settings.expected_image_sha256),
-        ),
+        image_transfer,
+        ImageActivationSchedule(rights={MANAGEMENT_CLIENT: access(read=(1, 2, 3, 4), write=(4,))},
+                                transfer=image_transfer),
     ]
     security = SecurityContext(
         system_title=settings.system_title,

@@ -4,19 +4,24 @@ The meter owns one UDP socket (its own address, port 4059 by default). A datagra
 wPort picks the logical device, its source wPort is the client SAP; the answer goes back as one
 datagram with the wPorts swapped. Datagrams for an unknown wPort, or malformed ones, are
 counted and dropped, as a real meter does. `push` sends a meter-initiated APDU.
+
+A datagram to the all-station wPort 0x7F is a broadcast: every logical device that takes
+broadcasts runs it, nobody answers. A meter hears broadcasts sent to a multicast group it joined
+(`join`: a second socket bound to the group, as a node subscribes to ff03::1).
 """
 
 from __future__ import annotations
 
 import asyncio
 import socket
+import struct
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import cast
 
 from gateway.codec.datagram import decode_datagram
-from gateway.codec.wrapper import WRAPPER_PORT, WrapperError, WrapperPdu, encode
-from gateway.sim.bus import ApduServer
+from gateway.codec.wrapper import ALL_STATION_WPORT, WRAPPER_PORT, WrapperError, WrapperPdu, encode
+from gateway.sim.bus import ApduServer, BroadcastServer
 
 
 @dataclass(slots=True)
@@ -26,6 +31,30 @@ class UdpMeterCounters:
     pushes: int = 0
     malformed: int = 0
     unknown_wport: int = 0
+    broadcasts: int = 0
+
+
+def multicast_socket(group: str, *, interface: str, port: int = WRAPPER_PORT) -> socket.socket:
+    """A UDP socket bound to ``group`` that joined it on ``interface`` (make it in the meter's namespace)."""
+    scope = socket.if_nametoindex(interface)
+    sock = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # every meter on the host hears the group
+        sock.bind((group, port, 0, scope))
+        membership = socket.inet_pton(socket.AF_INET6, group) + struct.pack("@I", scope)
+        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_JOIN_GROUP, membership)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+class _GroupListener(asyncio.DatagramProtocol):
+    def __init__(self, meter: SimUdpMeter) -> None:
+        self._meter = meter
+
+    def datagram_received(self, data: bytes, addr: tuple[str | object, ...]) -> None:
+        self._meter.group_datagram_received(data)
 
 
 class SimUdpMeter(asyncio.DatagramProtocol):
@@ -35,6 +64,7 @@ class SimUdpMeter(asyncio.DatagramProtocol):
         self._devices = dict(devices)  # logical device (wPort) -> its application layer
         self.counters = UdpMeterCounters()
         self._transport: asyncio.DatagramTransport | None = None
+        self._groups: list[asyncio.BaseTransport] = []
 
     @property
     def address(self) -> tuple[str, int]:
@@ -52,9 +82,37 @@ class SimUdpMeter(asyncio.DatagramProtocol):
         sock.setblocking(False)
         self._transport, _ = await loop.create_datagram_endpoint(lambda: self, sock=sock)
 
+    async def join(self, sock: socket.socket) -> None:
+        """Also hear broadcasts on ``sock`` (from `multicast_socket`)."""
+        sock.setblocking(False)
+        transport, _ = await asyncio.get_running_loop().create_datagram_endpoint(lambda: _GroupListener(self),
+                                                                                 sock=sock)
+        self._groups.append(transport)
+
     def stop(self) -> None:
         if self._transport is not None:
             self._transport.close()
+        for transport in self._groups:
+            transport.close()
+        self._groups.clear()
+
+    def group_datagram_received(self, data: bytes) -> None:
+        """A datagram to a group: only broadcasts are taken there (a request would have nobody to answer)."""
+        try:
+            pdu = decode_datagram(data)
+        except WrapperError:
+            self.counters.malformed += 1
+            return
+        if pdu.destination != ALL_STATION_WPORT:
+            self.counters.unknown_wport += 1
+            return
+        self._broadcast(pdu)
+
+    def _broadcast(self, pdu: WrapperPdu) -> None:
+        self.counters.broadcasts += 1
+        for device in self._devices.values():
+            if isinstance(device, BroadcastServer):
+                device.handle_broadcast(client_sap=pdu.source, apdu=pdu.apdu)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._transport = cast(asyncio.DatagramTransport, transport)  # 3.11's selector transport is no subclass
@@ -67,6 +125,9 @@ class SimUdpMeter(asyncio.DatagramProtocol):
             pdu = decode_datagram(data)
         except WrapperError:
             self.counters.malformed += 1
+            return
+        if pdu.destination == ALL_STATION_WPORT:
+            self._broadcast(pdu)
             return
         device = self._devices.get(pdu.destination)
         if device is None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+from collections.abc import Callable
 from dataclasses import replace
 
 from gateway.cosem.server import LogicalDevice
@@ -38,11 +39,25 @@ def fixed_clock() -> dt.datetime:
     return NOW
 
 
-def firmware_meters(count: int, *, loss: float, **changes: object) -> list[SimMeter]:
+class FleetClock:
+    """The meters' clock: still until the head-end's wait moves it (an activation at a set time)."""
+
+    def __init__(self, now: dt.datetime = NOW) -> None:
+        self.now = now
+
+    def __call__(self) -> dt.datetime:
+        return self.now
+
+    def wait_until(self, moment: dt.datetime) -> None:
+        self.now = max(self.now, moment)
+
+
+def firmware_meters(count: int, *, loss: float, clock: Callable[[], dt.datetime] = fixed_clock,
+                    **changes: object) -> list[SimMeter]:
     """``count`` meters at 17, 18, ... (serial numbers 1, 2, ...), each missing a broadcast with ``loss``."""
     return [
         SimMeter(physical_address=FIRST_PHYSICAL_ADDRESS + index,
-                 device=build_meter(firmware_settings(index + 1, **changes), clock=fixed_clock), broadcast_loss=loss)
+                 device=build_meter(firmware_settings(index + 1, **changes), clock=clock), broadcast_loss=loss)
         for index in range(count)
     ]
 

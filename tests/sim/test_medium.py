@@ -133,3 +133,31 @@ async def test_the_same_seed_loses_and_corrupts_the_same_frames() -> None:
     assert other != first
     profile = MediumSettings.profile("g3", frame_loss=0.01)
     assert (profile.bit_rate, profile.latency_s, profile.frame_loss) == (20_000, 0.1, 0.01)
+
+
+async def test_a_time_scale_keeps_the_nominal_airtime_and_the_medium_clock_counts_it_in_full() -> None:
+    scaled = await rig(MediumSettings(bit_rate=2_400, latency_s=0.05, turnaround_s=0.01, time_scale=200.0),
+                       response_timeout_s=5.0)
+    seen: list[tuple[int, float]] = []
+    scaled.medium.on_frame = lambda octets, airtime: seen.append((octets, airtime))
+    try:
+        wall, medium = asyncio.get_running_loop().time(), scaled.medium.now()
+        answers = await exchange(scaled.line, client(17, response_timeout_s=5.0), [b"\xc0\x01" * 50],
+                                 physical_address=17)
+        assert answers == [b"M0:" + b"\xc0\x01" * 50]
+        figures = scaled.medium.figures
+        assert len(seen) == figures.frames >= 4  # SNRM, UA, the request, its answer
+        assert figures.airtime_s == pytest.approx(sum(octets for octets, _ in seen) * BITS_PER_OCTET / 2_400)
+        # every frame's airtime and latency passed on the medium's clock, whatever the wall clock did
+        medium_elapsed = scaled.medium.now() - medium
+        assert medium_elapsed >= figures.airtime_s + 0.05 * figures.frames
+        assert medium_elapsed > asyncio.get_running_loop().time() - wall  # the scale skipped medium time
+    finally:
+        scaled.line.close()
+        scaled.medium.detach()
+        scaled.pty.close()
+
+
+def test_a_time_scale_below_one_is_refused() -> None:
+    with pytest.raises(ValueError, match="time scale"):
+        SimulatedMedium(SimulatedBus(meters=[]), MediumSettings(bit_rate=2_400, time_scale=0.5))
