@@ -97,6 +97,21 @@ class BusBroadcaster:
         assert self._bus.feed(frame) == b""  # nobody answers a broadcast
 
 
+class CorruptingBroadcaster(BusBroadcaster):
+    """Flips one ciphertext bit of the chosen broadcasts after protection: the FCS is right, the GCM tag is not."""
+
+    def __init__(self, bus: SimulatedBus, *, corrupt: set[int]) -> None:
+        super().__init__(bus)
+        self._corrupt = corrupt
+        self._number = 0
+
+    def __call__(self, apdu: bytes) -> None:
+        if self._number in self._corrupt:
+            apdu = apdu[:-20] + bytes([apdu[-20] ^ 0x01]) + apdu[-19:]
+        self._number += 1
+        super().__call__(apdu)
+
+
 class GatewayChannel:
     """The wrapper relay of a gateway to the meter at ``meter_sap`` (blocking; pushes are dropped)."""
 

@@ -10,9 +10,9 @@ from gateway.codec.hdlc import encode_broadcast
 from gateway.cosem.broadcast import BroadcastRejection
 from gateway.cosem.image_transfer import BLOCK_TRANSFER
 from gateway.cosem.server import LogicalDevice
-from gateway.sim.bus import SimMeter, SimulatedBus
+from gateway.sim.bus import SimMeter
 from gateway.sim.meter import image_transfer_of
-from tests.firmware_channels import BusBroadcaster
+from tests.firmware_channels import BusBroadcaster, CorruptingBroadcaster
 from tests.firmware_hes import BroadcastSender, FirmwareImage, block_parameters, run_campaign
 from tests.sim.firmware_fleet import (
     AUTHENTICATION_KEY,
@@ -55,26 +55,11 @@ def test_twenty_meters_with_two_percent_loss_all_end_activated_with_the_right_ha
         assert key.hex() not in text.lower() and repr(key) not in text
 
 
-class _CorruptingBroadcaster(BusBroadcaster):
-    """Flips one ciphertext bit of the chosen blocks after protection: the FCS is right, the GCM tag is not."""
-
-    def __init__(self, bus: SimulatedBus, *, corrupt: set[int]) -> None:
-        super().__init__(bus)
-        self._corrupt = corrupt
-        self._number = 0
-
-    def __call__(self, apdu: bytes) -> None:
-        if self._number in self._corrupt:
-            apdu = apdu[:-20] + bytes([apdu[-20] ^ 0x01]) + apdu[-19:]
-        self._number += 1
-        super().__call__(apdu)
-
-
 def test_a_block_corrupted_on_the_medium_is_refused_by_every_meter_and_refilled_by_unicast() -> None:
     meters = firmware_meters(4, loss=0.0)
     bus = on_bus(meters)
     reports = run_campaign(campaign_meters(bus, meters), IMAGE, sender=BroadcastSender(BROADCAST_KEYS),
-                           broadcaster=_CorruptingBroadcaster(bus, corrupt={3, 200}))
+                           broadcaster=CorruptingBroadcaster(bus, corrupt={3, 200}))
     for meter, report in zip(meters, reports, strict=True):
         assert report.missed_broadcast == (3, 200) and report.unicast_blocks == 2
         assert report.activated and report.activated_sha256 == IMAGE.sha256

@@ -11,7 +11,7 @@ from gateway.cosem.broadcast import BroadcastRejection
 from gateway.cosem.server import LogicalDevice
 from gateway.sim.bus import SimMeter, SimulatedBus
 from gateway.sim.meter import image_transfer_of
-from tests.firmware_channels import BusBroadcaster
+from tests.firmware_channels import BusBroadcaster, CorruptingBroadcaster
 from tests.firmware_hes import BroadcastSender, FirmwareImage
 from tests.firmware_rounds import ACTIVATION_COPIES, INITIATE_COPIES, RoundsPlan, run_broadcast_campaign
 from tests.sim.firmware_fleet import (
@@ -120,21 +120,6 @@ def test_without_the_wait_nobody_activates_and_the_confirmation_activates_each_b
         assert image_transfer_of(_device(meter)).activate_at == ACTIVATE_AT  # still set: the meter waits for it
 
 
-class _CorruptingBroadcaster(BusBroadcaster):
-    """Flips one ciphertext bit of the chosen broadcasts after protection: the FCS is right, the GCM tag is not."""
-
-    def __init__(self, bus: SimulatedBus, *, corrupt: set[int]) -> None:
-        super().__init__(bus)
-        self._corrupt = corrupt
-        self._number = 0
-
-    def __call__(self, apdu: bytes) -> None:
-        if self._number in self._corrupt:
-            apdu = apdu[:-20] + bytes([apdu[-20] ^ 0x01]) + apdu[-19:]
-        self._number += 1
-        super().__call__(apdu)
-
-
 def test_a_corrupted_broadcast_block_is_refused_by_every_meter_and_repaired_by_one_rebroadcast() -> None:
     clock = FleetClock()
     meters = firmware_meters(12, loss=0.0, clock=clock)
@@ -142,7 +127,7 @@ def test_a_corrupted_broadcast_block_is_refused_by_every_meter_and_repaired_by_o
     corrupt = {INITIATE_COPIES + 3, INITIATE_COPIES + 200}  # blocks 3 and 200 of the first pass
     reports, summary = run_broadcast_campaign(
         campaign_meters(bus, meters), IMAGE, sender=BroadcastSender(BROADCAST_KEYS),
-        broadcaster=_CorruptingBroadcaster(bus, corrupt=corrupt),
+        broadcaster=CorruptingBroadcaster(bus, corrupt=corrupt),
         plan=RoundsPlan(activate_at=ACTIVATE_AT, wait_until=clock.wait_until))
     # every sampled meter missed the same two: a loss shared by all, repaired by broadcasting those two again
     assert summary.rounds[0] == "missed only: 2 blocks (q=0.0000, 2 missed)"
