@@ -119,6 +119,9 @@ def test_meter_detail_by_sap_and_by_name_are_the_same_meter(running: Running) ->
 
     detail = running.json("meter", SEEDED[18])
     assert detail["sap"] == 18 and {"frames", "retries", "crc_errors", "last_rtt_ms"} <= set(detail)
+    # the simulator takes the IEC defaults only: what its UA answered the identity read's SNRM is remembered
+    assert detail["hdlc_accepted"] == {"window_tx": 1, "window_rx": 1, "max_info_tx": 128, "max_info_rx": 128}
+    assert fields["hdlc_accepted"] == "window_tx 1, window_rx 1, max_info_tx 128, max_info_rx 128"
 
     unknown = running.cli("meter", "9999")
     assert unknown.returncode == EXIT_REFUSED and "no meter '9999'" in unknown.stderr
