@@ -82,6 +82,8 @@ class SimulatedMedium:
         self._fd: int | None = None
         self._writer: FdWriter | None = None
         self.figures = MediumFigures()
+        self.observer: Callable[[bytes, bool], None] | None = None  # told each frame put on the medium, and
+        # whether it goes to the meters (a benchmark counts frames and turns of direction)
 
     def attach(self, fd: int) -> None:
         self._fd = fd
@@ -121,6 +123,8 @@ class SimulatedMedium:
         self._free_at = end + self.settings.turnaround_s
         self.figures.frames += 1
         self.figures.airtime_s += airtime
+        if self.observer is not None:
+            self.observer(frame, deliver == self._to_meters)
         if self._random.random() < self.settings.frame_loss:
             self.figures.lost += 1
             return
