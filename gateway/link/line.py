@@ -324,16 +324,20 @@ class MeterLine:
                 self._grant(key, entry[0])
                 return True
         count = len(self._order)
+        relay_waits = False
         for step in range(count):
             index = (self._next + step) % count
             key = self._order[index]
             link, _ = self._links[key]
-            if link.wants_medium and self._may_hold(key):
+            if link.wants_medium:
+                if not self._may_hold(key):
+                    relay_waits = True
+                    continue
                 self._next = (index + 1) % count
                 self._relay_turns_owed -= 1
                 self._grant(key, link)
                 return True
-        if self._relay_waits():
+        if relay_waits:
             return False  # relay links wait for a meter already busy: background work does not take their room
         for key in self._background:  # idle medium: background work may use it
             link, _ = self._links[key]
