@@ -184,6 +184,10 @@ class MeterLine:
         busy = self.counters.busy_s + (now - self._held_since if self._holders else 0.0)
         return round(busy / (now - self._opened_at), 4) if now > self._opened_at else 0.0
 
+    def outstanding(self) -> int:
+        """Exchanges holding the medium now (polls awaiting their final frame, or a broadcast on the wire)."""
+        return len(self._holders)
+
     def waiting(self) -> int:
         """Data links that want the medium now (the line's queue)."""
         return sum(1 for link, _ in self._links.values() if link.wants_medium)

@@ -27,14 +27,14 @@ class Rig:
     sent: list[bytes]
 
 
-async def rig(settings: MediumSettings, *, response_timeout_s: float = 0.5) -> Rig:
+async def rig(settings: MediumSettings, *, response_timeout_s: float = 0.5, concurrent: int = 1) -> Rig:
     pty = open_pty()
     bus = SimulatedBus(meters=[SimMeter(physical_address=17 + i, device=EchoDevice(name=f"M{i}".encode()))
                                for i in range(2)])
     medium = SimulatedMedium(bus, settings)
     medium.attach(pty.master_fd)
     config = LinkConfig(name="plc", device=pty.slave_path, baudrate=115200, response_timeout_s=response_timeout_s,
-                        max_retries=5)
+                        max_retries=5, concurrent_exchanges=concurrent)
     line = MeterLine(config=config, opener=serial_opener(config))
     await line.open()
     return Rig(pty=pty, medium=medium, line=line, sent=[])
@@ -102,6 +102,32 @@ async def test_lost_and_corrupted_frames_cost_retransmissions_never_a_wrong_answ
         assert answers == [b"M1:" + apdu for apdu in apdus[:len(answers)]]  # right, in order, or the link gave up
         assert lossy.medium.figures.lost > 0 and lossy.medium.figures.corrupted > 0
         assert lossy.line.counters.timeouts > 0  # HDLC retransmitted
+    finally:
+        lossy.line.close()
+        lossy.medium.detach()
+        lossy.pty.close()
+
+
+async def test_concurrent_exchanges_on_a_lossy_medium_never_mix_or_corrupt_answers() -> None:
+    lossy = await rig(MediumSettings(bit_rate=1_000_000, frame_loss=0.1, corruption=0.1, seed=5),
+                      response_timeout_s=0.05, concurrent=2)
+    most = 0
+
+    def observe(frame: bytes, to_meters: bool) -> None:  # at each frame carried: exchanges the line holds
+        nonlocal most
+        most = max(most, lossy.line.outstanding())
+
+    lossy.medium.observer = observe
+    try:
+        apdus = [bytes([0xC0, n]) * (1 + 40 * (n % 3)) for n in range(20)]
+        first, second = await asyncio.gather(
+            exchange(lossy.line, client(17, window=3, response_timeout_s=0.05), apdus, physical_address=17),
+            exchange(lossy.line, client(18, window=3, response_timeout_s=0.05), apdus, physical_address=18))
+        assert first == [b"M0:" + apdu for apdu in apdus[:len(first)]]  # each meter's own, in order, or gave up
+        assert second == [b"M1:" + apdu for apdu in apdus[:len(second)]]
+        assert lossy.medium.figures.lost > 0 and lossy.medium.figures.corrupted > 0
+        assert lossy.line.counters.timeouts > 0
+        assert most == 2  # the two meters' exchanges were on the medium at once
     finally:
         lossy.line.close()
         lossy.medium.detach()
