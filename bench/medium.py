@@ -104,7 +104,8 @@ async def run(settings: MediumSettings, sessions: int, seconds: float, *, concur
             for _ in range(sessions):  # every session associated: measure the steady state only
                 await asyncio.wait_for(associated.acquire(), 600)
             before = list(running)
-            airtime, frames, started = medium.figures.airtime_s, medium.figures.frames, time.monotonic()
+            started = time.monotonic()
+            airtime, frames = medium.airtime_carried_s(started), medium.figures.frames
             reactions_before = len(medium.figures.reactions_s)
             await asyncio.sleep(seconds)
             # fairness needs a few exchanges per session: a slow medium with many sessions runs longer
@@ -112,7 +113,8 @@ async def run(settings: MediumSettings, sessions: int, seconds: float, *, concur
                 if min(after - then for after, then in zip(running, before, strict=True)) >= MIN_EXCHANGES:
                     break
                 await asyncio.sleep(1.0)
-            wall, used = time.monotonic() - started, medium.figures.airtime_s - airtime
+            ended = time.monotonic()
+            wall, used = ended - started, medium.airtime_carried_s(ended) - airtime
             carried = medium.figures.frames - frames
             counts = [after - then for after, then in zip(running, before, strict=True)]
             reactions = list(medium.figures.reactions_s)[reactions_before:]

@@ -159,3 +159,14 @@ async def test_the_same_seed_loses_and_corrupts_the_same_frames() -> None:
     assert other != first
     profile = MediumSettings.profile("g3", frame_loss=0.01)
     assert (profile.bit_rate, profile.latency_s, profile.frame_loss) == (20_000, 0.1, 0.01)
+
+
+async def test_airtime_carried_counts_only_what_has_been_on_the_medium_by_then() -> None:
+    now = [100.0]
+    medium = SimulatedMedium(SimulatedBus(meters=[]), MediumSettings(bit_rate=1_000), clock=lambda: now[0])
+    for _ in range(3):  # three 10-octet frames queued at once: 0.1 s of airtime each, back to back
+        medium._carry(b"\x7e" + bytes(8) + b"\x7e", lambda frame: None)
+    assert medium.figures.airtime_s == pytest.approx(0.3)
+    assert medium.airtime_carried_s(100.0) == pytest.approx(0.0)
+    assert medium.airtime_carried_s(100.15) == pytest.approx(0.15)
+    assert medium.airtime_carried_s(101.0) == pytest.approx(0.3)
