@@ -39,7 +39,7 @@ from gateway.codec.hdlc import HdlcParameters, ServerSettings
 from gateway.codec.wrapper import WrapperDecoder, WrapperPdu, encode
 from gateway.log import configure
 from gateway.sim.bus import SimMeter, SimulatedBus
-from gateway.sim.medium import MediumSettings, SimulatedMedium
+from gateway.sim.medium import BITS_PER_OCTET, MediumSettings, SimulatedMedium
 from gateway.sim.meter import SimMeterSettings, build_meter
 from gateway.sim.pty import open_pty
 
@@ -52,6 +52,8 @@ SESSIONS = (1, 4, 16, 64)
 CAPABLE = ServerSettings(supported=HdlcParameters(max_info_tx=2030, max_info_rx=2030, window_tx=7, window_rx=7))
 GET_OBJECT_LIST = bytes.fromhex("C001C1000F0000280000FF0200")  # association LN (IC 15) 0.0.40.0.0.255, attribute 2
 WORKLOADS = {"get": GET_LDN, "list": GET_OBJECT_LIST}
+LONGEST_FRAME = {"get": 40, "list": 400}  # octets of the longest frame of an exchange (the answer), HDLC included
+RESPONSE_TIMEOUT_S = 3.0  # for the meter's answer on an otherwise idle medium
 
 
 def utc_now() -> dt.datetime:
@@ -91,8 +93,11 @@ async def run(settings: MediumSettings, sessions: int, seconds: float, *, concur
                                                                    clock=utc_now)) for i in range(METERS)]
     medium = SimulatedMedium(SimulatedBus(meters=meters, settings=CAPABLE), settings)
     medium.attach(pty.master_fd)
-    # a poll may wait in the modem's queue behind the others outstanding: the response timer allows for them
-    options = f"response_timeout_s = {3.0 * concurrent}\nconcurrent_exchanges = {concurrent}\n"
+    # a poll may wait in the modem's queue behind the other exchanges outstanding (a request and an answer each):
+    # the response timer allows for them, and no more, so a lost frame costs little more than on a wire
+    queued_s = (concurrent - 1) * 2 * (LONGEST_FRAME[workload] * BITS_PER_OCTET / settings.bit_rate
+                                       + settings.turnaround_s)
+    options = f"response_timeout_s = {RESPONSE_TIMEOUT_S + queued_s:.2f}\nconcurrent_exchanges = {concurrent}\n"
     try:
         with gateway_process(pty.slave_path, METERS, PORT, link_options=options,
                              extra="[relay]\nexchange_timeout_s = 120.0\n", log_file=LOG_FILE):
