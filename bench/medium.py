@@ -54,6 +54,8 @@ GET_OBJECT_LIST = bytes.fromhex("C001C1000F0000280000FF0200")  # association LN 
 WORKLOADS = {"get": GET_LDN, "list": GET_OBJECT_LIST}
 LONGEST_FRAME = {"get": 40, "list": 400}  # octets of the longest frame of an exchange (the answer), HDLC included
 RESPONSE_TIMEOUT_S = 3.0  # for the meter's answer on an otherwise idle medium
+# A head-end on PLC waits long: at 2,400 bit/s one round of 64 object-list reads is ~110 s of airtime
+HES_TIMEOUT_S = 600.0
 
 
 def utc_now() -> dt.datetime:
@@ -69,7 +71,7 @@ async def session(meter_sap: int, stop: asyncio.Event, associated: asyncio.Semap
         writer.write(encode(WrapperPdu(source=16, destination=meter_sap, apdu=apdu)))
         pdus: list[WrapperPdu] = []
         while not pdus:
-            data = await asyncio.wait_for(reader.read(65536), 60)
+            data = await asyncio.wait_for(reader.read(65536), HES_TIMEOUT_S)
             if not data:
                 raise ConnectionError("closed by the gateway")
             pdus = decoder.feed(data)
