@@ -139,7 +139,8 @@ class Commands:
                  "timeouts": line.counters.timeouts, "bad_crc": line.decoder.bad_crc,
                  "discarded_bytes": line.decoder.discarded_bytes,
                  "frames_undefined": line.counters.frames_undefined, "frames_failed": line.counters.frames_failed,
-                 "exchanges": line.counters.exchanges, "busy_ratio": line.busy_ratio(), "waiting": line.waiting()}
+                 "exchanges": line.counters.exchanges, "busy_ratio": line.busy_ratio(), "waiting": line.waiting(),
+                 "outstanding": line.outstanding(), "concurrent_exchanges": line.config.concurrent_exchanges}
                 for line in gw.lines.values()
             ],
             "meshes": [

@@ -82,6 +82,7 @@ def test_status_says_what_the_gateway_is_doing(running: Running) -> None:
     (link,) = status["links"]
     assert (link["name"], link["device"], link["open"]) == ("bus0", running.simulator.device, True)
     assert link["frames_sent"] > 0 and link["frames_received"] > 0  # the seeds were identified over it
+    assert link["concurrent_exchanges"] == 1 and link["outstanding"] in (0, 1)  # a wire: one exchange at a time
     assert status["meters"]["online"] >= len(SEEDED)
     assert status["uptime_s"] >= 0
 
