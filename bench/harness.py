@@ -75,8 +75,35 @@ def wait_for_wan(port: int, process: subprocess.Popen[bytes], *, timeout_s: floa
             time.sleep(0.05)
 
 
+def rss_mb(pid: int) -> float:
+    """Resident memory of a process (VmRSS from /proc), in MB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
 @contextmanager
-def gateway_process(device: str, meters: int, port: int, *, link_options: str = "",
+def bare_relay_process(script: Path, device: str, meters: int, port: int) -> Iterator[int]:
+    """The bare relay anchor (../shared/anchors/naive_relay.py) in its own process, configured as the gateway is."""
+    with tempfile.TemporaryDirectory() as tmp:
+        config = Path(tmp) / "gateway.toml"
+        lines = [f'[wan]\nlisten = ["127.0.0.1"]\nport = {port}\n',
+                 f'[[links]]\nname = "bus0"\ndevice = "{device}"\n']
+        lines += [f'[[meters]]\nsap = {17 + i}\nlink = "bus0"\nphysical_address = {17 + i}\n' for i in range(meters)]
+        config.write_text("\n".join(lines))
+        proc = subprocess.Popen([sys.executable, str(script), "--config", str(config)],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            wait_for_wan(port, proc)
+            yield proc.pid
+        finally:
+            proc.terminate()
+            proc.wait(10)
+
+
+@contextmanager
+def gateway_process(device: str, meters: int, port: int, *, link_options: str = "", wan_options: str = "",
                     extra: str = "", log_file: Path | None = None) -> Iterator[int]:
     """The gateway daemon in its own process, relaying to ``meters`` meters on ``device``."""
     with tempfile.TemporaryDirectory() as tmp:
@@ -84,7 +111,8 @@ def gateway_process(device: str, meters: int, port: int, *, link_options: str = 
         paths = (f'[paths]\nstate_directory = "{tmp}/state"\nruntime_directory = "{tmp}/run"\n'
                  f'keys_file = "{tmp}/keys.toml"\n'  # a fresh registry per run, nothing under /var
                  "[registry]\nidentify = false\n")  # no identity reads competing with the measured HES
-        lines = [f'[wan]\nlisten = ["127.0.0.1"]\nport = {port}\n', "[log]\nlevel = \"warning\"\n", paths, extra,
+        lines = [f'[wan]\nlisten = ["127.0.0.1"]\nport = {port}\n{wan_options}', "[log]\nlevel = \"warning\"\n",
+                 paths, extra,
                  f'[[links]]\nname = "bus0"\ndevice = "{device}"\nbaudrate = 115200\n{link_options}']
         lines += [f'[[meters]]\nsap = {17 + i}\nlink = "bus0"\nphysical_address = {17 + i}\n' for i in range(meters)]
         config.write_text("\n".join(lines))

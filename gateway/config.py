@@ -65,6 +65,12 @@ class LinkConfig:
     # max_waiting data links wait at once (a hard cap whatever the line's speed).
     max_wait_s: float = 10.0
     max_waiting: int = 1024
+    # Exchanges with different meters outstanding at once. 1: a wire (RS-485) where meters would collide.
+    # Behind a PLC/RF modem whose MAC arbitrates the medium (it queues frames), more keep the medium busy.
+    concurrent_exchanges: int = 1
+
+
+MAX_CONCURRENT_EXCHANGES = 64  # a modem's queue is small: more only lengthens every answer's wait
 
 
 @dataclass(frozen=True, slots=True)
@@ -341,6 +347,8 @@ def _check(config: GatewayConfig, problems: Problems) -> None:
             fail("links", index, "max_wait_s", "must be > 0")
         if not 0.05 <= link.broadcast_share <= 1.0:
             fail("links", index, "broadcast_share", "must be 0.05..1.0")
+        if not 1 <= link.concurrent_exchanges <= MAX_CONCURRENT_EXCHANGES:
+            fail("links", index, "concurrent_exchanges", f"must be 1..{MAX_CONCURRENT_EXCHANGES}")
     _check_meshes(config, fail)
     for index, push in enumerate(config.push):
         if push.form not in ("sap", "gateway"):

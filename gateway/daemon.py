@@ -116,8 +116,6 @@ class Gateway:
                                             DEFAULT_RUNTIME_DIRECTORY)
         self.lines = {link.name: MeterLine(config=link, opener=serial_opener(link)) for link in config.links}
         self.meshes = {mesh.name: mesh_endpoint(mesh) for mesh in config.meshes}
-        self.media: dict[str, MeterMedium] = {name: SerialMedium(line) for name, line in self.lines.items()}
-        self.media.update(self.meshes)
         self.wisun_watchers: list[BorderRouterWatcher] = []
         self.tap = FrameTap()  # frame capture: both legs, while a technician captures
         for line in self.lines.values():
@@ -128,6 +126,10 @@ class Gateway:
         policy = SapPolicy(first=config.registry.sap_first, last=config.registry.sap_last,
                            quarantine_s=config.registry.quarantine_days * 86400.0)
         self.registry = MeterRegistry(self.database, policy=policy)
+        # each meter's SNRM proposes what it accepted before (the registry remembers), within the link's cap
+        self.media: dict[str, MeterMedium] = {name: SerialMedium(line, memory=self.registry)
+                                              for name, line in self.lines.items()}
+        self.media.update(self.meshes)
         self.supervisor = Supervisor()
         self.pair = StandbyPair(config=config.standby, registry=self.registry, state_directory=self.state_directory,
                                 supervisor=self.supervisor)

@@ -178,4 +178,6 @@ def _render_detail(meter: dict[str, Any]) -> None:
     width = max(len(k) for k in meter)
     for key, value in meter.items():
         shown = ("never" if key in ("last_seen", "first_seen") else "") if value is None else value
+        if isinstance(value, dict):
+            shown = ", ".join(f"{name} {item}" for name, item in value.items())
         print(f"{key.ljust(width)}  {shown}")

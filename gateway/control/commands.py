@@ -88,6 +88,10 @@ def meter_detail(meter: Meter) -> dict[str, Any]:
         "first_seen": meter.first_seen,
         "frames": meter.stats.frames, "retries": meter.stats.retries, "crc_errors": meter.stats.crc_errors,
         "last_rtt_ms": None if meter.stats.last_rtt_ms is None else round(meter.stats.last_rtt_ms, 1),
+        # what the meter accepted in its last UA (the gateway's view: tx = what it sends); the next SNRM proposes it
+        "hdlc_accepted": None if meter.hdlc is None else {
+            "window_tx": meter.hdlc.accepted.window_tx, "window_rx": meter.hdlc.accepted.window_rx,
+            "max_info_tx": meter.hdlc.accepted.max_info_tx, "max_info_rx": meter.hdlc.accepted.max_info_rx},
     }
 
 
@@ -135,7 +139,8 @@ class Commands:
                  "timeouts": line.counters.timeouts, "bad_crc": line.decoder.bad_crc,
                  "discarded_bytes": line.decoder.discarded_bytes,
                  "frames_undefined": line.counters.frames_undefined, "frames_failed": line.counters.frames_failed,
-                 "exchanges": line.counters.exchanges, "busy_ratio": line.busy_ratio(), "waiting": line.waiting()}
+                 "exchanges": line.counters.exchanges, "busy_ratio": line.busy_ratio(), "waiting": line.waiting(),
+                 "outstanding": line.outstanding(), "concurrent_exchanges": line.config.concurrent_exchanges}
                 for line in gw.lines.values()
             ],
             "meshes": [

@@ -7,6 +7,13 @@ line is a token: at most one link "holds the medium" from its ``transmit()`` unt
 longer ``awaiting_response`` (answer received or timer expired). Links that want the medium
 are served round-robin, one exchange each, so a long load-profile read cannot starve a short
 GET; a link's response timer starts when its frame goes out, not when its APDU was queued.
+
+Behind a PLC or RF modem whose MAC arbitrates the medium (it queues frames and sends each when
+the channel is free), the meters cannot collide, and waiting for one meter's latency leaves the
+channel idle. ``concurrent_exchanges`` = N lets up to N links to different physical meters hold
+polls at once, granted in the same order (urgent first, then round-robin, background last); a
+broadcast still takes the whole line, once the exchanges holding it have ended. N = 1 is the
+token above.
 """
 
 from __future__ import annotations
@@ -117,13 +124,15 @@ class MeterLine:
         self._urgent: set[_Key] = set()  # relay links whose next exchange goes first (a disconnect command)
         self._background: list[_Key] = []  # legacy polling links, served when the relay is idle
         self._next = 0
-        self._held_by: _Key | None = None
+        self._holders: set[_Key] = set()  # links holding the medium (polled, awaiting the final frame)
+        self._holding_since: dict[_Key, float] = {}  # when each holder took the medium
+        self._exchange_s = 0.0  # moving average of how long an exchange held the medium
+        self._capacity = max(1, config.concurrent_exchanges)
         self._broadcasts: deque[_Broadcast] = deque()
         self._relay_turns_owed = 0  # relay exchanges served before the next broadcast frame, when they wait
         share = min(max(config.broadcast_share, 0.05), 1.0)
         self._relay_turns_per_broadcast = round((1.0 - share) / share)
         self._held_since = 0.0
-        self._exchange_s = 0.0  # moving average of how long an exchange held the medium
         self._opened_at: float | None = None
         self._timers: dict[_Key, tuple[asyncio.TimerHandle, float]] = {}  # response timeouts, back-offs; lazy
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -156,32 +165,49 @@ class MeterLine:
         self._opened_at = self._clock()
         self._log.info("line.open")
 
-    @property
-    def _holder(self) -> _Key | None:
-        """The link holding the medium, if any; who holds it, and for how long, is accounted here."""
-        return self._held_by
+    def _hold(self, key: _Key, now: float | None = None) -> None:
+        """A link holds the medium; how long the medium is held by anyone is accounted here."""
+        if key in self._holders:
+            return
+        now = self._clock() if now is None else now
+        if not self._holders:
+            self._held_since = now
+        self._holders.add(key)
+        self._holding_since[key] = now
 
-    @_holder.setter
-    def _holder(self, key: _Key | None) -> None:
-        if (self._held_by is None) != (key is None):
-            now = self._clock()
-            if key is None:
+    def _release(self, key: _Key, now: float | None = None) -> None:
+        if key in self._holders:
+            now = self._clock() if now is None else now
+            self._holders.discard(key)
+            held = now - self._holding_since.pop(key, now)
+            if key != _BROADCASTING:
+                self._exchange_s += EXCHANGE_TIME_WEIGHT * (held - self._exchange_s)
+            if not self._holders:
                 self.counters.busy_s += now - self._held_since
-            else:
-                self._held_since = now
-        self._held_by = key
+
+    def _release_all(self) -> None:
+        for key in list(self._holders):
+            self._release(key)
 
     def busy_ratio(self) -> float:
         """Share of the time since the line opened that an exchange held it (0 while never open)."""
         if self._opened_at is None:
             return 0.0
         now = self._clock()
-        busy = self.counters.busy_s + (now - self._held_since if self._held_by is not None else 0.0)
+        busy = self.counters.busy_s + (now - self._held_since if self._holders else 0.0)
         return round(busy / (now - self._opened_at), 4) if now > self._opened_at else 0.0
 
     def exchange_s(self) -> float:
         """How long an exchange holds the line, lately (a moving average; 0 before the first)."""
         return self._exchange_s
+
+    def expected_wait_s(self) -> float:
+        """How long a link that wants the line now would wait for it, estimated from recent exchanges."""
+        return self.waiting() * self._exchange_s / self._capacity
+
+    def outstanding(self) -> int:
+        """Exchanges holding the medium now (polls awaiting their final frame, or a broadcast on the wire)."""
+        return len(self._holders)
 
     def waiting(self) -> int:
         """Data links that want the medium now (the line's queue)."""
@@ -237,8 +263,7 @@ class MeterLine:
             self._order.pop(index)
             if index < self._next:
                 self._next -= 1
-        if self._held_by == key:
-            self._holder = None
+        self._release(key)
         self.wake()
         for listener in list(self._released_listeners):
             listener(key[0], key[1], key[2])
@@ -249,7 +274,7 @@ class MeterLine:
 
     def relay_idle_s(self) -> float:
         """How long no relay (HES) exchange has wanted or used the medium; 0 while one does."""
-        if self._held_by in self._order or any(self._links[key][0].wants_medium for key in self._order):
+        if any(key in self._holders for key in self._order) or self._relay_waits():
             return 0.0
         return float("inf") if self._relay_active_at is None else self._clock() - self._relay_active_at
 
@@ -293,47 +318,64 @@ class MeterLine:
             every = ALL_STATION_HALF[2]  # the frame goes to every station of every logical device
             self.tap.hdlc(line=self.name, direction=Direction.OUTBOUND, data=broadcast.frame, upper=every,
                           lower=every)
-        self._holder = _BROADCASTING
+        self._hold(_BROADCASTING)
         self._relay_turns_owed = self._relay_turns_per_broadcast
         asyncio.get_running_loop().call_later(airtime, self._broadcast_left, broadcast, airtime)
 
     def _broadcast_left(self, broadcast: _Broadcast, airtime: float) -> None:
-        if self._held_by == _BROADCASTING:
-            self._holder = None
+        self._release(_BROADCASTING)
         broadcast.done(airtime)
         self.wake()
 
     def wake(self) -> None:
-        """A link may want the medium: grant it if the line is idle."""
-        if self._held_by is not None or self._transport is None:
-            return
-        if self._broadcasts and (self._relay_turns_owed <= 0 or not self._relay_waits()):
-            self._send_broadcast()  # relay exchanges still get their share between broadcast frames
-            return
-        for key in list(self._urgent) if self._urgent else ():  # a disconnect command does not wait its turn
-            link = self._links[key][0] if key in self._links else None
-            if link is None or link.wants_medium:
-                self._urgent.discard(key)
-            if link is not None and link.wants_medium:
-                self._grant(key, link)
+        """Links may want the medium: grant it while the line has room for another exchange."""
+        while self._transport is not None and len(self._holders) < self._capacity \
+                and _BROADCASTING not in self._holders:
+            if self._broadcasts and (self._relay_turns_owed <= 0 or not self._relay_waits()):
+                if not self._holders:
+                    self._send_broadcast()  # relay exchanges still get their share between broadcast frames
+                return  # a broadcast takes the whole line: it waits for the exchanges holding it
+            if not self._grant_next():
                 return
+
+    def _grant_next(self) -> bool:
+        """Grant one exchange, in priority order; False when no link may have it now."""
+        for key in list(self._urgent) if self._urgent else ():  # a disconnect command does not wait its turn
+            entry = self._links.get(key)
+            if entry is None:
+                self._urgent.discard(key)
+            elif entry[0].wants_medium and self._may_hold(key):
+                self._urgent.discard(key)
+                self._grant(key, entry[0])
+                return True
         count = len(self._order)
+        relay_waits = False
         for step in range(count):
             index = (self._next + step) % count
             key = self._order[index]
             link, _ = self._links[key]
             if link.wants_medium:
+                if not self._may_hold(key):
+                    relay_waits = True
+                    continue
                 self._next = (index + 1) % count
                 self._relay_turns_owed -= 1
                 self._grant(key, link)
-                return
+                return True
+        if relay_waits:
+            return False  # relay links wait for a meter already busy: background work does not take their room
         for key in self._background:  # idle medium: background work may use it
             link, _ = self._links[key]
-            if link.wants_medium:
+            if link.wants_medium and self._may_hold(key):
                 self._background.remove(key)
                 self._background.append(key)  # round-robin among background links too
                 self._grant(key, link)
-                return
+                return True
+        return False
+
+    def _may_hold(self, key: _Key) -> bool:
+        """Not while an exchange with the same physical meter is outstanding (its station answers one poll)."""
+        return not self._holders or all(held[2] != key[2] for held in self._holders)
 
     def _grant(self, key: _Key, link: HdlcClientLink) -> None:
         assert self._transport is not None
@@ -348,8 +390,6 @@ class MeterLine:
         self.counters.frames_sent += 1
         self.counters.exchanges += 1
         self._settle(key, link)
-        if self._held_by is None:  # e.g. a final RR with nothing to wait for
-            self.wake()
 
     def _settle(self, key: _Key, link: HdlcClientLink) -> None:
         """After any event of a link: who holds the medium, and when the link needs ``expire``.
@@ -361,14 +401,9 @@ class MeterLine:
         if key not in self._background:
             self._relay_active_at = now
         if link.awaiting_response:
-            if self._held_by is None:  # the _holder setter's accounting, inline: this runs twice an exchange
-                self._held_since = now
-            self._held_by = key
-        elif self._held_by == key:
-            held = now - self._held_since
-            self.counters.busy_s += held
-            self._exchange_s += EXCHANGE_TIME_WEIGHT * (held - self._exchange_s)
-            self._held_by = None
+            self._hold(key, now)
+        else:
+            self._release(key, now)
         deadline = link.deadline
         if deadline is None:
             return  # an armed timer finds nothing to do when it fires
@@ -402,7 +437,7 @@ class MeterLine:
             self._arm(key, deadline)
             return
         link, listener = entry
-        if self._held_by == key:
+        if key in self._holders:
             self.counters.timeouts += 1
         events = link.expire(now=self._clock())
         self._settle(key, link)
@@ -475,7 +510,7 @@ class MeterLine:
         self._fail_all(LinkDownReason.LINE_LOST)
 
     def _fail_all(self, reason: LinkDownReason) -> None:
-        self._holder = None
+        self._release_all()
         while self._broadcasts:  # never sent: their HES is told
             self._broadcasts.popleft().done(None)
         for key in list(self._timers):

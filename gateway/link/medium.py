@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import replace
+from typing import Protocol
 
 import structlog
 
@@ -39,6 +40,7 @@ from gateway.codec.hdlc import (
     client_sap_fits,
     llc_payload,
 )
+from gateway.codec.hdlc.params import capped, meter_limit
 from gateway.codec.hdlc.window import LLC_REQUEST, MAX_APDU_LENGTH
 from gateway.config import LinkConfig
 from gateway.core import channel
@@ -61,6 +63,25 @@ _DOWN_REASONS = {
     LinkDownReason.LINE_CLOSED: DownReason.MEDIUM_LOST,
     LinkDownReason.LINE_LOST: DownReason.MEDIUM_LOST,
 }
+
+
+class Learned(Protocol):
+    """What a meter accepted in its last UA, and its limits known so far (the gateway's view)."""
+
+    @property
+    def accepted(self) -> HdlcParameters: ...
+
+    @property
+    def limit(self) -> HdlcParameters: ...
+
+
+class LinkMemory(Protocol):
+    """Where the HDLC parameters each meter accepted are remembered across associations and restarts."""
+
+    def learned_link(self, *, link: str, physical_address: int, logical_device: int = 1) -> Learned | None: ...
+
+    def learn_link(self, *, link: str, physical_address: int, logical_device: int = 1,
+                   accepted: HdlcParameters, limit: HdlcParameters) -> bool: ...
 
 
 def link_settings(config: LinkConfig) -> LinkSettings:
@@ -101,9 +122,11 @@ def server_address(association: Association) -> HdlcAddress:
 class SerialMedium:
     """A `MeterMedium` over one serial line."""
 
-    def __init__(self, line: MeterLine, *, settings: LinkSettings | None = None) -> None:
+    def __init__(self, line: MeterLine, *, settings: LinkSettings | None = None,
+                 memory: LinkMemory | None = None) -> None:
         self.line = line
         self._settings = settings if settings is not None else link_settings(line.config)
+        self._memory = memory
         self._released: list[Callable[[Association], None]] = []
         self._unsolicited: list[Callable[[UnsolicitedPush], None]] = []
         line.on_link_released(self._link_released)
@@ -122,8 +145,8 @@ class SerialMedium:
 
     def congested(self) -> bool:
         """The queue is full: as many links wait as configured, or the next would wait longer than max_wait_s."""
-        waiting, config = self.line.waiting(), self.line.config
-        return waiting >= config.max_waiting or waiting * self.line.exchange_s() > config.max_wait_s
+        config = self.line.config
+        return self.line.waiting() >= config.max_waiting or self.line.expected_wait_s() > config.max_wait_s
 
     def busy(self, association: Association) -> bool:
         """One data link per physical meter at a time (issue 13): many meters keep one HDLC connection only,
@@ -134,9 +157,11 @@ class SerialMedium:
     def open(self, association: Association, listener: ChannelListener, *, probe: bool = False,
              background: bool = False) -> LineChannel:
         server = server_address(association)
-        settings = replace(self._settings, max_retries=PROBE_RETRIES) if probe else self._settings
+        settings = self._proposal(association)
+        if probe:
+            settings = replace(settings, max_retries=PROBE_RETRIES)
         link = HdlcClientLink(client_sap=association.client_sap, server_address=server, settings=settings)
-        opened = LineChannel(self.line, association, link, listener)
+        opened = LineChannel(self.line, association, link, listener, learned=self._learned)
         try:
             self.line.attach(link, opened.link_event, client_sap=association.client_sap, server_address=server,
                              background=background)
@@ -145,6 +170,26 @@ class SerialMedium:
         link.connect()
         self.line.wake()
         return opened
+
+    def _proposal(self, association: Association) -> LinkSettings:
+        """The configured settings, with the SNRM proposal lowered to what this meter accepted before."""
+        if self._memory is None or not isinstance(association.meter, int):
+            return self._settings
+        learned = self._memory.learned_link(link=self.line.name, physical_address=association.meter,
+                                            logical_device=association.logical_device)
+        if learned is None:
+            return self._settings
+        return replace(self._settings, parameters=capped(learned.limit, self._settings.parameters))
+
+    def _learned(self, association: Association, accepted: HdlcParameters, proposed: HdlcParameters) -> None:
+        """A UA came: remember what the meter took, and what that says of its limits."""
+        if self._memory is None or not isinstance(association.meter, int):
+            return
+        meter, logical_device = association.meter, association.logical_device
+        before = self._memory.learned_link(link=self.line.name, physical_address=meter, logical_device=logical_device)
+        limit = meter_limit(previous=None if before is None else before.limit, proposed=proposed, accepted=accepted)
+        self._memory.learn_link(link=self.line.name, physical_address=meter, logical_device=logical_device,
+                                accepted=accepted, limit=limit)
 
     def on_released(self, listener: Callable[[Association], None]) -> None:
         self._released.append(listener)
@@ -173,11 +218,13 @@ class LineChannel:
     max_apdu = MAX_APDU_LENGTH - len(LLC_REQUEST)  # what one link carries after its LLC header
 
     def __init__(self, line: MeterLine, association: Association, link: HdlcClientLink,
-                 listener: ChannelListener) -> None:
+                 listener: ChannelListener,
+                 learned: Callable[[Association, HdlcParameters, HdlcParameters], None] | None = None) -> None:
         self._line = line
         self._association = association
         self.link = link
         self._listener = listener
+        self._learned = learned
         self._attached = True
 
     @property
@@ -224,6 +271,8 @@ class LineChannel:
         elif isinstance(event, LinkUp):
             log.debug("hdlc.link_up", line=self._line.name, client_sap=self._association.client_sap,
                       max_info_tx=event.parameters.max_info_tx, window_tx=event.parameters.window_tx)
+            if self._learned is not None:
+                self._learned(self._association, event.parameters, self.link.proposed)
         elif isinstance(event, LinkDown):
             self._attached = False
             self._listener(ChannelDown(_DOWN_REASONS[event.reason], event.detail))

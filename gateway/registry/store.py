@@ -17,7 +17,8 @@ from dataclasses import dataclass, replace
 from enum import StrEnum
 from typing import Any
 
-from gateway.codec.hdlc import meter_address_problem
+from gateway.codec.errors import LocalProtocolError
+from gateway.codec.hdlc import HdlcParameters, meter_address_problem
 from gateway.codec.wrapper import ALL_STATION_WPORT  # the gateway's broadcast path: never given to a meter unasked
 
 Place = tuple[str, int | str, int]  # (link, HDLC physical address or canonical IPv6 text, logical device)
@@ -48,6 +49,15 @@ class LinkStats:
 
 
 @dataclass(frozen=True, slots=True)
+class LearnedLink:
+    """The HDLC parameters a meter accepted in its last UA, and its limits known so far (gateway's view)."""
+
+    accepted: HdlcParameters
+    limit: HdlcParameters
+    learned_at: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class Meter:
     id: int
     sap: int
@@ -65,6 +75,7 @@ class Meter:
     ip_address: str | None = None  # on a mesh: the meter's IPv6 address (physical_address is then 0)
     eui64: bytes | None = None
     ip_transport: str = "udp"  # on a mesh: "udp" (a datagram per APDU) or "tcp" (a connection per association)
+    hdlc: LearnedLink | None = None  # on a serial line, once a data link came up: what the meter accepted
 
     @property
     def place(self) -> Place:
@@ -308,6 +319,40 @@ class MeterRegistry:
             self._live[sap] = updated
             return updated
 
+    # -- learned link parameters ---------------------------------------------------------------
+
+    def learned_link(self, *, link: str, physical_address: int, logical_device: int = 1) -> LearnedLink | None:
+        """What the meter at this place accepted in its last UA, if it is registered and ever answered one."""
+        meter = self.by_place(link=link, physical_address=physical_address, logical_device=logical_device)
+        return None if meter is None else meter.hdlc
+
+    def learn_link(self, *, link: str, physical_address: int, logical_device: int = 1,
+                   accepted: HdlcParameters, limit: HdlcParameters) -> bool:
+        """Remember what a registered meter accepted and its limits (written at once, only when they changed).
+
+        Not a registry change a standby copies: each gateway learns its own meters' links.
+        """
+        meter = self.by_place(link=link, physical_address=physical_address, logical_device=logical_device)
+        if meter is None or self.replica:
+            return False
+        if meter.hdlc is not None and (meter.hdlc.accepted, meter.hdlc.limit) == (accepted, limit):
+            return False
+        learned = LearnedLink(accepted=accepted, limit=limit, learned_at=self._clock())
+        with self._transaction(change=False):
+            self._db.execute(
+                "INSERT INTO link_parameters (meter_id, max_info_tx, max_info_rx, window_tx, window_rx,"
+                " limit_max_info_tx, limit_max_info_rx, limit_window_tx, limit_window_rx, learned_at)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (meter_id) DO UPDATE SET"
+                " max_info_tx = excluded.max_info_tx, max_info_rx = excluded.max_info_rx,"
+                " window_tx = excluded.window_tx, window_rx = excluded.window_rx,"
+                " limit_max_info_tx = excluded.limit_max_info_tx,"
+                " limit_max_info_rx = excluded.limit_max_info_rx,"
+                " limit_window_tx = excluded.limit_window_tx, limit_window_rx = excluded.limit_window_rx,"
+                " learned_at = excluded.learned_at",
+                (meter.id, *_parameter_columns(accepted), *_parameter_columns(limit), learned.learned_at))
+        self._index(replace(meter, hdlc=learned))
+        return True
+
     # -- hot values, batched ------------------------------------------------------------------
 
     def seen(self, sap: int, *, rtt_ms: float | None = None, frames: int = 0, retries: int = 0,
@@ -519,8 +564,11 @@ class MeterRegistry:
             row[0]: LinkStats(frames=row[1], retries=row[2], crc_errors=row[3], last_rtt_ms=row[4])
             for row in self._db.execute("SELECT meter_id, frames, retries, crc_errors, last_rtt_ms FROM link_stats")
         }
+        learned = {row[0]: _learned(row) for row in self._db.execute(
+            "SELECT meter_id, max_info_tx, max_info_rx, window_tx, window_rx, limit_max_info_tx,"
+            " limit_max_info_rx, limit_window_tx, limit_window_rx, learned_at FROM link_parameters")}
         for row in self._db.execute(f"SELECT {_COLUMNS} FROM meters ORDER BY id"):
-            meter = _meter(row, stats.get(row[0], LinkStats()))
+            meter = replace(_meter(row, stats.get(row[0], LinkStats())), hdlc=learned.get(row[0]))
             if meter.state is MeterState.REMOVED:
                 latest = self._removed.get(meter.sap)
                 if latest is None or (meter.removed_at or 0) >= (latest.removed_at or 0):
@@ -542,3 +590,17 @@ def _meter(row: tuple[Any, ...], stats: LinkStats) -> Meter:
                  state=MeterState(row[5]), logical_device_name=row[6], system_title=row[7], registered_by=row[8],
                  first_seen=row[9], last_seen=row[10], removed_at=row[11], stats=stats, ip_address=row[12],
                  eui64=row[13], ip_transport=row[14])
+
+
+def _parameter_columns(p: HdlcParameters) -> tuple[int, int, int, int]:
+    return p.max_info_tx, p.max_info_rx, p.window_tx, p.window_rx
+
+
+def _learned(row: tuple[Any, ...]) -> LearnedLink | None:
+    """A link_parameters row; None when its values are outside what IEC 62056-46 allows (a damaged row)."""
+    try:
+        accepted = HdlcParameters(max_info_tx=row[1], max_info_rx=row[2], window_tx=row[3], window_rx=row[4])
+        limit = HdlcParameters(max_info_tx=row[5], max_info_rx=row[6], window_tx=row[7], window_rx=row[8])
+    except LocalProtocolError:
+        return None
+    return LearnedLink(accepted=accepted, limit=limit, learned_at=row[9])

@@ -91,10 +91,13 @@ class SimulatedMedium:
         self._decoder = HdlcFrameDecoder(inter_octet_timeout_s=3600.0)  # frames arrive whole from the gateway
         self._decoder.keep_raw = True
         self._free_at = 0.0
+        self._scheduled: deque[tuple[float, float]] = deque()  # (start, end) of frames not yet wholly carried
         self._handed_at: float | None = None  # when the last frame reached the gateway, until it answers
         self._fd: int | None = None
         self._writer: FdWriter | None = None
         self.figures = MediumFigures()
+        self.observer: Callable[[bytes, bool], None] | None = None  # told each frame put on the medium, and
+        # whether it goes to the meters (a benchmark counts frames and turns of direction)
 
     def attach(self, fd: int) -> None:
         self._fd = fd
@@ -138,6 +141,11 @@ class SimulatedMedium:
         self._free_at = end + self.settings.turnaround_s
         self.figures.frames += 1
         self.figures.airtime_s += airtime
+        while self._scheduled and self._scheduled[0][1] <= now:
+            self._scheduled.popleft()
+        self._scheduled.append((start, end))
+        if self.observer is not None:
+            self.observer(frame, deliver == self._to_meters)
         if self.on_frame is not None:
             self.on_frame(len(frame), airtime)
         if self._random.random() < self.settings.frame_loss:
@@ -160,6 +168,16 @@ class SimulatedMedium:
         if late > 0 and self.settings.time_scale > 1.0:
             self._skipped += late  # the medium's clock catches up with the frame it carried
         deliver(frame)
+
+    def airtime_carried_s(self, now: float | None = None) -> float:
+        """The airtime counted so far, less what frames queued on the timeline have yet to spend after `now`.
+
+        ``figures.airtime_s`` counts a frame when it is queued; over a short window with long frames
+        (2,400 bit/s), airtime / wall needs what has really been on the medium by the window's end.
+        """
+        now = self.now() if now is None else now
+        ahead = sum(end - max(start, now) for start, end in self._scheduled if end > now)
+        return self.figures.airtime_s - ahead
 
     def _to_meters(self, frame: bytes) -> None:
         answer = self._bus.feed(frame)

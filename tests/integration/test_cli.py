@@ -82,6 +82,7 @@ def test_status_says_what_the_gateway_is_doing(running: Running) -> None:
     (link,) = status["links"]
     assert (link["name"], link["device"], link["open"]) == ("bus0", running.simulator.device, True)
     assert link["frames_sent"] > 0 and link["frames_received"] > 0  # the seeds were identified over it
+    assert link["concurrent_exchanges"] == 1 and link["outstanding"] in (0, 1)  # a wire: one exchange at a time
     assert status["meters"]["online"] >= len(SEEDED)
     assert status["uptime_s"] >= 0
 
@@ -119,6 +120,9 @@ def test_meter_detail_by_sap_and_by_name_are_the_same_meter(running: Running) ->
 
     detail = running.json("meter", SEEDED[18])
     assert detail["sap"] == 18 and {"frames", "retries", "crc_errors", "last_rtt_ms"} <= set(detail)
+    # the simulator takes the IEC defaults only: what its UA answered the identity read's SNRM is remembered
+    assert detail["hdlc_accepted"] == {"window_tx": 1, "window_rx": 1, "max_info_tx": 128, "max_info_rx": 128}
+    assert fields["hdlc_accepted"] == "window_tx 1, window_rx 1, max_info_tx 128, max_info_rx 128"
 
     unknown = running.cli("meter", "9999")
     assert unknown.returncode == EXIT_REFUSED and "no meter '9999'" in unknown.stderr

@@ -27,14 +27,14 @@ class Rig:
     sent: list[bytes]
 
 
-async def rig(settings: MediumSettings, *, response_timeout_s: float = 0.5) -> Rig:
+async def rig(settings: MediumSettings, *, response_timeout_s: float = 0.5, concurrent: int = 1) -> Rig:
     pty = open_pty()
     bus = SimulatedBus(meters=[SimMeter(physical_address=17 + i, device=EchoDevice(name=f"M{i}".encode()))
                                for i in range(2)])
     medium = SimulatedMedium(bus, settings)
     medium.attach(pty.master_fd)
     config = LinkConfig(name="plc", device=pty.slave_path, baudrate=115200, response_timeout_s=response_timeout_s,
-                        max_retries=5)
+                        max_retries=5, concurrent_exchanges=concurrent)
     line = MeterLine(config=config, opener=serial_opener(config))
     await line.open()
     return Rig(pty=pty, medium=medium, line=line, sent=[])
@@ -108,6 +108,32 @@ async def test_lost_and_corrupted_frames_cost_retransmissions_never_a_wrong_answ
         lossy.pty.close()
 
 
+async def test_concurrent_exchanges_on_a_lossy_medium_never_mix_or_corrupt_answers() -> None:
+    lossy = await rig(MediumSettings(bit_rate=1_000_000, frame_loss=0.1, corruption=0.1, seed=5),
+                      response_timeout_s=0.05, concurrent=2)
+    most = 0
+
+    def observe(frame: bytes, to_meters: bool) -> None:  # at each frame carried: exchanges the line holds
+        nonlocal most
+        most = max(most, lossy.line.outstanding())
+
+    lossy.medium.observer = observe
+    try:
+        apdus = [bytes([0xC0, n]) * (1 + 40 * (n % 3)) for n in range(20)]
+        first, second = await asyncio.gather(
+            exchange(lossy.line, client(17, window=3, response_timeout_s=0.05), apdus, physical_address=17),
+            exchange(lossy.line, client(18, window=3, response_timeout_s=0.05), apdus, physical_address=18))
+        assert first == [b"M0:" + apdu for apdu in apdus[:len(first)]]  # each meter's own, in order, or gave up
+        assert second == [b"M1:" + apdu for apdu in apdus[:len(second)]]
+        assert lossy.medium.figures.lost > 0 and lossy.medium.figures.corrupted > 0
+        assert lossy.line.counters.timeouts > 0
+        assert most == 2  # the two meters' exchanges were on the medium at once
+    finally:
+        lossy.line.close()
+        lossy.medium.detach()
+        lossy.pty.close()
+
+
 async def test_the_same_seed_loses_and_corrupts_the_same_frames() -> None:
     frames = [bytes([0x7E, n, 0x7E]) * 4 for n in range(60)]
 
@@ -161,3 +187,14 @@ async def test_a_time_scale_keeps_the_nominal_airtime_and_the_medium_clock_count
 def test_a_time_scale_below_one_is_refused() -> None:
     with pytest.raises(ValueError, match="time scale"):
         SimulatedMedium(SimulatedBus(meters=[]), MediumSettings(bit_rate=2_400, time_scale=0.5))
+
+
+async def test_airtime_carried_counts_only_what_has_been_on_the_medium_by_then() -> None:
+    now = [100.0]
+    medium = SimulatedMedium(SimulatedBus(meters=[]), MediumSettings(bit_rate=1_000), clock=lambda: now[0])
+    for _ in range(3):  # three 10-octet frames queued at once: 0.1 s of airtime each, back to back
+        medium._carry(b"\x7e" + bytes(8) + b"\x7e", lambda frame: None)
+    assert medium.figures.airtime_s == pytest.approx(0.3)
+    assert medium.airtime_carried_s(100.0) == pytest.approx(0.0)
+    assert medium.airtime_carried_s(100.15) == pytest.approx(0.15)
+    assert medium.airtime_carried_s(101.0) == pytest.approx(0.3)

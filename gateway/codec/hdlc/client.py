@@ -107,6 +107,11 @@ class HdlcClientLink:
         )
 
     @property
+    def proposed(self) -> HdlcParameters:
+        """What this link's SNRM proposes (tx = what the client sends)."""
+        return self._settings.parameters
+
+    @property
     def state(self) -> LinkState:
         """Where the connection stands."""
         return self._state

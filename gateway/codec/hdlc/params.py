@@ -105,3 +105,39 @@ def negotiate(*, proposed: HdlcParameters, supported: HdlcParameters) -> HdlcPar
         window_tx=min(supported.window_tx, proposed.window_rx),
         window_rx=min(supported.window_rx, proposed.window_tx),
     )
+
+
+
+MOST = HdlcParameters(max_info_tx=MAX_INFO_RANGE[-1], max_info_rx=MAX_INFO_RANGE[-1], window_tx=WINDOW_RANGE[-1],
+                      window_rx=WINDOW_RANGE[-1])  # no limit known: what IEC 62056-46 allows
+
+
+def meter_limit(*, previous: HdlcParameters | None, proposed: HdlcParameters,
+                accepted: HdlcParameters) -> HdlcParameters:
+    """What a meter is known to accept at most, after its UA answered `accepted` to `proposed` (client's view).
+
+    Where it took less than was proposed, that is its limit. Where it took all, the limit known before
+    still holds if the proposal stayed within it (a lower cap revealed nothing); past it, none is known.
+    """
+
+    def value(took: int, asked: int, before: int | None, most: int) -> int:
+        if took < asked:
+            return took
+        return before if before is not None and asked <= before else most
+
+    def old(name: str) -> int | None:
+        return None if previous is None else int(getattr(previous, name))
+
+    return HdlcParameters(
+        max_info_tx=value(accepted.max_info_tx, proposed.max_info_tx, old("max_info_tx"), MOST.max_info_tx),
+        max_info_rx=value(accepted.max_info_rx, proposed.max_info_rx, old("max_info_rx"), MOST.max_info_rx),
+        window_tx=value(accepted.window_tx, proposed.window_tx, old("window_tx"), MOST.window_tx),
+        window_rx=value(accepted.window_rx, proposed.window_rx, old("window_rx"), MOST.window_rx),
+    )
+
+
+def capped(limit: HdlcParameters, cap: HdlcParameters) -> HdlcParameters:
+    """The SNRM proposal: a meter's known limit, never above the configured cap (a modem's small buffers)."""
+    return HdlcParameters(max_info_tx=min(limit.max_info_tx, cap.max_info_tx),
+                          max_info_rx=min(limit.max_info_rx, cap.max_info_rx),
+                          window_tx=min(limit.window_tx, cap.window_tx), window_rx=min(limit.window_rx, cap.window_rx))
