@@ -328,50 +328,61 @@ class MeterLine:
         self.wake()
 
     def wake(self) -> None:
-        """Links may want the medium: grant it while the line has room for another exchange."""
-        while self._transport is not None and len(self._holders) < self._capacity \
-                and _BROADCASTING not in self._holders:
+        """Links may want the medium: grant it while the line has room for another exchange.
+
+        In priority order: a broadcast's share, then prioritized links (a disconnect command does not
+        wait its turn), then relay links round-robin, then background work on an otherwise idle line.
+        One function on purpose: it runs twice per relayed exchange.
+        """
+        holders = self._holders
+        while self._transport is not None and (not holders or len(holders) < self._capacity) \
+                and _BROADCASTING not in holders:
             if self._broadcasts and (self._relay_turns_owed <= 0 or not self._relay_waits()):
-                if not self._holders:
+                if not holders:
                     self._send_broadcast()  # relay exchanges still get their share between broadcast frames
                 return  # a broadcast takes the whole line: it waits for the exchanges holding it
-            if not self._grant_next():
+            granted = False
+            for key in list(self._urgent) if self._urgent else ():
+                entry = self._links.get(key)
+                if entry is None:
+                    self._urgent.discard(key)
+                elif entry[0].wants_medium and (not holders or self._may_hold(key)):
+                    self._urgent.discard(key)
+                    self._grant(key, entry[0])
+                    granted = True
+                    break
+            if granted:
+                continue
+            order = self._order
+            count = len(order)
+            relay_waits = False
+            for step in range(count):
+                index = (self._next + step) % count
+                key = order[index]
+                link = self._links[key][0]
+                if link.wants_medium:
+                    if holders and not self._may_hold(key):
+                        relay_waits = True
+                        continue
+                    self._next = (index + 1) % count
+                    self._relay_turns_owed -= 1
+                    self._grant(key, link)
+                    granted = True
+                    break
+            if granted:
+                continue
+            if relay_waits:
+                return  # relay links wait for a meter already busy: background work does not take their room
+            for key in self._background:  # idle medium: background work may use it
+                link = self._links[key][0]
+                if link.wants_medium and (not holders or self._may_hold(key)):
+                    self._background.remove(key)
+                    self._background.append(key)  # round-robin among background links too
+                    self._grant(key, link)
+                    granted = True
+                    break
+            if not granted:
                 return
-
-    def _grant_next(self) -> bool:
-        """Grant one exchange, in priority order; False when no link may have it now."""
-        for key in list(self._urgent) if self._urgent else ():  # a disconnect command does not wait its turn
-            entry = self._links.get(key)
-            if entry is None:
-                self._urgent.discard(key)
-            elif entry[0].wants_medium and self._may_hold(key):
-                self._urgent.discard(key)
-                self._grant(key, entry[0])
-                return True
-        count = len(self._order)
-        relay_waits = False
-        for step in range(count):
-            index = (self._next + step) % count
-            key = self._order[index]
-            link, _ = self._links[key]
-            if link.wants_medium:
-                if not self._may_hold(key):
-                    relay_waits = True
-                    continue
-                self._next = (index + 1) % count
-                self._relay_turns_owed -= 1
-                self._grant(key, link)
-                return True
-        if relay_waits:
-            return False  # relay links wait for a meter already busy: background work does not take their room
-        for key in self._background:  # idle medium: background work may use it
-            link, _ = self._links[key]
-            if link.wants_medium and self._may_hold(key):
-                self._background.remove(key)
-                self._background.append(key)  # round-robin among background links too
-                self._grant(key, link)
-                return True
-        return False
 
     def _may_hold(self, key: _Key) -> bool:
         """Not while an exchange with the same physical meter is outstanding (its station answers one poll)."""
@@ -379,7 +390,8 @@ class MeterLine:
 
     def _grant(self, key: _Key, link: HdlcClientLink) -> None:
         assert self._transport is not None
-        data = link.transmit(now=self._clock())
+        now = self._clock()
+        data = link.transmit(now=now)
         self._transport.write(data)
         if self.tap is not None and self.tap.active:
             for sent in split_frames(data):
@@ -389,21 +401,31 @@ class MeterLine:
                 self._log.debug("hdlc.tx", **frame)
         self.counters.frames_sent += 1
         self.counters.exchanges += 1
-        self._settle(key, link)
+        self._settle(key, link, now)
 
-    def _settle(self, key: _Key, link: HdlcClientLink) -> None:
+    def _settle(self, key: _Key, link: HdlcClientLink, now: float | None = None) -> None:
         """After any event of a link: who holds the medium, and when the link needs ``expire``.
 
         Timers are lazy (the hot path of issue 13): a link's timer stays armed while its deadline only
         moves later, and re-arms itself when it fires early, so an exchange costs no timer-heap work.
         """
-        now = self._clock()
+        if now is None:
+            now = self._clock()
         if key not in self._background:
             self._relay_active_at = now
         if link.awaiting_response:
-            self._hold(key, now)
-        else:
-            self._release(key, now)
+            holders = self._holders
+            if key not in holders:  # _hold(), inline: twice an exchange runs through here
+                if not holders:
+                    self._held_since = now
+                holders.add(key)
+                self._holding_since[key] = now
+        elif key in self._holders:  # _release(), inline
+            holders = self._holders
+            holders.discard(key)
+            self._exchange_s += EXCHANGE_TIME_WEIGHT * (now - self._holding_since.pop(key, now) - self._exchange_s)
+            if not holders:
+                self.counters.busy_s += now - self._held_since
         deadline = link.deadline
         if deadline is None:
             return  # an armed timer finds nothing to do when it fires
@@ -452,7 +474,8 @@ class MeterLine:
         tap = self.tap if self.tap is not None and self.tap.active else None
         self._decoder.keep_raw = tap is not None
         try:
-            frames = self._decoder.feed(data, now=self._clock())
+            now = self._clock()  # one reading for the whole read: its frames arrived together
+            frames = self._decoder.feed(data, now=now)
             if tap is not None:  # before handling them: what they make us send comes after them in the file
                 for raw, source, bad_fcs in self._decoder.raw:
                     tap.hdlc(line=self.name, direction=Direction.INBOUND, data=raw, upper=source.upper,
@@ -468,12 +491,13 @@ class MeterLine:
                         self.counters.frames_undefined += 1
                         self._fault("line.frame_undefined", frame)
                     else:
-                        self._dispatch(frame)
+                        self._dispatch(frame, now)
                 except Exception:  # one bad frame (a bug) must not drop the others or stall the line
                     self.counters.frames_failed += 1
                     self._fault("line.frame_failed", frame, exc_info=True)
         finally:
-            self._decoder.resume(now=self._clock())  # time spent handling frames is not a line gap
+            if self._decoder.buffered > 1:  # a frame is half in: time spent handling the others is no line gap
+                self._decoder.resume(now=self._clock())
             self.wake()
 
     def _fault(self, event: str, frame: HdlcFrame, *, exc_info: bool = False) -> None:
@@ -486,7 +510,7 @@ class MeterLine:
                           undefined=self.counters.frames_undefined, failed=self.counters.frames_failed,
                           exc_info=exc_info)
 
-    def _dispatch(self, frame: HdlcFrame) -> None:
+    def _dispatch(self, frame: HdlcFrame, now: float) -> None:
         server = frame.source
         key = (frame.destination.upper, server.upper, server.lower)  # _key(), inline: once per frame
         entry = self._links.get(key)
@@ -496,8 +520,8 @@ class MeterLine:
                 self._unsolicited(frame)
             return
         link, listener = entry
-        events = link.receive(frame, now=self._clock())
-        self._settle(key, link)
+        events = link.receive(frame, now=now)
+        self._settle(key, link, now)
         for event in events:
             listener(event)
 
