@@ -65,6 +65,10 @@ class WrapperDecoder:
     def feed(self, data: bytes) -> list[WrapperPdu]:
         """Add bytes from the stream; return every PDU they complete. Raises WrapperError."""
         buffer = self._buffer
+        if not buffer and len(data) > HEADER.size:  # the usual read, one whole PDU: no buffering
+            version, source, destination, length = HEADER.unpack_from(data)
+            if len(data) == HEADER.size + length and version == WRAPPER_VERSION and length <= self._max_apdu:
+                return [WrapperPdu(source, destination, data[HEADER.size:])]
         buffer += data
         pdus: list[WrapperPdu] = []
         offset = 0
