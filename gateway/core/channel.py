@@ -159,11 +159,12 @@ class MeterMedium(Protocol):
         ...
 
     def open(self, association: Association, listener: ChannelListener, *, probe: bool = False,
-             background: bool = False) -> MeterChannel:
+             background: bool = False, group: str = "") -> MeterChannel:
         """Open the association's channel.
 
         `probe`: a short look at an address that may be empty (give up early); `background`: the
-        gateway's own work, which lets every relay exchange on the medium go first.
+        gateway's own work, which lets every relay exchange on the medium go first; `group`: whom the
+        channel works for (a HES's address): the medium takes turns between groups, then channels.
 
         Raises ChannelError when the medium cannot carry the association or it is open already.
         """

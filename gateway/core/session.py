@@ -121,7 +121,7 @@ class MeterSession:
 
     def start(self) -> None:
         """Open the channel to the meter. Raises ChannelError."""
-        self.channel = self.medium.open(self.association, self._on_channel_event)
+        self.channel = self.medium.open(self.association, self._on_channel_event, group=self.owner.peer_address)
         self._touch()
 
     # -- from the HES -------------------------------------------------------------------------

@@ -123,7 +123,13 @@ class MeterLine:
         self._order: list[_Key] = []  # relay links, round-robin order
         self._urgent: set[_Key] = set()  # relay links whose next exchange goes first (a disconnect command)
         self._background: list[_Key] = []  # legacy polling links, served when the relay is idle
-        self._next = 0
+        # Relay links round-robin in two levels: between the HES peers they work for (groups), then between
+        # a group's links. A HES with 60 associations gets the turns of a HES with one, not 60 times as many.
+        self._groups: list[str] = []  # groups with relay links, in turn order
+        self._members: dict[str, list[_Key]] = {}  # a group's relay links, in turn order
+        self._member_next: dict[str, int] = {}
+        self._group_of: dict[_Key, str] = {}
+        self._group_next = 0
         self._holders: set[_Key] = set()  # links holding the medium (polled, awaiting the final frame)
         self._holding_since: dict[_Key, float] = {}  # when each holder took the medium
         self._exchange_s = 0.0  # moving average of how long an exchange held the medium
@@ -235,18 +241,29 @@ class MeterLine:
 
     def attach(
         self, link: HdlcClientLink, listener: LinkListener, *, client_sap: int, server_address: HdlcAddress,
-        background: bool = False,
+        background: bool = False, group: str = "",
     ) -> None:
         """Put a link on this line; its events go to ``listener``.
 
         A background link (legacy polling) gets the medium only when no relay link wants it, so a
-        relay exchange waits at most for the one background exchange already on the line.
+        relay exchange waits at most for the one background exchange already on the line. ``group``:
+        whom a relay link works for (a HES address); groups take turns, then their links do.
         """
         key = _key(client_sap=client_sap, upper=server_address.upper, lower=server_address.lower)
         if key in self._links:
             raise ValueError(f"a link for {key} is already on line {self.name}")
         self._links[key] = (link, listener)
-        (self._background if background else self._order).append(key)
+        if background:
+            self._background.append(key)
+            return
+        self._order.append(key)
+        self._group_of[key] = group
+        members = self._members.get(group)
+        if members is None:
+            members = self._members[group] = []
+            self._member_next[group] = 0
+            self._groups.append(group)
+        members.append(key)
 
     def detach(self, link: HdlcClientLink) -> None:
         """Take a link off this line (it no longer gets the medium)."""
@@ -259,14 +276,27 @@ class MeterLine:
         if key in self._background:
             self._background.remove(key)
         else:
-            index = self._order.index(key)
-            self._order.pop(index)
-            if index < self._next:
-                self._next -= 1
+            self._order.remove(key)
+            self._leave_group(key)
         self._release(key)
         self.wake()
         for listener in list(self._released_listeners):
             listener(key[0], key[1], key[2])
+
+    def _leave_group(self, key: _Key) -> None:
+        group = self._group_of.pop(key)
+        members = self._members[group]
+        index = members.index(key)
+        members.pop(index)
+        if index < self._member_next[group]:
+            self._member_next[group] -= 1
+        if members:
+            return
+        del self._members[group], self._member_next[group]
+        position = self._groups.index(group)
+        self._groups.pop(position)
+        if position < self._group_next:
+            self._group_next -= 1
 
     def on_link_released(self, listener: Callable[[int, int, int | None], None]) -> None:
         """Be told (client SAP, logical device, physical address) when a link leaves the line."""
@@ -353,21 +383,30 @@ class MeterLine:
                     break
             if granted:
                 continue
-            order = self._order
-            count = len(order)
+            groups = self._groups
+            group_count = len(groups)
             relay_waits = False
-            for step in range(count):
-                index = (self._next + step) % count
-                key = order[index]
-                link = self._links[key][0]
-                if link.wants_medium:
-                    if holders and not self._may_hold(key):
-                        relay_waits = True
-                        continue
-                    self._next = (index + 1) % count
-                    self._relay_turns_owed -= 1
-                    self._grant(key, link)
-                    granted = True
+            for group_step in range(group_count):
+                group_index = (self._group_next + group_step) % group_count
+                group = groups[group_index]
+                members = self._members[group]
+                count = len(members)
+                start = self._member_next[group]
+                for step in range(count):
+                    index = (start + step) % count
+                    key = members[index]
+                    link = self._links[key][0]
+                    if link.wants_medium:
+                        if holders and not self._may_hold(key):
+                            relay_waits = True
+                            continue
+                        self._member_next[group] = (index + 1) % count
+                        self._group_next = (group_index + 1) % group_count
+                        self._relay_turns_owed -= 1
+                        self._grant(key, link)
+                        granted = True
+                        break
+                if granted:
                     break
             if granted:
                 continue

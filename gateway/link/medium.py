@@ -155,7 +155,7 @@ class SerialMedium:
         return isinstance(meter, int) and self.line.has_link_to(meter)
 
     def open(self, association: Association, listener: ChannelListener, *, probe: bool = False,
-             background: bool = False) -> LineChannel:
+             background: bool = False, group: str = "") -> LineChannel:
         server = server_address(association)
         settings = self._proposal(association)
         if probe:
@@ -164,7 +164,7 @@ class SerialMedium:
         opened = LineChannel(self.line, association, link, listener, learned=self._learned)
         try:
             self.line.attach(link, opened.link_event, client_sap=association.client_sap, server_address=server,
-                             background=background)
+                             background=background, group=group)
         except ValueError as exc:
             raise ChannelError(str(exc)) from None
         link.connect()

@@ -197,9 +197,9 @@ class MeshEndpoint:
         self._released.append(listener)
 
     def open(self, association: Association, listener: ChannelListener, *, probe: bool = False,
-             background: bool = False) -> MeshChannel:
-        """Open a channel. `probe` and `background` change nothing here: every exchange on a mesh has the
-        same response timeout and competes for the same in-flight slots, round-robin."""
+             background: bool = False, group: str = "") -> MeshChannel:
+        """Open a channel. `probe`, `background` and `group` change nothing here: every exchange on a mesh has
+        the same response timeout and competes for the same in-flight slots, round-robin."""
         if not self.usable():
             raise ChannelError(f"mesh {self._name} is not usable")
         self.network.open(association, now=self._now())

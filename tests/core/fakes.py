@@ -179,7 +179,7 @@ class FakeMedium:
         return association in self.links
 
     def open(self, association: Association, listener: ChannelListener, *, probe: bool = False,
-             background: bool = False) -> FakeChannel:
+             background: bool = False, group: str = "") -> FakeChannel:
         if not isinstance(association.meter, int):
             raise ChannelError(f"{association.meter!r} is not an address of this medium")
         if association in self.links:

@@ -46,7 +46,7 @@ class ScriptedMedium(FakeMedium):
         self.script = script
 
     def open(self, association: Association, listener: ChannelListener, *, probe: bool = False,
-             background: bool = False) -> FakeChannel:
+             background: bool = False, group: str = "") -> FakeChannel:
         channel = ScriptedChannel(self, association, listener, self.script)
         self.links[association] = channel
         self.opened.append(channel)

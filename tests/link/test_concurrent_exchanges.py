@@ -58,12 +58,13 @@ class Rig:
         factory().connection_made(self.wire)
         return self.wire
 
-    def link(self, address: int, *, client_sap: int = 16, background: bool = False) -> tuple[HdlcClientLink,
-                                                                                           list[LinkEvent]]:
+    def link(self, address: int, *, client_sap: int = 16, background: bool = False,
+             group: str = "") -> tuple[HdlcClientLink, list[LinkEvent]]:
         server = HdlcAddress.server(logical_device=1, physical_address=address)
         link = HdlcClientLink(client_sap=client_sap, server_address=server, settings=LinkSettings())
         events: list[LinkEvent] = []
-        self.line.attach(link, events.append, client_sap=client_sap, server_address=server, background=background)
+        self.line.attach(link, events.append, client_sap=client_sap, server_address=server, background=background,
+                         group=group)
         return link, events
 
     def read_wire(self) -> None:
@@ -209,3 +210,48 @@ async def test_a_broadcast_waits_until_the_exchanges_holding_a_modem_line_end() 
     rig.answer(18)
     assert [frame.defined_kind for frame in rig.frames] == [FrameKind.SNRM, FrameKind.SNRM, FrameKind.UI]
     rig.line.close()
+
+
+async def test_head_ends_take_turns_before_their_associations_do() -> None:
+    """A HES with three associations and a HES with one: the lone one gets every other turn, not one in four."""
+    rig = Rig(concurrent=1, meters=(17, 18, 19, 20))
+    await rig.line.open()
+    busy = [rig.link(address, group="192.0.2.1")[0] for address in (17, 18, 19)]
+    lone, _ = rig.link(20, group="192.0.2.2")
+    for link in (*busy, lone):
+        link.connect()
+    rig.line.wake()
+    for _ in range(4):
+        rig.answer()
+    rig.granted.clear()
+    for link in busy:
+        for n in range(2):
+            link.send_apdu(bytes([0xC0, n]))
+    for n in range(3):
+        lone.send_apdu(bytes([0xC0, n]))
+    rig.line.wake()
+    for _ in range(9):
+        rig.answer()
+    alternating = [address == 20 for address in rig.granted[:6]]
+    assert alternating in ([True, False] * 3, [False, True] * 3)  # the head-ends alternate while both have work
+    assert rig.granted.count(20) == 3  # one turn in two, not one in four
+    assert [address for address in rig.granted if address != 20] == [17, 18, 19, 17, 18, 19]  # fair among its own
+
+
+async def test_links_of_one_head_end_still_take_turns_among_themselves_and_leaving_keeps_the_order() -> None:
+    rig = Rig(concurrent=1, meters=(17, 18, 19))
+    await rig.line.open()
+    links = [rig.link(address, group="192.0.2.1")[0] for address in (17, 18, 19)]
+    for link in links:
+        link.connect()
+    rig.line.wake()
+    for _ in range(3):
+        rig.answer()
+    rig.granted.clear()
+    for link in links:
+        link.send_apdu(b"\xc0\x01")
+    rig.line.wake()  # 17 polled
+    rig.line.detach(links[1])  # 18 leaves (its HES went away) before its turn
+    rig.answer()
+    rig.answer()
+    assert rig.granted == [17, 19]
