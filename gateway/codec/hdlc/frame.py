@@ -9,7 +9,7 @@ ends where its length says, so 0x7E may occur inside it, and consecutive frames 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from gateway.codec.errors import LocalProtocolError
 from gateway.codec.hdlc.address import HdlcAddress, decode_address
@@ -30,9 +30,9 @@ _MIN_LENGTH = 7  # format 2 + destination 1 + source 1 + control 1 + FCS 2
 _LONGEST_HEADER = 12  # flag 1 + format 2 + destination 4 + source 4 + control 1
 
 
-@dataclass(frozen=True, slots=True)
-class HdlcFrame:
-    """One HDLC frame, flags and check sequences left out."""
+class HdlcFrame(NamedTuple):
+    """One HDLC frame, flags and check sequences left out (immutable; a named tuple: every frame in and out
+    builds one, and a tuple is built in a third of a frozen dataclass's time)."""
 
     destination: HdlcAddress
     source: HdlcAddress
