@@ -12,6 +12,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import IO
 
 import serial
 
@@ -84,6 +85,18 @@ def rss_mb(pid: int) -> float:
 
 
 @contextmanager
+def serving(command: list[str], port: int, output: int | IO[bytes]) -> Iterator[int]:
+    """A relay process (ours or the anchor) listening on ``port``, stopped on the way out; yields its pid."""
+    proc = subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT)
+    try:
+        wait_for_wan(port, proc)
+        yield proc.pid
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+@contextmanager
 def bare_relay_process(script: Path, device: str, meters: int, port: int) -> Iterator[int]:
     """The bare relay anchor (../shared/anchors/naive_relay.py) in its own process, configured as the gateway is."""
     with tempfile.TemporaryDirectory() as tmp:
@@ -92,14 +105,8 @@ def bare_relay_process(script: Path, device: str, meters: int, port: int) -> Ite
                  f'[[links]]\nname = "bus0"\ndevice = "{device}"\n']
         lines += [f'[[meters]]\nsap = {17 + i}\nlink = "bus0"\nphysical_address = {17 + i}\n' for i in range(meters)]
         config.write_text("\n".join(lines))
-        proc = subprocess.Popen([sys.executable, str(script), "--config", str(config)],
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        try:
-            wait_for_wan(port, proc)
-            yield proc.pid
-        finally:
-            proc.terminate()
-            proc.wait(10)
+        with serving([sys.executable, str(script), "--config", str(config)], port, subprocess.DEVNULL) as pid:
+            yield pid
 
 
 @contextmanager
@@ -117,14 +124,9 @@ def gateway_process(device: str, meters: int, port: int, *, link_options: str = 
         lines += [f'[[meters]]\nsap = {17 + i}\nlink = "bus0"\nphysical_address = {17 + i}\n' for i in range(meters)]
         config.write_text("\n".join(lines))
         output = log_file.open("ab") if log_file is not None else subprocess.DEVNULL
-        proc = subprocess.Popen([sys.executable, "-m", "gateway.cli.main", "run", "--config", str(config)],
-                                stdout=output, stderr=subprocess.STDOUT)
-        try:
-            wait_for_wan(port, proc)
-            yield proc.pid
-        finally:
-            proc.terminate()
-            proc.wait(10)
+        with serving([sys.executable, "-m", "gateway.cli.main", "run", "--config", str(config)], port,
+                     output) as pid:
+            yield pid
 
 
 class DirectHdlcClient:
