@@ -146,17 +146,19 @@ def _config_check(path: Path, *, as_json: bool) -> int:
     return EXIT_OK
 
 
-def event_loop_factory(choice: str) -> Callable[[], asyncio.AbstractEventLoop] | str | None:
-    """The daemon's event loop: uvloop (libuv, in C: less CPU per relayed exchange) or asyncio's own.
+def event_loop_factory(choice: str) -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """The daemon's event loop: uvloop (libuv, in C: less CPU per relayed exchange), or None for asyncio's own.
 
-    Returns a loop factory, None for asyncio's default loop, or why the choice cannot be had.
+    Raises ConfigError when uvloop is asked for by name and not installed.
     """
     if choice == "asyncio":
         return None
     try:
         import uvloop  # noqa: PLC0415 -- optional: a board image may leave it out
     except ImportError:
-        return "[relay] event_loop = \"uvloop\" but uvloop is not installed" if choice == "uvloop" else None
+        if choice == "uvloop":
+            raise ConfigError('[relay] event_loop = "uvloop" but uvloop is not installed') from None
+        return None
     factory: Callable[[], asyncio.AbstractEventLoop] = uvloop.new_event_loop
     return factory
 
@@ -167,14 +169,11 @@ def _run(args: argparse.Namespace) -> int:
 
     try:
         config = load_config(args.config)
+        loop_factory = event_loop_factory(config.relay.event_loop)
     except ConfigError as exc:
         print(f"dlms-gateway: {exc}", file=sys.stderr)
         return EXIT_USAGE
     configure(level=config.log.level, fmt=config.log.format)
-    loop_factory = event_loop_factory(config.relay.event_loop)
-    if isinstance(loop_factory, str):
-        print(f"dlms-gateway: {loop_factory}", file=sys.stderr)
-        return EXIT_USAGE
     try:
         with asyncio.Runner(loop_factory=loop_factory) as runner:
             runner.run(run(config, config_path=args.config))

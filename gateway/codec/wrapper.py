@@ -66,16 +66,16 @@ class WrapperDecoder:
     def feed(self, data: bytes) -> list[WrapperPdu]:
         """Add bytes from the stream; return every PDU they complete. Raises WrapperError."""
         buffer = self._buffer
-        if not buffer and len(data) > HEADER.size:  # the usual read, one whole PDU: no buffering
-            version, source, destination, length = HEADER.unpack_from(data)
-            if len(data) == HEADER.size + length and version == WRAPPER_VERSION and length <= self._max_apdu:
-                return [WrapperPdu(source, destination, data[HEADER.size:])]
-        buffer += data
+        if buffer:
+            buffer += data
+            stream: bytes | bytearray = buffer
+        else:  # the usual read starts a PDU: decoded from the bytes as they came, only a tail is kept
+            stream = data
         pdus: list[WrapperPdu] = []
         offset = 0
-        size = len(buffer)
+        size = len(stream)
         while size - offset >= HEADER.size:
-            version, source, destination, length = HEADER.unpack_from(buffer, offset)
+            version, source, destination, length = HEADER.unpack_from(stream, offset)
             if version != WRAPPER_VERSION:
                 raise WrapperError(f"wrapper version {version}, expected {WRAPPER_VERSION}")
             if length > self._max_apdu:
@@ -83,8 +83,10 @@ class WrapperDecoder:
             end = offset + HEADER.size + length
             if end > size:
                 break
-            pdus.append(WrapperPdu(source, destination, bytes(buffer[offset + HEADER.size : end])))
+            pdus.append(WrapperPdu(source, destination, bytes(stream[offset + HEADER.size : end])))
             offset = end
-        if offset:
+        if stream is buffer:
             del buffer[:offset]
+        else:
+            buffer += data[offset:]
         return pdus

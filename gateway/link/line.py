@@ -358,70 +358,55 @@ class MeterLine:
         self.wake()
 
     def wake(self) -> None:
-        """Links may want the medium: grant it while the line has room for another exchange.
-
-        In priority order: a broadcast's share, then prioritized links (a disconnect command does not
-        wait its turn), then relay links round-robin, then background work on an otherwise idle line.
-        One function on purpose: it runs twice per relayed exchange.
-        """
+        """Links may want the medium: grant it while the line has room for another exchange."""
         holders = self._holders
-        while self._transport is not None and (not holders or len(holders) < self._capacity) \
-                and _BROADCASTING not in holders:
+        while self._transport is not None and len(holders) < self._capacity and _BROADCASTING not in holders:
             if self._broadcasts and (self._relay_turns_owed <= 0 or not self._relay_waits()):
                 if not holders:
                     self._send_broadcast()  # relay exchanges still get their share between broadcast frames
                 return  # a broadcast takes the whole line: it waits for the exchanges holding it
-            granted = False
-            for key in list(self._urgent) if self._urgent else ():
-                entry = self._links.get(key)
-                if entry is None:
-                    self._urgent.discard(key)
-                elif entry[0].wants_medium and (not holders or self._may_hold(key)):
-                    self._urgent.discard(key)
-                    self._grant(key, entry[0])
-                    granted = True
-                    break
-            if granted:
-                continue
-            groups = self._groups
-            group_count = len(groups)
-            relay_waits = False
-            for group_step in range(group_count):
-                group_index = (self._group_next + group_step) % group_count
-                group = groups[group_index]
-                members = self._members[group]
-                count = len(members)
-                start = self._member_next[group]
-                for step in range(count):
-                    index = (start + step) % count
-                    key = members[index]
-                    link = self._links[key][0]
-                    if link.wants_medium:
-                        if holders and not self._may_hold(key):
-                            relay_waits = True
-                            continue
-                        self._member_next[group] = (index + 1) % count
-                        self._group_next = (group_index + 1) % group_count
-                        self._relay_turns_owed -= 1
-                        self._grant(key, link)
-                        granted = True
-                        break
-                if granted:
-                    break
-            if granted:
-                continue
-            if relay_waits:
-                return  # relay links wait for a meter already busy: background work does not take their room
-            for key in self._background:  # idle medium: background work may use it
-                link = self._links[key][0]
-                if link.wants_medium and (not holders or self._may_hold(key)):
-                    self._background.remove(key)
-                    self._background.append(key)  # round-robin among background links too
-                    self._grant(key, link)
-                    granted = True
-                    break
-            if not granted:
+            key = self._next_turn()
+            if key is None:
                 return
+            self._grant(key, self._links[key][0])
+
+    def _next_turn(self) -> _Key | None:
+        """Who gets the medium now: a prioritized link (a disconnect command does not wait its turn), then
+        relay links round-robin (between HES peers, then within each), then background work on an
+        otherwise idle line; None when no link may have it."""
+        for key in list(self._urgent) if self._urgent else ():
+            entry = self._links.get(key)
+            if entry is None:
+                self._urgent.discard(key)
+            elif entry[0].wants_medium and self._may_hold(key):
+                self._urgent.discard(key)
+                return key
+        groups = self._groups
+        relay_waits = False
+        for group_step in range(len(groups)):
+            group_index = (self._group_next + group_step) % len(groups)
+            members = self._members[groups[group_index]]
+            start = self._member_next[groups[group_index]]
+            for step in range(len(members)):
+                index = (start + step) % len(members)
+                key = members[index]
+                if not self._links[key][0].wants_medium:
+                    continue
+                if not self._may_hold(key):
+                    relay_waits = True
+                    continue
+                self._member_next[groups[group_index]] = (index + 1) % len(members)
+                self._group_next = (group_index + 1) % len(groups)
+                self._relay_turns_owed -= 1
+                return key
+        if relay_waits:
+            return None  # relay links wait for a meter already busy: background work does not take their room
+        for key in self._background:  # idle medium: background work may use it
+            if self._links[key][0].wants_medium and self._may_hold(key):
+                self._background.remove(key)
+                self._background.append(key)  # round-robin among background links too
+                return key
+        return None
 
     def _may_hold(self, key: _Key) -> bool:
         """Not while an exchange with the same physical meter is outstanding (its station answers one poll)."""
@@ -453,18 +438,9 @@ class MeterLine:
         if key not in self._background:
             self._relay_active_at = now
         if link.awaiting_response:
-            holders = self._holders
-            if key not in holders:  # _hold(), inline: twice an exchange runs through here
-                if not holders:
-                    self._held_since = now
-                holders.add(key)
-                self._holding_since[key] = now
-        elif key in self._holders:  # _release(), inline
-            holders = self._holders
-            holders.discard(key)
-            self._exchange_s += EXCHANGE_TIME_WEIGHT * (now - self._holding_since.pop(key, now) - self._exchange_s)
-            if not holders:
-                self.counters.busy_s += now - self._held_since
+            self._hold(key, now)
+        else:
+            self._release(key, now)
         deadline = link.deadline
         if deadline is None:
             return  # an armed timer finds nothing to do when it fires
@@ -551,7 +527,7 @@ class MeterLine:
 
     def _dispatch(self, frame: HdlcFrame, now: float) -> None:
         server = frame.source
-        key = (frame.destination.upper, server.upper, server.lower)  # _key(), inline: once per frame
+        key = _key(client_sap=frame.destination.upper, upper=server.upper, lower=server.lower)
         entry = self._links.get(key)
         if entry is None:
             self.counters.frames_unrouted += 1

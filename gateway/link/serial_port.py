@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import io
 from collections.abc import Callable
 from typing import cast
 
@@ -37,9 +36,8 @@ async def open_serial(
             by_url, _ = await serial_asyncio_fast.create_serial_connection(
                 loop, protocol_factory, device, **_settings(baudrate))
             return cast(asyncio.Transport, by_url)
-        port = serial.serial_for_url(device, timeout=0, write_timeout=0, **_settings(baudrate))
-        port.fileno()  # a descriptor to watch, or UnsupportedOperation
-    except (serial.SerialException, OSError, ValueError, io.UnsupportedOperation) as exc:
+        port = serial.serial_for_url(device, timeout=0, write_timeout=0, **_settings(baudrate))  # a path: a descriptor
+    except (serial.SerialException, OSError, ValueError) as exc:
         raise LineOpenError(f"{device}: {exc}") from None
     protocol = protocol_factory()
     transport = FdTransport(loop, port, protocol)

@@ -27,7 +27,7 @@ from gateway.codec.hdlc import (
     ServerSettings,
     broadcast_apdu,
 )
-from gateway.sim.pty import FdWriter, read_available
+from gateway.sim.pty import PtyEndpoint
 
 
 class ApduServer(Protocol):
@@ -88,8 +88,7 @@ class SimulatedBus:
         self._seed = seed
         for meter in meters:
             self._add_station(meter.logical_device, meter.physical_address, meter.device, meter.broadcast_loss)
-        self._fd: int | None = None
-        self._writer: FdWriter | None = None
+        self._pty = PtyEndpoint(self._received)
         self.frames_in = 0
         self.frames_ignored = 0
         self.broadcasts_in = 0
@@ -160,23 +159,12 @@ class SimulatedBus:
 
     def attach(self, fd: int) -> None:
         """Serve the line on ``fd`` from the running event loop."""
-        self._fd = fd
-        self._writer = FdWriter(fd)
-        asyncio.get_running_loop().add_reader(fd, self._readable)
+        self._pty.attach(fd)
 
     def detach(self) -> None:
-        if self._fd is not None:
-            loop = asyncio.get_running_loop()
-            loop.remove_reader(self._fd)
-            loop.remove_writer(self._fd)
-            self._fd = None
-            self._writer = None
+        self._pty.detach()
 
-    def _readable(self) -> None:
-        assert self._fd is not None
-        data = read_available(self._fd)
-        if not data:
-            return
+    def _received(self, data: bytes) -> None:
         answer = self.feed(data)
         if not answer:
             return
@@ -187,9 +175,8 @@ class SimulatedBus:
             self._write(answer)
 
     def _write_if_attached(self, data: bytes) -> None:
-        if self._fd is not None:
-            self._write(data)
+        self._pty.write(data)  # nothing once detached
 
     def _write(self, data: bytes) -> None:
-        assert self._writer is not None
-        self._writer.write(data)
+        assert self._pty.attached
+        self._pty.write(data)

@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 
 from gateway.codec.hdlc import HdlcFrameDecoder
 from gateway.sim.bus import SimulatedBus
-from gateway.sim.pty import FdWriter, read_available
+from gateway.sim.pty import PtyEndpoint
 
 BITS_PER_OCTET = 10  # 8N1 on the modem's serial side
 
@@ -93,35 +93,23 @@ class SimulatedMedium:
         self._free_at = 0.0
         self._scheduled: deque[tuple[float, float]] = deque()  # (start, end) of frames not yet wholly carried
         self._handed_at: float | None = None  # when the last frame reached the gateway, until it answers
-        self._fd: int | None = None
-        self._writer: FdWriter | None = None
+        self._pty = PtyEndpoint(self._received)
         self.figures = MediumFigures()
         self.observer: Callable[[bytes, bool], None] | None = None  # told each frame put on the medium, and
         # whether it goes to the meters (a benchmark counts frames and turns of direction)
 
     def attach(self, fd: int) -> None:
-        self._fd = fd
-        self._writer = FdWriter(fd)
         self.figures = MediumFigures(started_at=self.now())
-        asyncio.get_running_loop().add_reader(fd, self._readable)
+        self._pty.attach(fd)
 
     def now(self) -> float:
         """The medium's own clock: wall time plus the jumps of the time scale (the wall clock at scale 1)."""
         return self._wall() + self._skipped
 
     def detach(self) -> None:
-        if self._fd is not None:
-            loop = asyncio.get_running_loop()
-            loop.remove_reader(self._fd)
-            loop.remove_writer(self._fd)
-            self._fd = None
-            self._writer = None
+        self._pty.detach()
 
-    def _readable(self) -> None:
-        assert self._fd is not None
-        data = read_available(self._fd)
-        if not data:
-            return
+    def _received(self, data: bytes) -> None:
         now = self.now()
         self._decoder.feed(data, now=now)
         if self._decoder.raw and self._handed_at is not None:
@@ -190,7 +178,7 @@ class SimulatedMedium:
             self._carry(raw, self._to_gateway)
 
     def _to_gateway(self, frame: bytes) -> None:
-        if self._writer is None:
+        if not self._pty.attached:
             return
         self._handed_at = self.now()
-        self._writer.write(frame)
+        self._pty.write(frame)

@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import os
 import tty
+from collections.abc import Callable
 from dataclasses import dataclass
 
 
@@ -70,3 +71,40 @@ class FdWriter:
         del self._unsent[:written]
         if not self._unsent:
             asyncio.get_running_loop().remove_writer(self.fd)
+
+
+class PtyEndpoint:
+    """The master side of a pty served from the running event loop: what is read goes to ``received``,
+    ``write`` answers in order; after ``detach`` (or before ``attach``) nothing is read or written."""
+
+    def __init__(self, received: Callable[[bytes], None]) -> None:
+        self._received = received
+        self._fd: int | None = None
+        self._writer: FdWriter | None = None
+
+    @property
+    def attached(self) -> bool:
+        return self._fd is not None
+
+    def attach(self, fd: int) -> None:
+        self._fd = fd
+        self._writer = FdWriter(fd)
+        asyncio.get_running_loop().add_reader(fd, self._readable)
+
+    def detach(self) -> None:
+        if self._fd is not None:
+            loop = asyncio.get_running_loop()
+            loop.remove_reader(self._fd)
+            loop.remove_writer(self._fd)
+            self._fd = None
+            self._writer = None
+
+    def write(self, data: bytes) -> None:
+        if self._writer is not None:
+            self._writer.write(data)
+
+    def _readable(self) -> None:
+        assert self._fd is not None
+        data = read_available(self._fd)
+        if data:
+            self._received(data)

@@ -140,6 +140,12 @@ def decode_address(buf: bytes | bytearray, offset: int, stop: int | None = None)
     return address, end + 1
 
 
+def shared_address(address: HdlcAddress) -> HdlcAddress:
+    """The instance decode_address hands out for this address (equal to it), so a frame's addresses match
+    a link's by identity."""
+    return decode_address(address.encode(), 0)[0]
+
+
 def _decode_field(field: bytes) -> HdlcAddress:
     size = len(field)
     if size not in _SIZES:

@@ -21,7 +21,7 @@ from collections import deque
 from enum import Enum
 
 from gateway.codec.errors import LocalProtocolError
-from gateway.codec.hdlc.address import HdlcAddress, decode_address
+from gateway.codec.hdlc.address import HdlcAddress, shared_address
 from gateway.codec.hdlc.control import (
     SEQUENCE_MODULUS,
     FrameKind,
@@ -80,9 +80,9 @@ class HdlcClientLink:
     """One (client SAP, server address) data-link connection; returns bytes and events, does no I/O."""
 
     def __init__(self, *, client_sap: int, server_address: HdlcAddress, settings: LinkSettings) -> None:
-        # the decoder's own instances (decode_address keeps one per field): frames in match by identity
-        self._client_address = decode_address(HdlcAddress.client(client_sap).encode(), 0)[0]
-        self._server_address = decode_address(server_address.encode(), 0)[0]
+        # the decoder's own instances: frames in match by identity
+        self._client_address = shared_address(HdlcAddress.client(client_sap))
+        self._server_address = shared_address(server_address)
         self._addresses = server_address.encode() + self._client_address.encode()  # every frame's, encoded once
         self._settings = settings
         self._state = LinkState.DISCONNECTED
@@ -225,12 +225,11 @@ class HdlcClientLink:
         self.last_heard = now
         if self._state is LinkState.DISCONNECTED:
             return []
-        if frame_kind(frame.control) is FrameKind.I:  # most frames: the same answer as the chain below gives
+        kind = frame_kind(frame.control)
+        if kind is FrameKind.I:  # most frames; an I-frame is never the answer to a command
             return self._on_information(frame, now=now) if self._established else []
-        try:
-            kind = frame.kind
-        except HdlcError as error:
-            return self._down(LinkDownReason.PROTOCOL_ERROR, str(error))
+        if kind is None:
+            return self._down(LinkDownReason.PROTOCOL_ERROR, f"undefined HDLC control field 0x{frame.control:02X}")
         if kind is FrameKind.UI:  # a push: it does not answer our poll
             return [ApduReceived(strip_llc(frame.info, LLC_RESPONSE))] if frame.info else []
         if kind in (FrameKind.UA, FrameKind.DM) and self._command is not None:
@@ -241,8 +240,6 @@ class HdlcClientLink:
             return self._down(LinkDownReason.METER_DISCONNECTED)
         if kind is FrameKind.FRMR:
             return self._down(LinkDownReason.FRAME_REJECTED)
-        if kind is FrameKind.I:
-            return self._on_information(frame, now=now)
         if kind in (FrameKind.RR, FrameKind.RNR):
             return self._on_supervisory(frame, busy=kind is FrameKind.RNR, now=now)
         return []  # a late UA, or a command a secondary station never sends

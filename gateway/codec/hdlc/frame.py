@@ -141,8 +141,6 @@ class HdlcFrameDecoder:
         if data:
             self._last_octet_at = now
         frames: list[HdlcFrame] = []
-        if len(self._buffer) == 1 and data[:1] == _FLAG_BYTE:
-            self._buffer.clear()  # the last frame's closing flag, and this read opens with a flag of its own
         step_size = self._max_frame_length
         for start in range(0, len(data), step_size):  # bounds the buffer to 2 x max
             self._buffer += data if len(data) <= step_size else data[start : start + step_size]
@@ -188,6 +186,9 @@ class HdlcFrameDecoder:
             flag_at = buf.find(FLAG)
             self._discard(size if flag_at < 0 else flag_at)
             size = len(buf)
+        if size > 1 and buf[1] == FLAG:  # a closing flag, then the next frame's opening flag: the first goes
+            del buf[0]
+            size -= 1
         if size < 3:
             return False
         frame_format = buf[1] << 8 | buf[2]
