@@ -39,7 +39,7 @@ from gateway.codec.hdlc import (
     encode_broadcast,
 )
 from gateway.codec.hdlc.address import ALL_STATION_HALF
-from gateway.codec.hdlc.control import frame_kind
+from gateway.codec.hdlc.control import FRAME_KINDS
 from gateway.codec.hdlc.frame import split_frames
 from gateway.config import LinkConfig
 from gateway.link.framelog import describe, describe_bytes
@@ -360,7 +360,7 @@ class MeterLine:
     def wake(self) -> None:
         """Links may want the medium: grant it while the line has room for another exchange."""
         holders = self._holders
-        while self._transport is not None and len(holders) < self._capacity and _BROADCASTING not in holders:
+        while len(holders) < self._capacity and self._transport is not None and _BROADCASTING not in holders:
             if self._broadcasts and (self._relay_turns_owed <= 0 or not self._relay_waits()):
                 if not holders:
                     self._send_broadcast()  # relay exchanges still get their share between broadcast frames
@@ -374,35 +374,45 @@ class MeterLine:
         """Who gets the medium now: a prioritized link (a disconnect command does not wait its turn), then
         relay links round-robin (between HES peers, then within each), then background work on an
         otherwise idle line; None when no link may have it."""
-        for key in list(self._urgent) if self._urgent else ():
-            entry = self._links.get(key)
-            if entry is None:
-                self._urgent.discard(key)
-            elif entry[0].wants_medium and self._may_hold(key):
-                self._urgent.discard(key)
-                return key
+        links = self._links
+        if self._urgent:
+            for key in list(self._urgent):
+                entry = links.get(key)
+                if entry is None:
+                    self._urgent.discard(key)
+                elif entry[0].wants_medium and self._may_hold(key):
+                    self._urgent.discard(key)
+                    return key
         groups = self._groups
+        group_count = len(groups)
         relay_waits = False
-        for group_step in range(len(groups)):
-            group_index = (self._group_next + group_step) % len(groups)
-            members = self._members[groups[group_index]]
-            start = self._member_next[groups[group_index]]
-            for step in range(len(members)):
-                index = (start + step) % len(members)
+        group_index = self._group_next
+        for _ in range(group_count):
+            if group_index >= group_count:
+                group_index = 0
+            group = groups[group_index]
+            members = self._members[group]
+            member_count = len(members)
+            index = self._member_next[group]
+            for _ in range(member_count):
+                if index >= member_count:
+                    index = 0
                 key = members[index]
-                if not self._links[key][0].wants_medium:
+                index += 1
+                if not links[key][0].wants_medium:
                     continue
-                if not self._may_hold(key):
+                if self._holders and not self._may_hold(key):
                     relay_waits = True
                     continue
-                self._member_next[groups[group_index]] = (index + 1) % len(members)
-                self._group_next = (group_index + 1) % len(groups)
+                self._member_next[group] = index if index < member_count else 0
+                self._group_next = group_index + 1 if group_index + 1 < group_count else 0
                 self._relay_turns_owed -= 1
                 return key
+            group_index += 1
         if relay_waits:
             return None  # relay links wait for a meter already busy: background work does not take their room
         for key in self._background:  # idle medium: background work may use it
-            if self._links[key][0].wants_medium and self._may_hold(key):
+            if links[key][0].wants_medium and self._may_hold(key):
                 self._background.remove(key)
                 self._background.append(key)  # round-robin among background links too
                 return key
@@ -435,7 +445,7 @@ class MeterLine:
         """
         if now is None:
             now = self._clock()
-        if key not in self._background:
+        if key in self._group_of:  # a relay link
             self._relay_active_at = now
         if link.awaiting_response:
             self._hold(key, now)
@@ -502,7 +512,7 @@ class MeterLine:
                 try:
                     if debug:
                         self._log.debug("hdlc.rx", **describe(frame))
-                    if frame_kind(frame.control) is None:  # no link or push handler can use it: never a meter's
+                    if FRAME_KINDS[frame.control] is None:  # no link or push handler can use it: never a meter's
                         self.counters.frames_undefined += 1
                         self._fault("line.frame_undefined", frame)
                     else:
@@ -527,7 +537,7 @@ class MeterLine:
 
     def _dispatch(self, frame: HdlcFrame, now: float) -> None:
         server = frame.source
-        key = _key(client_sap=frame.destination.upper, upper=server.upper, lower=server.lower)
+        key = (frame.destination.upper, server.upper, server.lower)  # as _key() makes it
         entry = self._links.get(key)
         if entry is None:
             self.counters.frames_unrouted += 1

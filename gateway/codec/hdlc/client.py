@@ -23,9 +23,9 @@ from enum import Enum
 from gateway.codec.errors import LocalProtocolError
 from gateway.codec.hdlc.address import HdlcAddress, shared_address
 from gateway.codec.hdlc.control import (
+    FRAME_KINDS,
     SEQUENCE_MODULUS,
     FrameKind,
-    frame_kind,
     i_control,
     recv_seq_of,
     s_control,
@@ -176,39 +176,43 @@ class HdlcClientLink:
     def transmit(self, *, now: float) -> bytes:
         """Return the next frame(s) to put on the line and start the response timer."""
         action = self._next_action()
-        frames: list[bytes] = []
-        if action is _Action.NONE:
+        if action is _Action.DATA:  # most transmissions
+            data, count = self._information_frames()
+        elif action is _Action.NONE:
             raise LocalProtocolError("transmit() with nothing to send")
-        if action is _Action.RETRANSMIT:
+        elif action is _Action.RETRANSMIT:
             data, count = self._exchange.last_transmission, self._exchange.last_frame_count
             self.retransmissions += count
+        elif action is _Action.POLL:
+            self._poll = False
+            data, count = self._frame(s_control(FrameKind.RR, recv_seq=self._received.recv_seq, poll=True)), 1
         else:
-            if action is _Action.SNRM or action is _Action.DISC:
-                self._command = FrameKind.SNRM if action is _Action.SNRM else FrameKind.DISC
-                info = encode_parameters(self._settings.parameters) if action is _Action.SNRM else b""
-                frames.append(self._frame(u_control(self._command, poll=True), info))
-            elif action is _Action.POLL:
-                self._poll = False
-                frames.append(self._frame(s_control(FrameKind.RR, recv_seq=self._received.recv_seq, poll=True)))
-            else:
-                frames = self._information_frames()
-            data, count = frames[0] if len(frames) == 1 else b"".join(frames), len(frames)
+            self._command = FrameKind.SNRM if action is _Action.SNRM else FrameKind.DISC
+            info = encode_parameters(self._settings.parameters) if action is _Action.SNRM else b""
+            data, count = self._frame(u_control(self._command, poll=True), info), 1
         self._exchange.polled(data, count, now=now)
         self.frames_sent += count
         return data
 
-    def _information_frames(self) -> list[bytes]:
+    def _information_frames(self) -> tuple[bytes, int]:
+        """Up to a window of I-frames, P on the last, and how many."""
         parameters = self._negotiated()
-        if not self._window.waiting:
+        window = self._window
+        if not window.waiting:
             apdu = LLC_REQUEST + self._queue.popleft()
-            self._window.queue(segment(apdu, max_info=parameters.max_info_tx))
-        taken = self._window.take(window=parameters.window_tx)
+            send_seq = window.take_one(apdu) if len(apdu) <= parameters.max_info_tx else None
+            if send_seq is not None:  # most requests: one I-frame, and nothing else in flight
+                control = i_control(send_seq=send_seq, recv_seq=self._received.recv_seq, poll=True)
+                return encode_fields(self._addresses, control, apdu), 1
+            window.queue(segment(apdu, max_info=parameters.max_info_tx))
+        taken = window.take(window=parameters.window_tx)
         recv_seq, last, addresses = self._received.recv_seq, len(taken) - 1, self._addresses
-        return [
+        frames = [
             encode_fields(addresses, i_control(send_seq=send_seq, recv_seq=recv_seq, poll=index == last), item.info,
                           segmented=item.more)
             for index, (send_seq, item) in enumerate(taken)
         ]
+        return (frames[0] if len(frames) == 1 else b"".join(frames)), len(frames)
 
     def _negotiated(self) -> HdlcParameters:
         if self.parameters is None:
@@ -225,7 +229,7 @@ class HdlcClientLink:
         self.last_heard = now
         if self._state is LinkState.DISCONNECTED:
             return []
-        kind = frame_kind(frame.control)
+        kind = FRAME_KINDS[frame.control]
         if kind is FrameKind.I:  # most frames; an I-frame is never the answer to a command
             return self._on_information(frame, now=now) if self._established else []
         if kind is None:

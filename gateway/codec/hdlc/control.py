@@ -34,13 +34,20 @@ _UNNUMBERED_CONTROL = {kind: control for control, kind in _UNNUMBERED.items()}
 _SUPERVISORY_CONTROL = {kind: control for control, kind in _SUPERVISORY.items()}
 
 
-def frame_kind(control: int) -> FrameKind | None:
-    """Return the kind of a control byte, or None for one DLMS does not define."""
+def _kind_of(control: int) -> FrameKind | None:
     if control & 0x01 == 0:
         return FrameKind.I
     if control & 0x03 == 0x01:
         return _SUPERVISORY.get(control & 0x0F)
     return _UNNUMBERED.get(control & ~POLL_FINAL & 0xFF)
+
+
+FRAME_KINDS: tuple[FrameKind | None, ...] = tuple(_kind_of(control) for control in range(0x100))  # by control byte
+
+
+def frame_kind(control: int) -> FrameKind | None:
+    """Return the kind of a control byte, or None for one DLMS does not define."""
+    return FRAME_KINDS[control]
 
 
 def send_seq_of(control: int) -> int:

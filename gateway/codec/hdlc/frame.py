@@ -115,6 +115,7 @@ class HdlcFrameDecoder:
         self._max_frame_length = max_frame_length
         self._inter_octet_timeout_s = inter_octet_timeout_s
         self._buffer = bytearray()  # empty, or a partial frame starting at its opening flag
+        self._flag_kept = False  # a whole read ended on a closing flag, kept (uncopied) to open the next frame
         self._last_octet_at: float | None = None
         self.frames = 0
         self.bad_crc = 0
@@ -129,8 +130,8 @@ class HdlcFrameDecoder:
 
     @property
     def buffered(self) -> int:
-        """Bytes held while waiting for the rest of a frame."""
-        return len(self._buffer)
+        """Bytes held while waiting for the rest of a frame (a closing flag kept to open the next counts)."""
+        return len(self._buffer) + self._flag_kept
 
     def feed(self, data: bytes, *, now: float) -> list[HdlcFrame]:
         """Take the bytes read at `now`; return the frames they complete."""
@@ -141,12 +142,24 @@ class HdlcFrameDecoder:
         if data:
             self._last_octet_at = now
         frames: list[HdlcFrame] = []
+        buffer = self._buffer
         step_size = self._max_frame_length
-        for start in range(0, len(data), step_size):  # bounds the buffer to 2 x max
-            self._buffer += data if len(data) <= step_size else data[start : start + step_size]
-            while (step := self._step()) is not False:
-                if step is not True:
-                    frames.append(step)
+        if not buffer and len(data) <= step_size and (not self._flag_kept or data[:1] == _FLAG_BYTE):
+            # the usual read starts a frame: parsed from the bytes as they came, only a tail is kept
+            self._flag_kept = False
+            rest = self._take(data, 0, frames)
+            if rest < len(data):
+                if rest == len(data) - 1:  # the closing flag, which may open the next frame: no copy
+                    self._flag_kept = True
+                else:
+                    buffer += data[rest:]
+        else:
+            if self._flag_kept:
+                buffer += _FLAG_BYTE
+                self._flag_kept = False
+            for start in range(0, len(data), step_size):  # bounds the buffer to 2 x max
+                buffer += data if len(data) <= step_size else data[start : start + step_size]
+                del buffer[: self._take(buffer, 0, frames)]
         self.frames += len(frames)
         return frames
 
@@ -172,65 +185,69 @@ class HdlcFrameDecoder:
         self.discarded_bytes += count - self._buffer.count(FLAG, 0, count)
         del self._buffer[:count]
 
-    def _reject(self, *, bad_crc: bool) -> bool:
-        """Drop the opening flag and hunt for the next one."""
-        self.bad_crc += bad_crc
-        del self._buffer[0]
-        return True
-
-    def _step(self) -> HdlcFrame | bool:
-        """Consume what the buffer's head allows: a frame, True (progress) or False (need more)."""
-        buf = self._buffer
+    def _take(self, buf: bytes | bytearray, start: int, frames: list[HdlcFrame]) -> int:
+        """Append every whole frame of ``buf[start:]`` to ``frames``, dropping noise; return where the rest
+        (a partial frame from its opening flag, or nothing) begins."""
         size = len(buf)
-        if size and buf[0] != FLAG:
-            flag_at = buf.find(FLAG)
-            self._discard(size if flag_at < 0 else flag_at)
-            size = len(buf)
-        if size > 1 and buf[1] == FLAG:  # a closing flag, then the next frame's opening flag: the first goes
-            del buf[0]
-            size -= 1
-        if size < 3:
-            return False
-        frame_format = buf[1] << 8 | buf[2]
-        length = frame_format & _LENGTH_MASK
-        end = 1 + length
-        if frame_format & _FORMAT_TYPE_MASK != _FORMAT_TYPE or length < _MIN_LENGTH or end > self._max_frame_length:
-            return self._reject(bad_crc=False)
-        if size < (end if end < _LONGEST_HEADER else _LONGEST_HEADER):
-            return False
-        try:  # the addresses end before the check sequence that follows them
-            destination, offset = decode_address(buf, 3, end - 2)
-            source, offset = decode_address(buf, offset, end - 2)
-        except HdlcError:
-            return self._reject(bad_crc=False)
-        if offset >= end - 2:
-            return self._reject(bad_crc=False)
-        control_end = offset + 1
-        if end == control_end + 2:  # no information field: the FCS follows the control byte
-            if size < end:
-                return False
-            if crc16_x25(buf[1:control_end]) != buf[control_end] | buf[control_end + 1] << 8:
-                return self._reject(bad_crc=True)
-            info = b""
-        else:
-            if end < control_end + 5:  # HCS, at least one byte of information, FCS
-                return self._reject(bad_crc=False)
-            if size < control_end + 2:
-                return False
-            if crc16_x25(buf[1:control_end]) != buf[control_end] | buf[control_end + 1] << 8:
-                return self._reject(bad_crc=True)  # the length is not to be trusted: hunt from here
-            if size < end:
-                return False
-            if crc16_x25(buf[1 : end - 2]) != buf[end - 2] | buf[end - 1] << 8:
-                self.bad_crc += 1
-                self._blame(source)
-                if self.keep_raw:
-                    self.raw.append((bytes(buf[:end]) + _FLAG_BYTE, source, True))
-                self._discard(end)  # the HCS vouched for the length: skip the whole frame
-                return True
-            info = bytes(buf[control_end + 2 : end - 2])
-        frame = HdlcFrame(destination, source, buf[offset], info, bool(frame_format & _SEGMENTED))
-        if self.keep_raw:
-            self.raw.append((bytes(buf[:end]) + _FLAG_BYTE, source, False))
-        del buf[:end]  # the closing flag stays: it may open the next frame
-        return frame
+        while True:
+            if start < size and buf[start] != FLAG:  # noise before a frame
+                flag_at = buf.find(FLAG, start)
+                skip_to = size if flag_at < 0 else flag_at
+                self.discarded_bytes += skip_to - start
+                start = skip_to
+            if size - start > 1 and buf[start + 1] == FLAG:  # a closing flag, then the next frame's opening flag
+                start += 1
+            if size - start < 3:
+                return start
+            frame_format = buf[start + 1] << 8 | buf[start + 2]
+            length = frame_format & _LENGTH_MASK
+            end = start + 1 + length
+            if frame_format & _FORMAT_TYPE_MASK != _FORMAT_TYPE or length < _MIN_LENGTH or \
+                    length + 1 > self._max_frame_length:
+                start += 1  # not a frame's opening flag: hunt for the next one
+                continue
+            if size < (end if length + 1 < _LONGEST_HEADER else start + _LONGEST_HEADER):
+                return start
+            try:  # the addresses end before the check sequence that follows them
+                destination, offset = decode_address(buf, start + 3, end - 2)
+                source, offset = decode_address(buf, offset, end - 2)
+            except HdlcError:
+                start += 1
+                continue
+            if offset >= end - 2:
+                start += 1
+                continue
+            control_end = offset + 1
+            if end == control_end + 2:  # no information field: the FCS follows the control byte
+                if size < end:
+                    return start
+                if crc16_x25(buf[start + 1 : control_end]) != buf[control_end] | buf[control_end + 1] << 8:
+                    self.bad_crc += 1
+                    start += 1
+                    continue
+                info = b""
+            else:
+                if end < control_end + 5:  # HCS, at least one byte of information, FCS
+                    start += 1
+                    continue
+                if size < control_end + 2:
+                    return start
+                if crc16_x25(buf[start + 1 : control_end]) != buf[control_end] | buf[control_end + 1] << 8:
+                    self.bad_crc += 1
+                    start += 1  # the length is not to be trusted: hunt from here
+                    continue
+                if size < end:
+                    return start
+                if crc16_x25(buf[start + 1 : end - 2]) != buf[end - 2] | buf[end - 1] << 8:
+                    self.bad_crc += 1
+                    self._blame(source)
+                    if self.keep_raw:
+                        self.raw.append((bytes(buf[start:end]) + _FLAG_BYTE, source, True))
+                    self.discarded_bytes += end - start - buf.count(FLAG, start, end)
+                    start = end  # the HCS vouched for the length: skip the whole frame
+                    continue
+                info = bytes(buf[control_end + 2 : end - 2])
+            frames.append(HdlcFrame(destination, source, buf[offset], info, bool(frame_format & _SEGMENTED)))
+            if self.keep_raw:
+                self.raw.append((bytes(buf[start:end]) + _FLAG_BYTE, source, False))
+            start = end  # the closing flag stays: it may open the next frame

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import deque
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from gateway.codec.hdlc.control import SEQUENCE_MODULUS
 from gateway.codec.hdlc.errors import HdlcError
@@ -26,9 +26,8 @@ def strip_llc(data: bytes, header: bytes) -> bytes:
     return data[len(header) :] if data.startswith(header) else data
 
 
-@dataclass(frozen=True, slots=True)
-class Segment:
-    """The information field of one I-frame; `more` is its S bit."""
+class Segment(NamedTuple):
+    """The information field of one I-frame; `more` is its S bit (a named tuple: one per I-frame sent)."""
 
     info: bytes
     more: bool
@@ -63,6 +62,16 @@ class SendWindow:
     def queue(self, segments: list[Segment]) -> None:
         """Append the segments of one APDU."""
         self._waiting.extend(segments)
+
+    def take_one(self, info: bytes) -> int | None:
+        """Send ``info`` as an APDU's only I-frame at once when nothing waits and the window has room: its N(S),
+        or None (then it is queued and taken the usual way)."""
+        if self._waiting or self._unacknowledged:
+            return None
+        send_seq = self.send_seq
+        self._unacknowledged.append(Segment(info, False))
+        self.send_seq = (send_seq + 1) % SEQUENCE_MODULUS
+        return send_seq
 
     def take(self, *, window: int) -> list[tuple[int, Segment]]:
         """Move segments to unacknowledged while the window allows, stopping after an APDU's last."""

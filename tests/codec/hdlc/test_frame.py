@@ -296,6 +296,42 @@ def test_a_frame_after_noise_without_flags_is_found(noise: bytes, frame: HdlcFra
     assert decoder.discarded_bytes == len(noise)
 
 
+def test_a_frame_whose_opening_flag_ended_the_previous_read_is_decoded() -> None:
+    # the closing flag of one read's last frame opens the next frame, which comes in the next read
+    first, second = VECTORS[0], VECTORS[1]
+    decoder = HdlcFrameDecoder()
+    assert decoder.feed(first.wire, now=0.0) == [first.frame]
+    assert decoder.buffered == 1  # the flag is kept: it may open the next frame
+    assert decoder.feed(second.wire[1:], now=0.0) == [second.frame]
+    assert (decoder.bad_crc, decoder.discarded_bytes) == (0, 0)
+
+
+@given(
+    parts=st.lists(st.one_of(frames.map(lambda frame: (True, encode_frame(frame))), st.binary(max_size=40).map(
+        lambda noise: (False, noise))), min_size=1, max_size=6),
+    shared=st.lists(st.booleans(), min_size=6, max_size=6),
+    cuts=st.lists(st.integers(1, 300), max_size=8),
+)
+@settings(max_examples=300, deadline=None)
+def test_any_chunking_decodes_what_the_whole_stream_decodes(parts: list[tuple[bool, bytes]], shared: list[bool],
+                                                            cuts: list[int]) -> None:
+    # frames (some sharing a flag with the one before) and noise: reads cut anywhere give the same frames and counts
+    wire = b""
+    for (is_frame, data), share in zip(parts, shared, strict=False):
+        wire += data[1:] if is_frame and share and wire.endswith(b"\x7e") else data
+    whole = HdlcFrameDecoder()
+    expected = whole.feed(wire, now=0.0)
+    chunked = HdlcFrameDecoder()
+    decoded: list[HdlcFrame] = []
+    position = 0
+    for cut in [*cuts, len(wire)]:
+        decoded += chunked.feed(wire[position : position + cut], now=0.0)
+        position += cut
+    assert decoded == expected
+    assert (chunked.bad_crc, chunked.discarded_bytes, chunked.buffered) == \
+        (whole.bad_crc, whole.discarded_bytes, whole.buffered)
+
+
 def test_resume_keeps_our_own_processing_time_from_counting_as_a_line_gap() -> None:
     frame = bytes.fromhex("7EA00703219 30F017E".replace(" ", ""))
     busy = HdlcFrameDecoder(inter_octet_timeout_s=0.1)
