@@ -43,7 +43,7 @@ from gateway.codec.hdlc.events import (
     LinkUp,
 )
 from gateway.codec.hdlc.exchange import Exchange, Expiry
-from gateway.codec.hdlc.frame import HdlcFrame, encode_fields
+from gateway.codec.hdlc.frame import HdlcFrame, LinkFrames
 from gateway.codec.hdlc.params import HdlcParameters, decode_parameters, encode_parameters, negotiate
 from gateway.codec.hdlc.window import (
     LLC_REQUEST,
@@ -83,7 +83,7 @@ class HdlcClientLink:
         # the decoder's own instances: frames in match by identity
         self._client_address = shared_address(HdlcAddress.client(client_sap))
         self._server_address = shared_address(server_address)
-        self._addresses = server_address.encode() + self._client_address.encode()  # every frame's, encoded once
+        self._frames = LinkFrames(server_address.encode() + self._client_address.encode())  # addresses fixed
         self._settings = settings
         self._state = LinkState.DISCONNECTED
         self.parameters: HdlcParameters | None = None
@@ -171,7 +171,7 @@ class HdlcClientLink:
         return _Action.DISC if self._state is LinkState.DISCONNECTING else _Action.NONE
 
     def _frame(self, control: int, info: bytes = b"", *, segmented: bool = False) -> bytes:
-        return encode_fields(self._addresses, control, info, segmented=segmented)
+        return self._frames.encode(control, info, segmented=segmented)
 
     def transmit(self, *, now: float) -> bytes:
         """Return the next frame(s) to put on the line and start the response timer."""
@@ -203,13 +203,12 @@ class HdlcClientLink:
             send_seq = window.take_one(apdu) if len(apdu) <= parameters.max_info_tx else None
             if send_seq is not None:  # most requests: one I-frame, and nothing else in flight
                 control = i_control(send_seq=send_seq, recv_seq=self._received.recv_seq, poll=True)
-                return encode_fields(self._addresses, control, apdu), 1
+                return self._frames.encode(control, apdu), 1
             window.queue(segment(apdu, max_info=parameters.max_info_tx))
         taken = window.take(window=parameters.window_tx)
-        recv_seq, last, addresses = self._received.recv_seq, len(taken) - 1, self._addresses
+        recv_seq, last, encode = self._received.recv_seq, len(taken) - 1, self._frames.encode
         frames = [
-            encode_fields(addresses, i_control(send_seq=send_seq, recv_seq=recv_seq, poll=index == last), item.info,
-                          segmented=item.more)
+            encode(i_control(send_seq=send_seq, recv_seq=recv_seq, poll=index == last), item.info, segmented=item.more)
             for index, (send_seq, item) in enumerate(taken)
         ]
         return (frames[0] if len(frames) == 1 else b"".join(frames)), len(frames)

@@ -37,3 +37,18 @@ def crc16_x25(data: bytes | bytearray) -> int:
     """Return the CRC-16/X-25 of `data`; send it LSB first."""
     crc = crc_hqx(data.translate(_REVERSED), _INITIAL)  # the initial value is its own reverse
     return (_REVERSED[crc & 0xFF] << 8 | _REVERSED[crc >> 8]) ^ _FINAL_XOR
+
+
+CRC16_X25_START = _INITIAL  # the register before the first byte, for crc16_x25_update
+
+
+def crc16_x25_update(register: int, data: bytes | bytearray) -> int:
+    """The register after ``data`` (start from CRC16_X25_START): a check sequence over a header computed once
+    goes on over each frame's information field. ``crc16_x25_value`` gives the CRC."""
+    return crc_hqx(data.translate(_REVERSED), register)
+
+
+def crc16_x25_value(register: int) -> int:
+    """The CRC-16/X-25 the register holds (``crc16_x25(a + b)`` is ``crc16_x25_value(crc16_x25_update(
+    crc16_x25_update(CRC16_X25_START, a), b))``)."""
+    return (_REVERSED[register & 0xFF] << 8 | _REVERSED[register >> 8]) ^ _FINAL_XOR

@@ -14,10 +14,10 @@ from typing import NamedTuple
 from gateway.codec.errors import LocalProtocolError
 from gateway.codec.hdlc.address import HdlcAddress, decode_address
 from gateway.codec.hdlc.control import POLL_FINAL, FrameKind, frame_kind, recv_seq_of, send_seq_of
-from gateway.codec.hdlc.crc import crc16_x25
+from gateway.codec.hdlc.crc import CRC16_X25_START, crc16_x25, crc16_x25_update, crc16_x25_value
 from gateway.codec.hdlc.errors import HdlcError
 
-__all__ = ["HdlcError", "HdlcFrame", "HdlcFrameDecoder", "encode_fields", "encode_frame"]
+__all__ = ["HdlcError", "HdlcFrame", "HdlcFrameDecoder", "LinkFrames", "encode_fields", "encode_frame"]
 
 FLAG = 0x7E  # IEC 62056-46, frame format: opening and closing flag
 _FLAG_BYTE = bytes([FLAG])
@@ -25,6 +25,7 @@ _FORMAT_TYPE = 0xA000  # IEC 62056-46, frame format: frame format type 3 in the 
 _FORMAT_TYPE_MASK = 0xF000
 _SEGMENTED = 0x0800  # IEC 62056-46, frame format: the S bit, "more segments follow"
 _LENGTH_MASK = 0x07FF  # IEC 62056-46, frame format: 11-bit frame length
+MAX_LINK_HEADERS = 64  # headers one data link keeps encoded (length, S bit, control): a request's few
 MAX_BLAMED_SOURCES = 256  # addresses remembered between takes: noise cannot grow the table without bound
 _MIN_LENGTH = 7  # format 2 + destination 1 + source 1 + control 1 + FCS 2
 _LONGEST_HEADER = 12  # flag 1 + format 2 + destination 4 + source 4 + control 1
@@ -104,6 +105,34 @@ def encode_fields(addresses: bytes, control: int, info: bytes = b"", *, segmente
         control.to_bytes(1, "big")
     body = header + crc16_x25(header).to_bytes(2, "little") + info if info else header
     return _FLAG_BYTE + body + crc16_x25(body).to_bytes(2, "little") + _FLAG_BYTE
+
+
+class LinkFrames:
+    """The frames of one data link, whose address fields never change: each header with information (format,
+    length, addresses, control and HCS) is encoded once, and the FCS goes on from it over the information."""
+
+    def __init__(self, addresses: bytes) -> None:
+        self._addresses = addresses  # destination and source fields, encoded
+        self._headers: dict[int, tuple[bytes, int]] = {}  # (length, S, control) -> (flag + header + HCS, register)
+
+    def encode(self, control: int, info: bytes = b"", *, segmented: bool = False) -> bytes:
+        """The frame as sent on the line, both flags included (what ``encode_fields`` gives)."""
+        if not info:
+            return encode_fields(self._addresses, control, segmented=segmented)
+        frame_format = _FORMAT_TYPE | (_SEGMENTED if segmented else 0) | (7 + len(self._addresses) + len(info))
+        key = frame_format << 8 | control
+        cached = self._headers.get(key)
+        if cached is None:
+            if 7 + len(self._addresses) + len(info) > _LENGTH_MASK:
+                raise LocalProtocolError(f"frame of {7 + len(self._addresses) + len(info)} bytes exceeds the 11-bit "
+                                         "length field")
+            header = frame_format.to_bytes(2, "big") + self._addresses + control.to_bytes(1, "big")
+            header += crc16_x25(header).to_bytes(2, "little")
+            if len(self._headers) >= MAX_LINK_HEADERS:
+                self._headers.clear()
+            cached = self._headers[key] = (_FLAG_BYTE + header, crc16_x25_update(CRC16_X25_START, header))
+        head, register = cached
+        return head + info + crc16_x25_value(crc16_x25_update(register, info)).to_bytes(2, "little") + _FLAG_BYTE
 
 
 class HdlcFrameDecoder:

@@ -16,7 +16,8 @@ from gateway.codec.hdlc import (
     encode_frame,
     meter_address_problem,
 )
-from gateway.codec.hdlc.frame import MAX_BLAMED_SOURCES, split_frames
+from gateway.codec.hdlc.crc import CRC16_X25_START, crc16_x25_update, crc16_x25_value
+from gateway.codec.hdlc.frame import MAX_BLAMED_SOURCES, MAX_LINK_HEADERS, LinkFrames, encode_fields, split_frames
 from tests.codec.hdlc.vectors import CLIENT_16, SERVER_1, VECTORS, Vector
 
 GARBAGE = bytes.fromhex("00 A0 13 FF 55")  # no flag byte: every byte must be counted as discarded
@@ -400,3 +401,31 @@ def test_the_fast_crc_equals_the_textbook_one(data: bytes) -> None:
 
     assert crc16_x25(data) == crc16_x25_reference(data)
     assert crc16_x25(bytearray(data)) == crc16_x25_reference(data)
+
+
+@given(head=st.binary(max_size=40), tail=st.binary(max_size=300))
+def test_a_check_sequence_carried_on_from_a_header_equals_the_one_over_the_whole(head: bytes, tail: bytes) -> None:
+    register = crc16_x25_update(crc16_x25_update(CRC16_X25_START, head), tail)
+    assert crc16_x25_value(register) == crc16_x25(head + tail) == _bitwise_crc(head + tail)
+
+
+@given(
+    sends=st.lists(st.tuples(st.integers(0, 0xFF), st.binary(max_size=200), st.booleans()), min_size=1,
+                   max_size=MAX_LINK_HEADERS + 20),
+    server=st.sampled_from([SERVER_1, HdlcAddress.server(logical_device=1, physical_address=0x3FFD)]),
+)
+@settings(max_examples=100, deadline=None)
+def test_a_link_encodes_every_frame_as_the_plain_encoder_does_cached_header_or_not(
+        sends: list[tuple[int, bytes, bool]], server: HdlcAddress) -> None:
+    addresses = server.encode() + CLIENT_16.encode()
+    frames = LinkFrames(addresses)
+    for control, info, segmented in sends * 2:  # the second pass meets the headers cached (or cleared) by the first
+        wire = frames.encode(control, info, segmented=segmented)
+        assert wire == encode_fields(addresses, control, info, segmented=segmented)
+        assert HdlcFrameDecoder().feed(wire, now=0.0) == [HdlcFrame(server, CLIENT_16, control, info,
+                                                                    segmented)]
+
+
+def test_a_link_refuses_a_frame_longer_than_the_length_field_holds() -> None:
+    with pytest.raises(LocalProtocolError, match="11-bit"):
+        LinkFrames(SERVER_1.encode() + CLIENT_16.encode()).encode(0x10, bytes(2048))
