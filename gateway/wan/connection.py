@@ -268,6 +268,8 @@ class HesConnection(asyncio.Protocol):
                 self._pdu.restart()  # the partial PDU started in this read
             else:
                 self._pdu.start()  # it started earlier and is still not whole: the clock runs on
+            if not (self._write_paused or self._flow_paused):
+                return  # the usual case: reading, nothing held back
         self._flow()
 
     def _flow(self) -> None:

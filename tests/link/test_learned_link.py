@@ -6,7 +6,8 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-from gateway.codec.hdlc import FrameKind, HdlcFrame, HdlcParameters, ServerSettings, decode_parameters
+from gateway.codec.hdlc import FrameKind, HdlcFrame, HdlcParameters, ServerSettings, decode_parameters, encode_frame
+from gateway.codec.hdlc.control import u_control
 from gateway.codec.hdlc.params import MOST, capped, meter_limit
 from gateway.config import LinkConfig
 from gateway.core.channel import ApduReceived, Association, ChannelDown, ChannelEvent, DownReason
@@ -37,7 +38,18 @@ class RecordingBus(SimulatedBus):
         return super().hear(frame, now=now)
 
 
-async def associate_once(database: Path, *, window: int = 7, max_info: int = 2030) -> HdlcParameters:
+class ProposalRefusingBus(RecordingBus):
+    """Its meters answer DM to an SNRM that proposes parameters, and take one without (the defaults)."""
+
+    def hear(self, frame: HdlcFrame, *, now: float) -> list[bytes]:
+        if frame.defined_kind is FrameKind.SNRM and frame.info:
+            self.snrms.append(frame)
+            return [encode_frame(HdlcFrame(frame.source, frame.destination, u_control(FrameKind.DM, poll=True)))]
+        return super().hear(frame, now=now)
+
+
+async def associate_once(database: Path, *, window: int = 7, max_info: int = 2030,
+                         bus_type: type[RecordingBus] = RecordingBus) -> HdlcParameters:
     """One gateway "run": a registry over the file, a line and its medium, one channel to meter 17 and back.
 
     Returns what the SNRM proposed (read on the line).
@@ -46,7 +58,7 @@ async def associate_once(database: Path, *, window: int = 7, max_info: int = 203
     registry = MeterRegistry(connection)
     registry.register(link="bus0", physical_address=17, sap=17)
     pty = open_pty()
-    bus = RecordingBus(meters=[SimMeter(physical_address=17, device=EchoDevice(name=b"M0"))],
+    bus = bus_type(meters=[SimMeter(physical_address=17, device=EchoDevice(name=b"M0"))],
                        settings=ServerSettings(supported=SMALL))
     bus.attach(pty.master_fd)
     config = LinkConfig(name="bus0", device=pty.slave_path, baudrate=115200, response_timeout_s=0.5, max_retries=2,
@@ -65,7 +77,7 @@ async def associate_once(database: Path, *, window: int = 7, max_info: int = 203
         bus.detach()
         pty.close()
         connection.close()
-    (snrm,) = bus.snrms
+    *_, snrm = bus.snrms  # the one the meter took
     return decode_parameters(snrm.info)
 
 
@@ -85,6 +97,22 @@ async def test_a_lowered_configured_cap_wins_over_what_was_learned(tmp_path: Pat
     assert lowered == HdlcParameters(max_info_tx=256, max_info_rx=256, window_tx=2, window_rx=2)
     # what the meter took under the lower cap is no limit of its own: the cap raised again, the learned limit holds
     assert await associate_once(database) == SMALL
+
+
+async def test_a_meter_that_refused_the_proposal_is_asked_for_the_defaults_from_then_on(tmp_path: Path) -> None:
+    database = tmp_path / "registry.db"
+    assert await associate_once(database, bus_type=ProposalRefusingBus) == HdlcParameters()  # DM, then the defaults
+    learned = MeterRegistry(open_database(database)).get(17)
+    assert learned is not None and learned.hdlc is not None and learned.hdlc.limit == HdlcParameters()
+    bus_snrms: list[HdlcFrame] = []
+
+    class Counting(ProposalRefusingBus):
+        def __init__(self, **kwargs: object) -> None:
+            super().__init__(**kwargs)
+            self.snrms = bus_snrms
+
+    assert await associate_once(database, bus_type=Counting) == HdlcParameters()
+    assert [snrm.info for snrm in bus_snrms] == [b""]  # remembered: no proposal, no DM round trip
 
 
 def test_only_a_limit_the_meter_set_is_kept() -> None:

@@ -44,7 +44,13 @@ from gateway.codec.hdlc.events import (
 )
 from gateway.codec.hdlc.exchange import Exchange, Expiry
 from gateway.codec.hdlc.frame import HdlcFrame, LinkFrames
-from gateway.codec.hdlc.params import HdlcParameters, decode_parameters, encode_parameters, negotiate
+from gateway.codec.hdlc.params import (
+    DEFAULT_PARAMETERS,
+    HdlcParameters,
+    decode_parameters,
+    encode_parameters,
+    negotiate,
+)
 from gateway.codec.hdlc.window import (
     LLC_REQUEST,
     LLC_RESPONSE,
@@ -102,14 +108,23 @@ class HdlcClientLink:
         self._poll = False  # a back-off ended: ask with RR whether the meter is ready
         self._command: FrameKind | None = None  # SNRM or DISC sent and not yet answered
         self._established = False
+        # The meter refused our SNRM's proposal (DM): the next SNRM carries none, so IEC 62056-46's defaults apply.
+        # Some meters refuse a proposal they cannot take instead of answering the values they can.
+        self._defaults_only = False
         self._exchange = Exchange(
             response_timeout_s=self._settings.response_timeout_s, max_retries=self._settings.max_retries
         )
 
     @property
     def proposed(self) -> HdlcParameters:
-        """What this link's SNRM proposes (tx = what the client sends)."""
+        """What this link's SNRM proposes (tx = what the client sends), first: a meter that refused it is
+        answered with the defaults (``requested``), and what it took is learned against this."""
         return self._settings.parameters
+
+    @property
+    def requested(self) -> HdlcParameters:
+        """What the last SNRM asked for: the proposal, or the defaults once the meter refused the proposal."""
+        return DEFAULT_PARAMETERS if self._defaults_only else self._settings.parameters
 
     @property
     def state(self) -> LinkState:
@@ -188,7 +203,8 @@ class HdlcClientLink:
             data, count = self._frame(s_control(FrameKind.RR, recv_seq=self._received.recv_seq, poll=True)), 1
         else:
             self._command = FrameKind.SNRM if action is _Action.SNRM else FrameKind.DISC
-            info = encode_parameters(self._settings.parameters) if action is _Action.SNRM else b""
+            requested = self.requested  # the defaults go without an information field, as every meter takes them
+            info = encode_parameters(requested) if action is _Action.SNRM and requested != DEFAULT_PARAMETERS else b""
             data, count = self._frame(u_control(self._command, poll=True), info), 1
         self._exchange.polled(data, count, now=now)
         self.frames_sent += count
@@ -253,13 +269,16 @@ class HdlcClientLink:
         if command is FrameKind.DISC:
             return self._down(LinkDownReason.DISCONNECTED)
         if kind is FrameKind.DM:
+            if command is FrameKind.SNRM and self.requested != DEFAULT_PARAMETERS:
+                self._defaults_only = True  # ask once more without a proposal: the defaults every meter takes
+                return []
             return self._down(LinkDownReason.REFUSED)
         try:
             offered = decode_parameters(info)
         except HdlcError as error:
             return self._down(LinkDownReason.PROTOCOL_ERROR, str(error))
         # The server's UA holds its own tx/rx; capping ours by them is the server's rule mirrored.
-        self.parameters = negotiate(proposed=offered, supported=self._settings.parameters)
+        self.parameters = negotiate(proposed=offered, supported=self.requested)
         self._established = True
         if self._state is LinkState.CONNECTING:
             self._state = LinkState.CONNECTED

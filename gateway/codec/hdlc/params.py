@@ -51,6 +51,9 @@ class HdlcParameters:
         )
 
 
+DEFAULT_PARAMETERS = HdlcParameters()  # IEC 62056-46: what an SNRM or UA without an information field means
+
+
 def _parameter(identifier: int, value: int, width: int) -> bytes:
     return bytes([identifier, width]) + value.to_bytes(width, "big")
 

@@ -26,6 +26,7 @@ from gateway.codec.hdlc import (
     ServerSettings,
     encode_frame,
 )
+from gateway.codec.hdlc.params import encode_parameters
 from tests.codec.hdlc.pure_loop import CLIENT_SAP, METER, Loop
 
 CLIENT = HdlcAddress.client(CLIENT_SAP)
@@ -251,6 +252,55 @@ def test_dm_to_snrm_is_refused() -> None:
     loop.client.transmit(now=0.0)
     assert loop.client.receive(_from_meter(0x1F), now=0.1) == [LinkDown(LinkDownReason.REFUSED)]
     assert loop.client.state is LinkState.DISCONNECTED
+
+
+def _sent_frames(data: bytes) -> list[HdlcFrame]:
+    return HdlcFrameDecoder().feed(data, now=0.0)
+
+
+def test_a_meter_that_refuses_the_proposal_is_asked_again_for_the_defaults_once() -> None:
+    # some meters answer DM to an SNRM whose parameters they cannot take, instead of answering their own values
+    loop = Loop(proposed=_parameters(2030, 7))
+    loop.client.connect()
+    (first,) = _sent_frames(loop.client.transmit(now=0.0))
+    assert first.kind is FrameKind.SNRM and first.info  # the proposal
+    assert loop.client.receive(_from_meter(0x1F), now=0.1) == []  # DM: not refused yet
+    assert loop.client.state is LinkState.CONNECTING and loop.client.wants_medium
+    (second,) = _sent_frames(loop.client.transmit(now=0.2))
+    assert second.kind is FrameKind.SNRM and second.info == b""  # no proposal: IEC 62056-46's defaults
+    assert loop.client.requested == HdlcParameters() and loop.client.proposed == _parameters(2030, 7)
+    assert loop.client.receive(_from_meter(0x73), now=0.3) == [LinkUp(HdlcParameters())]
+    assert loop.client.parameters == HdlcParameters()
+
+
+def test_a_meter_that_refuses_the_defaults_too_refuses_the_link() -> None:
+    loop = Loop(proposed=_parameters(2030, 7))
+    loop.client.connect()
+    loop.client.transmit(now=0.0)
+    assert loop.client.receive(_from_meter(0x1F), now=0.1) == []
+    loop.client.transmit(now=0.2)
+    assert loop.client.receive(_from_meter(0x1F), now=0.3) == [LinkDown(LinkDownReason.REFUSED)]
+    loop.client.connect()  # a new connection proposes again
+    (snrm,) = _sent_frames(loop.client.transmit(now=1.0))
+    assert snrm.info and loop.client.requested == _parameters(2030, 7)
+
+
+def test_a_proposal_of_the_defaults_is_an_snrm_without_information_and_a_dm_refuses_it() -> None:
+    loop = Loop()
+    loop.client.connect()
+    (snrm,) = _sent_frames(loop.client.transmit(now=0.0))
+    assert snrm.kind is FrameKind.SNRM and snrm.info == b""
+    assert loop.client.receive(_from_meter(0x1F), now=0.1) == [LinkDown(LinkDownReason.REFUSED)]
+
+
+def test_a_ua_beyond_the_defaults_after_a_refusal_is_capped_by_them() -> None:
+    loop = Loop(proposed=_parameters(2030, 7))
+    loop.client.connect()
+    loop.client.transmit(now=0.0)
+    loop.client.receive(_from_meter(0x1F), now=0.1)
+    loop.client.transmit(now=0.2)
+    big_ua = encode_parameters(_parameters(1024, 4))
+    assert loop.client.receive(_from_meter(0x73, big_ua), now=0.3) == [LinkUp(HdlcParameters())]
 
 
 def test_disc_closes_both_ends() -> None:
