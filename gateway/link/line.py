@@ -148,6 +148,7 @@ class MeterLine:
         self._log = log.bind(line=config.name, device=config.device)
         self._fault_logged_at: float | None = None
         self._relay_active_at: float | None = None  # when a relay link last sent or heard on the line
+        self._links_to: dict[int | None, int] = {}  # physical address -> data links to it
 
     # -- life cycle ---------------------------------------------------------------------------
 
@@ -207,9 +208,19 @@ class MeterLine:
         """How long an exchange holds the line, lately (a moving average; 0 before the first)."""
         return self._exchange_s
 
-    def expected_wait_s(self) -> float:
-        """How long a link that wants the line now would wait for it, estimated from recent exchanges."""
-        return self.waiting() * self._exchange_s / self._capacity
+    def expected_wait_s(self, waiting: int | None = None) -> float:
+        """How long a link that wants the line now would wait for it, estimated from recent exchanges (behind
+        ``waiting`` links, or as many as wait now)."""
+        return (self.waiting() if waiting is None else waiting) * self._exchange_s / self._capacity
+
+    def congested(self, *, max_waiting: int, max_wait_s: float) -> bool:
+        """Whether ``max_waiting`` links wait, or a link would wait longer than ``max_wait_s``. Counting the
+        waiting links passes over every link: it is skipped when even all of them waiting would be neither."""
+        links = len(self._links)
+        if links < max_waiting and self.expected_wait_s(links) <= max_wait_s:
+            return False
+        waiting = self.waiting()
+        return waiting >= max_waiting or self.expected_wait_s(waiting) > max_wait_s
 
     def outstanding(self) -> int:
         """Exchanges holding the medium now (polls awaiting their final frame, or a broadcast on the wire)."""
@@ -253,6 +264,7 @@ class MeterLine:
         if key in self._links:
             raise ValueError(f"a link for {key} is already on line {self.name}")
         self._links[key] = (link, listener)
+        self._links_to[key[2]] = self._links_to.get(key[2], 0) + 1
         if background:
             self._background.append(key)
             return
@@ -271,6 +283,9 @@ class MeterLine:
         if key is None:
             return
         del self._links[key]
+        remaining = self._links_to.pop(key[2]) - 1
+        if remaining:
+            self._links_to[key[2]] = remaining
         self._urgent.discard(key)
         self._cancel_timer(key)
         if key in self._background:
@@ -319,7 +334,7 @@ class MeterLine:
 
     def has_link_to(self, lower: int | None) -> bool:
         """A data link to this physical meter exists, whatever its client SAP and logical device."""
-        return any(key[2] == lower for key in self._links)
+        return lower in self._links_to
 
     def broadcast(self, *, client_sap: int, apdu: bytes, done: BroadcastDone) -> bool:
         """Queue one APDU for every meter on the line (a UI frame to all stations); False when it cannot be.

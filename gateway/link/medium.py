@@ -146,7 +146,7 @@ class SerialMedium:
     def congested(self) -> bool:
         """The queue is full: as many links wait as configured, or the next would wait longer than max_wait_s."""
         config = self.line.config
-        return self.line.waiting() >= config.max_waiting or self.line.expected_wait_s() > config.max_wait_s
+        return self.line.congested(max_waiting=config.max_waiting, max_wait_s=config.max_wait_s)
 
     def busy(self, association: Association) -> bool:
         """One data link per physical meter at a time (issue 13): many meters keep one HDLC connection only,

@@ -9,6 +9,7 @@ Deadline: one timer per guard, no work per PDU beyond reading the clock.
 from __future__ import annotations
 
 import asyncio
+import functools
 import ipaddress
 import ssl
 from collections import Counter
@@ -76,14 +77,20 @@ def peer_names(peername: Any) -> tuple[str, str]:
     """(address, 'address:port') of a socket peer; an IPv4-mapped IPv6 address as plain IPv4."""
     if not isinstance(peername, tuple) or len(peername) < 2:
         return "?", "?"
-    host, port = str(peername[0]), peername[1]
+    host = _plain_host(str(peername[0]))
+    port = peername[1]
+    return host, (f"[{host}]:{port}" if ":" in host else f"{host}:{port}")
+
+
+@functools.lru_cache(maxsize=256)  # a HES connects from the same few addresses: each is parsed once
+def _plain_host(host: str) -> str:
     try:
         address = ipaddress.ip_address(host.split("%", 1)[0])
     except ValueError:
-        return host, f"{host}:{port}"
+        return host
     if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        host = str(address.ipv4_mapped)
-    return host, (f"[{host}]:{port}" if ":" in host else f"{host}:{port}")
+        return str(address.ipv4_mapped)
+    return host
 
 
 class HesConnection(asyncio.Protocol):

@@ -45,7 +45,22 @@ class AllowList:
 
 
 def tune_socket(sock: socket.socket, *, keepalive_s: float, user_timeout_s: float) -> None:
-    """Low latency, a bounded send buffer, and notice a HES that vanished without a FIN (half-open)."""
+    """Low latency, a bounded send buffer, and notice a HES that vanished without a FIN (half-open).
+
+    ``sock`` may be a transport's stand-in for its socket (asyncio's, uvloop's): uvloop's makes a socket object,
+    with its system calls, for every option set, so the options are set through one made here for them all.
+    """
+    if type(sock) is not socket.socket:
+        own = socket.socket(sock.family, sock.type, sock.proto, sock.fileno())
+        try:
+            _set_options(own, keepalive_s=keepalive_s, user_timeout_s=user_timeout_s)
+        finally:
+            own.detach()  # the descriptor stays the transport's
+        return
+    _set_options(sock, keepalive_s=keepalive_s, user_timeout_s=user_timeout_s)
+
+
+def _set_options(sock: socket.socket, *, keepalive_s: float, user_timeout_s: float) -> None:
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SEND_BUFFER_BYTES)
     if keepalive_s > 0:

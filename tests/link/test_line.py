@@ -228,6 +228,24 @@ async def test_the_serial_medium_is_congested_once_as_many_links_wait_as_configu
     assert not medium.congested()  # both served: the queue drained
 
 
+async def test_many_links_of_which_few_wait_do_not_congest_the_line_and_links_are_counted_per_meter(
+        harness: Harness) -> None:
+    clients = [Client(harness.line, physical_address=17 + i % 20, client_sap=16 + i // 20) for i in range(60)]
+    assert not harness.line.congested(max_waiting=1024, max_wait_s=10.0)  # none waits
+    assert harness.line.congested(max_waiting=60, max_wait_s=10.0) is False  # 60 attached, none waits
+    clients[0].link.connect()
+    clients[1].link.connect()
+    assert harness.line.congested(max_waiting=2, max_wait_s=10.0)  # two wait: the count is taken
+    assert not harness.line.congested(max_waiting=3, max_wait_s=10.0)
+    # three links to meter 17 (client SAPs 16, 17, 18): the meter keeps a data link while any is on the line
+    to_17 = [client for client in clients if client.server.lower == 17]
+    assert len(to_17) == 3 and harness.line.has_link_to(17)
+    for client in to_17:
+        assert harness.line.has_link_to(17)
+        harness.line.detach(client.link)
+    assert not harness.line.has_link_to(17) and harness.line.has_link_to(18)
+
+
 async def test_the_serial_medium_is_congested_once_the_queue_would_wait_longer_than_configured(
         harness: Harness) -> None:
     from dataclasses import replace  # noqa: PLC0415

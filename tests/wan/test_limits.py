@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import io
+import os
 import socket
 from collections.abc import Callable
 from dataclasses import replace
@@ -16,7 +17,7 @@ from gateway.codec.wrapper import WrapperPdu, encode
 from gateway.config import GatewayConfig, WanConfig, check_wan
 from gateway.daemon import Gateway
 from gateway.loglimit import EVENT_BUDGET
-from gateway.wan.connection import MAX_UNSENT_BYTES, HesConnection
+from gateway.wan.connection import MAX_UNSENT_BYTES, HesConnection, peer_names
 from gateway.wan.limits import SEND_BUFFER_BYTES, AllowList, Deadline, tune_socket
 from gateway.wan.server import WanServer
 from tests.integration.conftest import SimLine, gateway_config
@@ -66,6 +67,54 @@ def test_tune_socket_sets_keepalive_user_timeout_and_send_buffer() -> None:
         tune_socket(sock, keepalive_s=0, user_timeout_s=0)
         assert sock.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE) == 0
         assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT) == 0
+
+
+def _tuned_through_the_transport(loop: asyncio.AbstractEventLoop) -> tuple[int, int, bytes]:
+    """Tune an accepted connection through its transport's socket stand-in; (keepalive, idle, echo) read back."""
+
+    async def run() -> tuple[int, int, bytes]:
+        accepted: asyncio.Future[asyncio.Transport] = loop.create_future()
+
+        class Echo(asyncio.Protocol):
+            def connection_made(self, transport: asyncio.BaseTransport) -> None:
+                self.transport = transport
+                accepted.set_result(transport)  # type: ignore[arg-type]
+
+            def data_received(self, data: bytes) -> None:
+                self.transport.write(data)  # type: ignore[attr-defined]
+
+        server = await loop.create_server(Echo, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        transport = await accepted
+        tune_socket(transport.get_extra_info("socket"), keepalive_s=60, user_timeout_s=30)
+        with socket.socket(fileno=os.dup(transport.get_extra_info("socket").fileno())) as view:
+            options = (view.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE),
+                       view.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE))
+        writer.write(b"still open")  # the transport's descriptor was not closed by the tuning
+        echo = await asyncio.wait_for(reader.readexactly(10), 5)
+        writer.close()
+        await writer.wait_closed()
+        transport.close()
+        server.close()
+        await server.wait_closed()
+        await asyncio.sleep(0)  # the transport's close runs in the next turn
+        return (*options, echo)
+
+    return loop.run_until_complete(run())
+
+
+@pytest.mark.parametrize("flavour", ["asyncio", "uvloop"])
+def test_tune_socket_through_a_transports_socket_stand_in_leaves_the_connection_open(flavour: str) -> None:
+    if flavour == "uvloop":
+        uvloop = pytest.importorskip("uvloop")
+        loop: asyncio.AbstractEventLoop = uvloop.new_event_loop()
+    else:
+        loop = asyncio.new_event_loop()
+    try:
+        assert _tuned_through_the_transport(loop) == (1, 60, b"still open")
+    finally:
+        loop.close()
 
 
 async def test_deadline_fires_once_after_the_last_restart_only() -> None:
@@ -336,3 +385,16 @@ async def test_a_pdu_whose_routing_raises_costs_its_connection_only_with_one_lin
     assert "Traceback" not in captured_logs.getvalue()
     await hes.close()
     await server.stop()
+
+
+@pytest.mark.parametrize(("peername", "names"), [
+    (("::ffff:10.0.0.1", 5, 0, 0), ("10.0.0.1", "10.0.0.1:5")),  # an IPv4 HES on a dual-stack listener
+    (("10.0.0.1", 4059), ("10.0.0.1", "10.0.0.1:4059")),
+    (("fe80::1%eth0", 7, 0, 2), ("fe80::1%eth0", "[fe80::1%eth0]:7")),
+    (("2001:db8::1", 9, 0, 0), ("2001:db8::1", "[2001:db8::1]:9")),
+    (("not-an-address", 1), ("not-an-address", "not-an-address:1")),
+    (None, ("?", "?")),
+])
+def test_peer_names_give_the_address_a_person_and_the_limits_use(peername: object, names: tuple[str, str]) -> None:
+    assert peer_names(peername) == names
+    assert peer_names(peername) == names  # the second time from the table of parsed addresses
