@@ -33,6 +33,16 @@ def _bitwise_crc(data: bytes) -> int:
     return crc ^ 0xFFFF
 
 
+def _feed_cuts(decoder: HdlcFrameDecoder, wire: bytes, cuts: list[int]) -> list[HdlcFrame]:
+    """Feed ``wire`` in reads of the given sizes, then the rest in one."""
+    decoded: list[HdlcFrame] = []
+    position = 0
+    for cut in [*cuts, len(wire)]:
+        decoded += decoder.feed(wire[position : position + cut], now=0.0)
+        position += cut
+    return decoded
+
+
 def _feed_chunks(decoder: HdlcFrameDecoder, data: bytes, chunk: int) -> list[HdlcFrame]:
     frames: list[HdlcFrame] = []
     for start in range(0, len(data), chunk):
@@ -264,13 +274,7 @@ frames = st.builds(
 def test_round_trip_of_arbitrary_frames_in_arbitrary_chunks(frame_list: list[HdlcFrame], cuts: list[int]) -> None:
     wire = b"".join(encode_frame(frame) for frame in frame_list)
     decoder = HdlcFrameDecoder()
-    decoded: list[HdlcFrame] = []
-    position = 0
-    for cut in [*cuts, len(wire)]:
-        decoded += decoder.feed(wire[position : position + cut], now=0.0)
-        position += cut
-    decoded += decoder.feed(wire[position:], now=0.0)
-    assert decoded == frame_list
+    assert _feed_cuts(decoder, wire, cuts) == frame_list
     assert (decoder.bad_crc, decoder.discarded_bytes) == (0, 0)
 
 
@@ -323,12 +327,7 @@ def test_any_chunking_decodes_what_the_whole_stream_decodes(parts: list[tuple[bo
     whole = HdlcFrameDecoder()
     expected = whole.feed(wire, now=0.0)
     chunked = HdlcFrameDecoder()
-    decoded: list[HdlcFrame] = []
-    position = 0
-    for cut in [*cuts, len(wire)]:
-        decoded += chunked.feed(wire[position : position + cut], now=0.0)
-        position += cut
-    assert decoded == expected
+    assert _feed_cuts(chunked, wire, cuts) == expected
     assert (chunked.bad_crc, chunked.discarded_bytes, chunked.buffered) == \
         (whole.bad_crc, whole.discarded_bytes, whole.buffered)
 
