@@ -120,7 +120,6 @@ class MeterLine:
         self._transport: asyncio.Transport | None = None
         self.current: _LineProtocol | None = None  # the protocol of the open device
         self._links: dict[_Key, tuple[HdlcClientLink, LinkListener]] = {}
-        self._order: list[_Key] = []  # relay links, round-robin order
         self._urgent: set[_Key] = set()  # relay links whose next exchange goes first (a disconnect command)
         self._background: list[_Key] = []  # legacy polling links, served when the relay is idle
         # Relay links round-robin in two levels: between the HES peers they work for (groups), then between
@@ -128,7 +127,7 @@ class MeterLine:
         self._groups: list[str] = []  # groups with relay links, in turn order
         self._members: dict[str, list[_Key]] = {}  # a group's relay links, in turn order
         self._member_next: dict[str, int] = {}
-        self._group_of: dict[_Key, str] = {}
+        self._group_of: dict[_Key, str] = {}  # every relay link (the others are background work)
         self._group_next = 0
         self._holders: set[_Key] = set()  # links holding the medium (polled, awaiting the final frame)
         self._holding_since: dict[_Key, float] = {}  # when each holder took the medium
@@ -268,7 +267,6 @@ class MeterLine:
         if background:
             self._background.append(key)
             return
-        self._order.append(key)
         self._group_of[key] = group
         members = self._members.get(group)
         if members is None:
@@ -291,7 +289,6 @@ class MeterLine:
         if key in self._background:
             self._background.remove(key)
         else:
-            self._order.remove(key)
             self._leave_group(key)
         self._release(key)
         self.wake()
@@ -319,7 +316,7 @@ class MeterLine:
 
     def relay_idle_s(self) -> float:
         """How long no relay (HES) exchange has wanted or used the medium; 0 while one does."""
-        if any(key in self._holders for key in self._order) or self._relay_waits():
+        if any(key in self._holders for key in self._group_of) or self._relay_waits():
             return 0.0
         return float("inf") if self._relay_active_at is None else self._clock() - self._relay_active_at
 
@@ -329,7 +326,7 @@ class MeterLine:
     def prioritize(self, link: HdlcClientLink) -> None:
         """This link's next exchange goes before the round-robin turn of the others."""
         key = next((k for k, (candidate, _) in self._links.items() if candidate is link), None)
-        if key is not None and key in self._order:
+        if key is not None and key in self._group_of:  # a relay link
             self._urgent.add(key)
 
     def has_link_to(self, lower: int | None) -> bool:
@@ -349,7 +346,7 @@ class MeterLine:
         return True
 
     def _relay_waits(self) -> bool:
-        return any(self._links[key][0].wants_medium for key in self._order)
+        return any(self._links[key][0].wants_medium for key in self._group_of)
 
     def _send_broadcast(self) -> None:
         """One broadcast frame on the wire: the medium is held for its airtime (no poll, no answer)."""
@@ -416,7 +413,7 @@ class MeterLine:
                 index += 1
                 if not links[key][0].wants_medium:
                     continue
-                if self._holders and not self._may_hold(key):
+                if not self._may_hold(key):
                     relay_waits = True
                     continue
                 self._member_next[group] = index if index < member_count else 0

@@ -22,16 +22,11 @@ class Exchange:
         self._max_retries = max_retries
         self.awaiting = False  # polled, the frame with the F bit has not come
         self.retransmit = False  # timed out, the last transmission must go again
-        self.deadline: float | None = None  # response timeout, or the end of a busy back-off
+        self.deadline: float | None = None  # response timeout, or (not awaiting) the end of a busy back-off
         self.progress = False  # this exchange acknowledged or delivered something
         self.last_transmission = b""
         self.last_frame_count = 0
         self._failures = 0  # exchanges in a row that timed out or made no progress
-
-    @property
-    def backing_off(self) -> bool:
-        """Whether the peer said it is busy and the back-off has not ended."""
-        return self.deadline is not None and not self.awaiting
 
     def polled(self, data: bytes, frame_count: int, *, now: float) -> None:
         """The link put `data` on the line with the P bit set: start the response timer."""

@@ -98,13 +98,18 @@ def encode_frame(frame: HdlcFrame) -> bytes:
 def encode_fields(addresses: bytes, control: int, info: bytes = b"", *, segmented: bool = False) -> bytes:
     """A frame from its destination and source fields already encoded (a data link's are fixed), both flags
     included; ``control`` is one byte."""
+    header = _header(addresses, control, info, segmented=segmented)
+    body = header + crc16_x25(header).to_bytes(2, "little") + info if info else header
+    return _FLAG_BYTE + body + crc16_x25(body).to_bytes(2, "little") + _FLAG_BYTE
+
+
+def _header(addresses: bytes, control: int, info: bytes, *, segmented: bool) -> bytes:
+    """Format (type, S bit, length), addresses and control: what the HCS covers."""
     length = 5 + len(addresses) + (2 + len(info) if info else 0)  # format 2, control 1, FCS 2
     if length > _LENGTH_MASK:
         raise LocalProtocolError(f"frame of {length} bytes exceeds the 11-bit length field")
-    header = (_FORMAT_TYPE | (_SEGMENTED if segmented else 0) | length).to_bytes(2, "big") + addresses + \
+    return (_FORMAT_TYPE | (_SEGMENTED if segmented else 0) | length).to_bytes(2, "big") + addresses + \
         control.to_bytes(1, "big")
-    body = header + crc16_x25(header).to_bytes(2, "little") + info if info else header
-    return _FLAG_BYTE + body + crc16_x25(body).to_bytes(2, "little") + _FLAG_BYTE
 
 
 class LinkFrames:
@@ -113,20 +118,16 @@ class LinkFrames:
 
     def __init__(self, addresses: bytes) -> None:
         self._addresses = addresses  # destination and source fields, encoded
-        self._headers: dict[int, tuple[bytes, int]] = {}  # (length, S, control) -> (flag + header + HCS, register)
+        self._headers: dict[int, tuple[bytes, int]] = {}  # (info length, S, control) -> (flag + header + HCS, register)
 
     def encode(self, control: int, info: bytes = b"", *, segmented: bool = False) -> bytes:
         """The frame as sent on the line, both flags included (what ``encode_fields`` gives)."""
         if not info:
             return encode_fields(self._addresses, control, segmented=segmented)
-        frame_format = _FORMAT_TYPE | (_SEGMENTED if segmented else 0) | (7 + len(self._addresses) + len(info))
-        key = frame_format << 8 | control
+        key = len(info) << 9 | segmented << 8 | control  # the addresses are the link's: these make the header
         cached = self._headers.get(key)
         if cached is None:
-            if 7 + len(self._addresses) + len(info) > _LENGTH_MASK:
-                raise LocalProtocolError(f"frame of {7 + len(self._addresses) + len(info)} bytes exceeds the 11-bit "
-                                         "length field")
-            header = frame_format.to_bytes(2, "big") + self._addresses + control.to_bytes(1, "big")
+            header = _header(self._addresses, control, info, segmented=segmented)
             header += crc16_x25(header).to_bytes(2, "little")
             if len(self._headers) >= MAX_LINK_HEADERS:
                 self._headers.clear()

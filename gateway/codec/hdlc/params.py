@@ -110,7 +110,6 @@ def negotiate(*, proposed: HdlcParameters, supported: HdlcParameters) -> HdlcPar
     )
 
 
-
 MOST = HdlcParameters(max_info_tx=MAX_INFO_RANGE[-1], max_info_rx=MAX_INFO_RANGE[-1], window_tx=WINDOW_RANGE[-1],
                       window_rx=WINDOW_RANGE[-1])  # no limit known: what IEC 62056-46 allows
 
